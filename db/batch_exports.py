@@ -1,0 +1,121 @@
+"""The batch_exports table: the API's writes and reads, and every named state transition of a job.
+
+Transitions are conditional UPDATEs: each names the states it may leave, so a late write can never
+overwrite CANCELLED (or any other final state) no matter how processes interleave.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+ACTIVE_STATUSES = ("QUEUED", "PROCESSING")
+FINAL_STATUSES = ("COMPLETED", "FAILED", "CANCELLED")
+
+# The columns the API returns, with the creator joined in.
+_SELECT = """
+SELECT e.id, e.project_id, e.user_id, e.name, e.status, e.format, e.query, e.object_key, e.log,
+       e.rows_exported, e.rows_total, e.created_at, e.updated_at, e.finished_at, e.expires_at,
+       u.name AS user_name, u.image AS user_image
+FROM batch_exports e LEFT JOIN users u ON u.id = e.user_id
+"""
+
+INSERT_SQL = """
+INSERT INTO batch_exports (project_id, user_id, name, format, query)
+VALUES (%(project_id)s, %(user_id)s, %(name)s, %(format)s, %(query)s)
+RETURNING id
+"""
+GET_SQL = _SELECT + "WHERE e.id = %(id)s AND e.project_id = %(project_id)s"
+PAGE_SQL = (
+    _SELECT
+    + "WHERE e.project_id = %(project_id)s ORDER BY e.created_at DESC, e.id DESC LIMIT %(limit)s OFFSET %(offset)s"
+)
+COUNT_SQL = "SELECT count(*) AS n FROM batch_exports WHERE project_id = %(project_id)s"
+COUNT_ACTIVE_SQL = (
+    "SELECT count(*) AS n FROM batch_exports WHERE project_id = %(project_id)s"
+    " AND status IN ('QUEUED', 'PROCESSING')"
+)
+CANCEL_SQL = """
+UPDATE batch_exports SET status = 'CANCELLED', finished_at = now(), updated_at = now(),
+       log = coalesce(log || E'\n', '') || 'Cancelled by a user.'
+WHERE id = %(id)s AND project_id = %(project_id)s AND status IN ('QUEUED', 'PROCESSING')
+RETURNING id
+"""
+
+
+def insert_params(*, project_id: str, user_id: str | None, name: str, format: str, query: dict[str, Any]) -> dict[str, Any]:
+    return {"project_id": project_id, "user_id": user_id, "name": name, "format": format, "query": Jsonb(query)}
+
+
+# --- worker-side transitions (sync connections) -------------------------------------------------
+
+
+def load(conn: psycopg.Connection, export_id: str) -> dict[str, Any] | None:
+    return conn.execute("SELECT * FROM batch_exports WHERE id = %s", (export_id,)).fetchone()
+
+
+def mark_processing(conn: psycopg.Connection, export_id: str) -> dict[str, Any] | None:
+    """QUEUED → PROCESSING; a retry after a crash finds PROCESSING and takes it over, from zero."""
+    return conn.execute(
+        "UPDATE batch_exports SET status = 'PROCESSING', rows_exported = 0, rows_total = NULL,"
+        " updated_at = now() WHERE id = %s AND status IN ('QUEUED', 'PROCESSING') RETURNING *",
+        (export_id,),
+    ).fetchone()
+
+
+def record_progress(conn: psycopg.Connection, export_id: str, rows_exported: int, rows_total: int | None) -> bool:
+    """Returns False when the export is no longer PROCESSING (cancelled): the job must stop."""
+    row = conn.execute(
+        "UPDATE batch_exports SET rows_exported = %s, rows_total = coalesce(%s, rows_total), updated_at = now()"
+        " WHERE id = %s AND status = 'PROCESSING' RETURNING id",
+        (rows_exported, rows_total, export_id),
+    ).fetchone()
+    return row is not None
+
+
+def current_status(conn: psycopg.Connection, export_id: str) -> str | None:
+    row = conn.execute("SELECT status FROM batch_exports WHERE id = %s", (export_id,)).fetchone()
+    return row["status"] if row else None
+
+
+def mark_completed(
+    conn: psycopg.Connection, export_id: str, *, object_key: str, rows_exported: int, expires_hours: float, log: str | None
+) -> dict[str, Any] | None:
+    """PROCESSING → COMPLETED; None when a cancel got there first."""
+    return conn.execute(
+        "UPDATE batch_exports SET status = 'COMPLETED', object_key = %s, rows_exported = %s,"
+        " rows_total = %s, log = %s, finished_at = now(), updated_at = now(),"
+        " expires_at = now() + make_interval(secs => %s)"
+        " WHERE id = %s AND status = 'PROCESSING' RETURNING *",
+        (object_key, rows_exported, rows_exported, log, expires_hours * 3600, export_id),
+    ).fetchone()
+
+
+def mark_failed(conn: psycopg.Connection, export_id: str, message: str) -> bool:
+    """QUEUED/PROCESSING → FAILED with a message a user can act on; never overwrites a final state."""
+    row = conn.execute(
+        "UPDATE batch_exports SET status = 'FAILED', log = %s, finished_at = now(), updated_at = now()"
+        " WHERE id = %s AND status IN ('QUEUED', 'PROCESSING') RETURNING id",
+        (message, export_id),
+    ).fetchone()
+    return row is not None
+
+
+def note_retry(conn: psycopg.Connection, export_id: str, message: str) -> None:
+    """Keeps a failed attempt visible in `log` while RQ retries; the export stays active."""
+    conn.execute(
+        "UPDATE batch_exports SET log = %s, updated_at = now() WHERE id = %s AND status IN ('QUEUED', 'PROCESSING')",
+        (message, export_id),
+    )
+
+
+def queued_without_recent_activity(conn: psycopg.Connection, grace_seconds: int) -> list[str]:
+    """Exports still QUEUED after the grace period: candidates for the sweep to re-enqueue."""
+    rows = conn.execute(
+        "SELECT id FROM batch_exports WHERE status = 'QUEUED'"
+        " AND created_at < now() - make_interval(secs => %s) ORDER BY created_at",
+        (grace_seconds,),
+    ).fetchall()
+    return [r["id"] for r in rows]

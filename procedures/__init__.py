@@ -1,0 +1,1 @@
+"""The application: request context, sessions, protected procedures, the batchExport router, the app."""

@@ -1,0 +1,35 @@
+"""Pydantic wire models: the single source of truth for procedure inputs and outputs."""
+
+from schemas.batch_exports import (
+    BatchExport,
+    BatchExportList,
+    BatchExportQuery,
+    BatchExportRef,
+    CreateBatchExport,
+    DownloadUrl,
+    ExportFormat,
+    ExportStatus,
+    ExportUser,
+    ListBatchExports,
+    OrderBy,
+    Progress,
+    TableName,
+)
+from schemas.filters import Filter
+
+__all__ = [
+    "BatchExport",
+    "BatchExportList",
+    "BatchExportQuery",
+    "BatchExportRef",
+    "CreateBatchExport",
+    "DownloadUrl",
+    "ExportFormat",
+    "ExportStatus",
+    "ExportUser",
+    "Filter",
+    "ListBatchExports",
+    "OrderBy",
+    "Progress",
+    "TableName",
+]

@@ -1,0 +1,108 @@
+"""Wire models of the batchExport procedures: what the frontend sends and what it gets back."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from schemas.filters import ColumnName, Filter
+
+TableName = Literal[
+    "traces",
+    "observations",
+    "events",
+    "scores",
+    "sessions",
+    "dataset_run_items",
+    "dataset_items",
+    "audit_logs",
+]
+ExportFormat = Literal["CSV", "JSON", "JSONL"]
+ExportStatus = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
+SearchType = Literal["id", "content"]
+
+ProjectId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+BatchExportId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+ExportName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+
+
+class _Input(BaseModel):
+    # A typo in a field name is a mistake the caller should hear about, not have silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class OrderBy(_Input):
+    column: ColumnName
+    order: Literal["ASC", "DESC"]
+
+
+class BatchExportQuery(_Input):
+    """The table view being exported: the same shape as the frontend's table state."""
+
+    tableName: TableName
+    filter: Annotated[list[Filter], Field(max_length=50)] | None = None
+    searchQuery: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    searchType: list[SearchType] | None = None
+    orderBy: OrderBy | None = None
+    # The page the user was looking at; an export always covers every matching row, as in Langfuse.
+    limit: Annotated[int, Field(ge=1)] | None = None
+    page: Annotated[int, Field(ge=0)] | None = None
+
+
+class CreateBatchExport(_Input):
+    projectId: ProjectId
+    name: ExportName
+    query: BatchExportQuery
+    format: ExportFormat
+
+
+class BatchExportRef(_Input):
+    projectId: ProjectId
+    batchExportId: BatchExportId
+
+
+class ListBatchExports(_Input):
+    projectId: ProjectId
+    page: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    limit: Annotated[int, Field(ge=1, le=100)] = 50
+
+
+class Progress(BaseModel):
+    rowsExported: int
+    rowsTotal: int | None
+
+
+class ExportUser(BaseModel):
+    id: str
+    name: str | None
+    image: str | None
+
+
+class BatchExport(BaseModel):
+    id: str
+    projectId: str
+    name: str
+    status: ExportStatus
+    format: ExportFormat
+    query: BatchExportQuery
+    createdAt: datetime
+    updatedAt: datetime
+    finishedAt: datetime | None
+    expiresAt: datetime | None
+    isExpired: bool
+    isDownloadable: bool
+    log: str | None
+    progress: Progress
+    user: ExportUser | None
+
+
+class BatchExportList(BaseModel):
+    exports: list[BatchExport]
+    totalCount: int
+
+
+class DownloadUrl(BaseModel):
+    url: str
+    expiresAt: datetime

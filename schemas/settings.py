@@ -1,0 +1,92 @@
+"""The service's configuration: every environment variable DESIGN.md names, read once, with local defaults."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The local stack `batch-export demo` starts listens on these ports; the defaults point at it so a
+# newcomer needs no configuration at all.
+LOCAL_POSTGRES_PORT = 54329
+LOCAL_REDIS_PORT = 63799
+INSECURE_DEV_SECRET = "dev-only-insecure-secret-change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    DATABASE_URL: str = f"postgresql://postgres@127.0.0.1:{LOCAL_POSTGRES_PORT}/batch_export"
+    REDIS_URL: str = f"redis://127.0.0.1:{LOCAL_REDIS_PORT}/0"
+    EXPORT_STORAGE_URL: str = "./.data/exports"
+    PUBLIC_BASE_URL: str = "http://127.0.0.1:8000"
+    SECRET_KEY: str = Field(default=INSECURE_DEV_SECRET, min_length=16)
+    BATCH_EXPORT_ROW_LIMIT: int = Field(default=1_500_000, gt=0)
+    BATCH_EXPORT_DOWNLOAD_LINK_EXPIRATION_HOURS: float = Field(default=24, gt=0)
+    BATCH_EXPORT_MAX_ACTIVE_PER_PROJECT: int = Field(default=10, gt=0)
+    # The RQ job's own limits: a hard timeout per attempt, and how many retries a failed attempt gets.
+    BATCH_EXPORT_JOB_TIMEOUT_SECONDS: int = Field(default=4 * 3600, gt=0)
+    BATCH_EXPORT_JOB_RETRIES: int = Field(default=3, ge=0)
+    # A QUEUED export whose job is missing from Redis for this long is re-enqueued by the sweep.
+    BATCH_EXPORT_SWEEP_GRACE_SECONDS: int = Field(default=30, ge=0)
+    SESSION_TTL_HOURS: float = Field(default=24 * 30, gt=0)
+    SMTP_URL: str = ""
+    EMAIL_FROM: str = "batch-exports@localhost"
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        if urlparse(value).scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("REDIS_URL")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if urlparse(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis:// URL")
+        return value
+
+    @field_validator("EXPORT_STORAGE_URL")
+    @classmethod
+    def _storage_url(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme == "s3":
+            if not parsed.netloc:
+                raise ValueError("s3:// URL needs a bucket: s3://bucket/prefix")
+            return value
+        if parsed.scheme == "file":
+            return value
+        if parsed.scheme == "":
+            # A bare path: make it absolute now, so the API and the worker agree whatever their cwd.
+            return Path(value).expanduser().resolve().as_uri()
+        raise ValueError("must be file:///abs/path, a local path, or s3://bucket/prefix")
+
+    @field_validator("PUBLIC_BASE_URL")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if urlparse(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http(s):// URL")
+        return value.rstrip("/")
+
+
+class SettingsError(Exception):
+    """A bad configuration value, phrased as one line an operator can act on."""
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise SettingsError(f"invalid configuration: {problems}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,1 @@
+"""The RQ job and the export engine it drives."""
