@@ -1,0 +1,212 @@
+"""The Starlette endpoint: where a JSON-RPC request enters, and jsonrpcserver is made safe.
+
+POST {path} reads the body (bounded), parses it, checks every request object and hands
+the valid ones to jsonrpcserver's dispatcher with the per-request context. We parse and
+check ourselves, instead of letting jsonrpcserver 5.0.9 do it, because it
+
+- answers a batch with one bad member with a single error, not one reply per member;
+- checks requests with jsonschema, about 150 µs each;
+- puts str(exception) in error data, which can leak SQL, paths or secrets.
+
+Its replies then pass through `_to_wire`, which keeps our error objects and replaces
+any other error data with a generic error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from jsonrpcserver import Success, async_dispatch_to_response
+from jsonrpcserver.response import to_serializable_one
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import protocol
+from .errors import RPCError, error_object, key_for_numeric_code
+from .invocation import Method, as_method, compile_method, not_found_method, unexpected_error
+from .openrpc import openrpc_document
+from .router import Router
+
+logger = logging.getLogger(__name__)
+
+CreateContext = Callable[[Request], Awaitable[Any]]
+
+DISCOVER = "rpc.discover"  # OpenRPC's service-discovery method name
+
+
+class _MethodTable(dict[str, Method]):
+    """The methods jsonrpcserver dispatches on; unknown names get our NOT_FOUND error.
+
+    jsonrpcserver's own not-found reply carries the method name as bare data; answering
+    through a method keeps every error in one shape.
+    """
+
+    def __missing__(self, name: str) -> Method:
+        return not_found_method(name)
+
+
+def _already_parsed(message: Any) -> Any:
+    # We hand jsonrpcserver the parsed, checked requests (see the module docstring).
+    return message
+
+
+def _already_checked(message: Any) -> Any:
+    return message
+
+
+def _to_wire(response: Any) -> dict[str, Any]:
+    """jsonrpcserver's response as a reply dict, with any error not built by us sanitised."""
+    reply = to_serializable_one(response)
+    error = reply.get("error")
+    if error is not None:
+        data = error.get("data")
+        if not (isinstance(data, dict) and "httpStatus" in data):
+            # jsonrpcserver's own errors carry str(exception) or similar: never send that.
+            reply["error"] = error_object(key_for_numeric_code(error["code"]))
+    return reply
+
+
+def _json(reply: Any, status_code: int = 200) -> Response:
+    return Response(protocol.encode(reply), status_code=status_code, media_type="application/json")
+
+
+class RPCEndpoint:
+    """One router served over HTTP; built once, shared by every request."""
+
+    def __init__(
+        self,
+        router: Router,
+        create_context: CreateContext,
+        *,
+        max_body_bytes: int,
+        max_batch: int,
+        openrpc_info: Mapping[str, Any],
+    ) -> None:
+        procedures = router.procedures
+        reserved = [path for path in procedures if path == "rpc" or path.startswith("rpc.")]
+        if reserved:
+            # JSON-RPC 2.0 reserves "rpc." method names for the protocol itself.
+            raise ValueError(f"method names starting with 'rpc.' are reserved: {reserved}")
+        self.create_context = create_context
+        self.max_body_bytes = max_body_bytes
+        self.max_batch = max_batch
+        self.document = openrpc_document(router, openrpc_info)
+        self._document_body = protocol.encode(self.document)
+        self.methods = _MethodTable(
+            {path: compile_method(path, procedure) for path, procedure in procedures.items()}
+        )
+        document = self.document
+
+        async def discover(ctx: Any, /, *args: Any, **params: Any) -> Any:
+            return Success(document)
+
+        self.methods[DISCOVER] = as_method(discover)
+
+    async def openrpc(self, request: Request) -> Response:
+        """GET {path}/openrpc.json"""
+        return Response(self._document_body, media_type="application/json")
+
+    async def rpc(self, request: Request) -> Response:
+        """POST {path}: one request, a batch, or notifications."""
+        body = await self._read_body(request)
+        if body is None:
+            too_large = error_object(
+                "PAYLOAD_TOO_LARGE", f"Request body exceeds {self.max_body_bytes} bytes"
+            )
+            return _json(protocol.failure(None, too_large), status_code=413)
+        try:
+            message = protocol.parse(body)
+        except protocol.ParseError:
+            return _json(protocol.failure(None, error_object("PARSE_ERROR")))
+
+        if type(message) is not list:
+            if not protocol.is_request(message):
+                return _json(protocol.invalid_request(message))
+            replies = await self._dispatch(request, [message])
+            return _json(replies[0]) if replies else Response(status_code=204)
+
+        if not message:
+            return _json(protocol.invalid_request(None))
+        if len(message) > self.max_batch:
+            reason = f"Invalid Request: a batch may hold at most {self.max_batch} requests"
+            return _json(protocol.invalid_request(None, reason))
+        valid = [protocol.is_request(member) for member in message]
+        dispatched = iter(await self._dispatch(request, [m for m, ok in zip(message, valid) if ok]))
+        # Back into the batch's order: one reply per member that is not a notification.
+        replies = []
+        for member, ok in zip(message, valid):
+            if not ok:
+                replies.append(protocol.invalid_request(member))
+            elif not protocol.is_notification(member):
+                replies.append(next(dispatched))
+        return _json(replies) if replies else Response(status_code=204)
+
+    async def _dispatch(self, request: Request, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Run valid request objects; the replies of those that are not notifications, in order."""
+        if not calls:
+            return []
+        try:
+            ctx = await self.create_context(request)
+        except RPCError as error:
+            return [
+                protocol.failure(call["id"], error.to_error_object(call["method"]))
+                for call in calls
+                if not protocol.is_notification(call)
+            ]
+        except Exception:
+            error = unexpected_error(None, "create_context raised")  # one logged id for all
+            return [protocol.failure(call["id"], error) for call in calls if not protocol.is_notification(call)]
+        replies = await async_dispatch_to_response(
+            calls,  # type: ignore[arg-type]  # parsed already, see _already_parsed
+            self.methods,
+            context=ctx,
+            deserializer=_already_parsed,
+            validator=_already_checked,
+            post_process=_to_wire,
+        )
+        return replies or []  # type: ignore[return-value]
+
+    async def _read_body(self, request: Request) -> bytes | None:
+        """The body, or None once it is known to exceed the limit (without reading the rest)."""
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            return None
+        # Content-Length may be absent (chunked) or lie, so count what actually arrives.
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def rpc_routes(
+    router: Router,
+    create_context: CreateContext,
+    *,
+    path: str = "/rpc",
+    max_body_bytes: int = 1_048_576,
+    max_batch: int = 50,
+    openrpc_info: Mapping[str, Any] | None = None,
+) -> list[Route]:
+    """The Starlette routes serving `router`: POST {path} and GET {path}/openrpc.json.
+
+    `create_context(request)` is awaited once per HTTP request (not per batch member)
+    and its result is every handler's and middleware's starting ctx.
+    """
+    endpoint = RPCEndpoint(
+        router,
+        create_context,
+        max_body_bytes=max_body_bytes,
+        max_batch=max_batch,
+        openrpc_info=openrpc_info or {"title": "JSON-RPC API", "version": "0.0.0"},
+    )
+    return [
+        Route(path, endpoint.rpc, methods=["POST"], name="rpc"),
+        Route(f"{path}/openrpc.json", endpoint.openrpc, methods=["GET"], name="rpc_openrpc"),
+    ]

@@ -1,0 +1,152 @@
+"""How one call runs: params -> input model -> middlewares -> handler -> output model.
+
+`compile_method` turns a procedure at its path into a jsonrpcserver method once, at
+build time; per call there is no lookup, no schema building, no signature inspection.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from jsonrpcserver import Error, Result, Success
+from pydantic import BaseModel, ValidationError
+
+from .errors import RPCError, error_object, invalid_params, validation_issues
+from .procedure import Call, Procedure
+
+logger = logging.getLogger(__name__)
+
+# jsonrpcserver calls methods as method(context, *list_params, **dict_params).
+# The context is positional-only so that an input field named "ctx" is still a param.
+Method = Callable[..., Awaitable[Result]]
+_Parse = Callable[[tuple[Any, ...], dict[str, Any]], Any]
+_Step = Callable[[Any, Any], Awaitable[Any]]
+
+
+async def _method_shape(ctx: Any, /, *args: Any, **params: Any) -> Result: ...
+
+
+# jsonrpcserver binds every call against the method's signature; giving each method this
+# precomputed one saves inspect from rebuilding it per request.
+METHOD_SIGNATURE = inspect.signature(_method_shape)
+
+
+def error_result(error: dict[str, Any]) -> Result:
+    """A jsonrpcserver error result carrying one of our wire error objects."""
+    return Error(error["code"], error["message"], error["data"])
+
+
+def unexpected_error(path: str | None, what: str) -> dict[str, Any]:
+    """Log the exception being handled; the generic, traceable error object to send.
+
+    Must be called from an `except` block. The caller gets only the request id: the
+    exception text may hold SQL, file paths or secrets.
+    """
+    request_id = uuid.uuid4().hex
+    logger.exception("%s %s [requestId=%s]", path or "<request>", what, request_id)
+    return error_object("INTERNAL_SERVER_ERROR", None, path, {"requestId": request_id})
+
+
+def as_method(function: Callable[..., Awaitable[Result]]) -> Method:
+    """Mark `function` (shaped like `_method_shape`) with the precomputed signature."""
+    function.__signature__ = METHOD_SIGNATURE  # type: ignore[attr-defined]
+    return function
+
+
+def _param_names(model: type[BaseModel]) -> tuple[str, ...]:
+    # The names a client sends: aliases where the model declares them.
+    names = []
+    for name, field in model.model_fields.items():
+        alias = field.validation_alias if isinstance(field.validation_alias, str) else field.alias
+        names.append(alias or name)
+    return tuple(names)
+
+
+def _input_parser(model: type[BaseModel] | None) -> _Parse:
+    if model is None:
+
+        def parse_nothing(args: tuple[Any, ...], params: dict[str, Any]) -> None:
+            if args or params:
+                raise invalid_params(
+                    [{"loc": [], "msg": "This procedure takes no params", "type": "unexpected_params"}]
+                )
+            return None
+
+        return parse_nothing
+
+    names = _param_names(model)
+    validate = model.model_validate
+
+    def parse(args: tuple[Any, ...], params: dict[str, Any]) -> Any:
+        if args:
+            # Positional params fill the model's fields in declaration order.
+            if len(args) > len(names):
+                raise invalid_params(
+                    [
+                        {
+                            "loc": [len(names)],
+                            "msg": f"Expected at most {len(names)} positional params, got {len(args)}",
+                            "type": "too_many_params",
+                        }
+                    ]
+                )
+            params = dict(zip(names, args))
+        try:
+            return validate(params)
+        except ValidationError as error:
+            raise invalid_params(validation_issues(error)) from None
+
+    return parse
+
+
+def _chain(path: str, procedure: Procedure) -> _Step:
+    """The middlewares wrapped around the handler, outermost first, built once."""
+    assert procedure.handler is not None and procedure.kind is not None
+    step: _Step = procedure.handler
+    for middleware in reversed(procedure.middlewares):
+        step = _link(middleware, step, path, procedure)
+    return step
+
+
+def _link(middleware: Callable[[Call], Awaitable[Any]], rest: _Step, path: str, procedure: Procedure) -> _Step:
+    meta, kind = procedure.metadata, procedure.kind
+
+    async def step(ctx: Any, input: Any) -> Any:
+        return await middleware(Call(ctx, input, path, meta, kind, rest))  # type: ignore[arg-type]
+
+    return step
+
+
+def compile_method(path: str, procedure: Procedure) -> Method:
+    """The jsonrpcserver method for `procedure` served as `path`."""
+    parse = _input_parser(procedure.input_model)
+    run = _chain(path, procedure)
+    output = procedure.output_adapter
+
+    async def method(ctx: Any, /, *args: Any, **params: Any) -> Result:
+        try:
+            result = await run(ctx, parse(args, params))
+        except RPCError as error:
+            return error_result(error.to_error_object(path))
+        except Exception:
+            return error_result(unexpected_error(path, "raised"))
+        try:
+            # A model instance passes through as is; a dict is validated into the model.
+            return Success(output.dump_python(output.validate_python(result), mode="json", by_alias=True))
+        except Exception:
+            return error_result(unexpected_error(path, "returned a value that does not match its output type"))
+
+    return as_method(method)
+
+
+def not_found_method(path: str) -> Method:
+    """The method jsonrpcserver gets for a name no procedure has."""
+
+    async def method(ctx: Any, /, *args: Any, **params: Any) -> Result:
+        return error_result(error_object("METHOD_NOT_FOUND", None, path))
+
+    return as_method(method)

@@ -1,0 +1,111 @@
+"""The immutable procedure builder: middlewares, metadata, input and output models, handler."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
+from typing import Any, Literal
+
+from pydantic import BaseModel, TypeAdapter
+
+Kind = Literal["query", "mutation"]
+
+# A handler sees the (possibly middleware-enriched) context and the validated input.
+Handler = Callable[[Any, Any], Awaitable[Any]]
+# What Call.next runs: the rest of the chain, given the context to hand on.
+_Rest = Callable[[Any, Any], Awaitable[Any]]
+
+_KEEP: Any = object()  # "next() was called without ctx": keep the current one
+_NO_META: Mapping[str, Any] = MappingProxyType({})
+_ANY_OUTPUT: TypeAdapter[Any] = TypeAdapter(Any)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Call:
+    """What a middleware sees of one call, and the way on to the rest of the chain."""
+
+    ctx: Any
+    input: Any  # the validated input model instance, or None for a procedure without input
+    path: str  # the dotted method name, e.g. "batchExport.create"
+    meta: Mapping[str, Any]
+    kind: Kind
+    _rest: _Rest = dataclasses.field(repr=False, compare=False)
+
+    async def next(self, ctx: Any = _KEEP) -> Any:
+        """Run the remaining middlewares and the handler, with `ctx` if given."""
+        return await self._rest(self.ctx if ctx is _KEEP else ctx, self.input)
+
+
+Middleware = Callable[[Call], Awaitable[Any]]
+
+
+def _require_async(function: Any, role: str) -> None:
+    # Caught at import time rather than as a confusing "object is not awaitable" per call.
+    call = getattr(function, "__call__", None)
+    if not (inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(call)):
+        raise TypeError(f"a {role} must be an async function, got {function!r}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
+class Procedure:
+    """A procedure, or a builder for one: every method returns a new Procedure.
+
+    Like tRPC's procedure builder, a partly built procedure (say, one with the session
+    middleware) is a value that many procedures can start from without affecting each other.
+    `.query()` / `.mutation()` finish it; a finished procedure cannot be extended.
+    """
+
+    middlewares: tuple[Middleware, ...] = ()
+    metadata: Mapping[str, Any] = dataclasses.field(default_factory=lambda: _NO_META)
+    input_model: type[BaseModel] | None = None
+    output_type: Any = None  # None: the result is sent as the handler returned it
+    output_adapter: TypeAdapter[Any] = _ANY_OUTPUT
+    kind: Kind | None = None
+    handler: Handler | None = None
+
+    def use(self, middleware: Middleware) -> Procedure:
+        """Append a middleware; middlewares run in the order they were added."""
+        self._require_unfinished("use")
+        _require_async(middleware, "middleware")
+        return dataclasses.replace(self, middlewares=(*self.middlewares, middleware))
+
+    def meta(self, **metadata: Any) -> Procedure:
+        """Merge metadata (e.g. scope=...) that middlewares read as `call.meta`."""
+        self._require_unfinished("meta")
+        return dataclasses.replace(self, metadata=MappingProxyType({**self.metadata, **metadata}))
+
+    def input(self, model: type[BaseModel]) -> Procedure:
+        """Set the params model; by-name params are its fields (positional: in field order)."""
+        self._require_unfinished("input")
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise TypeError(f"input must be a pydantic BaseModel subclass, got {model!r}")
+        return dataclasses.replace(self, input_model=model)
+
+    def output(self, output_type: Any) -> Procedure:
+        """Set the result type: a pydantic model or anything pydantic's TypeAdapter accepts."""
+        self._require_unfinished("output")
+        # Built here, once, so no call ever pays for building a validator.
+        return dataclasses.replace(
+            self, output_type=output_type, output_adapter=TypeAdapter(output_type)
+        )
+
+    def query(self, handler: Handler) -> Procedure:
+        """Finish as a query: a call that reads."""
+        return self._finish("query", handler)
+
+    def mutation(self, handler: Handler) -> Procedure:
+        """Finish as a mutation: a call that changes state."""
+        return self._finish("mutation", handler)
+
+    def _finish(self, kind: Kind, handler: Handler) -> Procedure:
+        self._require_unfinished(kind)
+        _require_async(handler, "handler")
+        return dataclasses.replace(self, kind=kind, handler=handler)
+
+    def _require_unfinished(self, method: str) -> None:
+        if self.kind is not None:
+            raise TypeError(
+                f".{method}() on a finished {self.kind}: build on the procedure before .query()/.mutation()"
+            )
