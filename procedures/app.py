@@ -1,0 +1,75 @@
+"""The Starlette app (`procedures.app:app`): the JSON-RPC endpoint, health check, and shared resources."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+import redis
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+import db
+from procedures.context import Context, Resources, bearer_token
+from procedures.router import app_router
+from rpc import rpc_routes
+from schemas.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+API_TITLE = "batch-export"
+API_VERSION = "0.1.0"
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or get_settings()
+    pool = db.create_pool(settings.DATABASE_URL)
+    # Short socket timeouts: a dead Redis must cost a request a second, not hang it.
+    redis_client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
+    resources = Resources(settings=settings, pool=pool, redis=redis_client)
+
+    async def create_context(request: Request) -> Context:
+        return Context(resources=resources, token=bearer_token(request), request_id=uuid.uuid4().hex)
+
+    async def healthz(request: Request) -> JSONResponse:
+        checks = {"postgres": False, "redis": False}
+        try:
+            async with pool.connection(timeout=2) as conn:
+                await conn.execute("SELECT 1")
+            checks["postgres"] = True
+        except Exception as exc:  # any failure means "not healthy"; the reason is logged, not sent
+            log.warning("healthz: postgres unavailable: %s", type(exc).__name__)
+        try:
+            checks["redis"] = bool(redis_client.ping())
+        except redis.RedisError as exc:
+            log.warning("healthz: redis unavailable: %s", type(exc).__name__)
+        ok = all(checks.values())
+        return JSONResponse({"ok": ok, **checks}, status_code=200 if ok else 503)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await pool.open(wait=False)
+        try:
+            yield
+        finally:
+            await pool.close()
+            redis_client.close()
+
+    routes = [
+        *rpc_routes(app_router, create_context, path="/rpc", openrpc_info={"title": API_TITLE, "version": API_VERSION}),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.resources = resources
+    return app
+
+
+def __getattr__(name: str):
+    # `procedures.app:app` for uvicorn, built on first use so importing this module reads no settings.
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

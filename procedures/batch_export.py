@@ -1,0 +1,165 @@
+"""The batchExport router: create, cancel, list, and download links for a project's exports."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+import redis
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+
+from db import audit_logs, batch_exports
+from procedures.auth import require_scope
+from procedures.context import ProjectContext
+from rpc import RPCError
+from schemas import (
+    BatchExport,
+    BatchExportList,
+    BatchExportQuery,
+    BatchExportRef,
+    CreateBatchExport,
+    ExportUser,
+    ListBatchExports,
+    Progress,
+)
+from workers.filters import InvalidExportQuery, validate_query
+from workers.queue import enqueue_export, export_queue
+
+log = logging.getLogger(__name__)
+
+RESOURCE_TYPE = "batchExport"
+
+
+def to_batch_export(row: dict[str, Any], now: datetime | None = None) -> BatchExport:
+    now = now or datetime.now(timezone.utc)
+    is_expired = row["expires_at"] is not None and row["expires_at"] <= now
+    return BatchExport(
+        id=row["id"],
+        projectId=row["project_id"],
+        name=row["name"],
+        status=row["status"],
+        format=row["format"],
+        query=BatchExportQuery.model_validate(row["query"]),
+        createdAt=row["created_at"],
+        updatedAt=row["updated_at"],
+        finishedAt=row["finished_at"],
+        expiresAt=row["expires_at"],
+        isExpired=is_expired,
+        isDownloadable=row["status"] == "COMPLETED" and row["object_key"] is not None and not is_expired,
+        log=row["log"],
+        progress=Progress(rowsExported=row["rows_exported"], rowsTotal=row["rows_total"]),
+        user=ExportUser(id=row["user_id"], name=row["user_name"], image=row["user_image"]) if row["user_id"] else None,
+    )
+
+
+def _audit(ctx: ProjectContext, export_id: str, action: str, before: BatchExport | None, after: BatchExport | None) -> dict[str, Any]:
+    return audit_logs.entry_params(
+        user_id=ctx.user.id,
+        org_id=ctx.org_id,
+        user_org_role=ctx.org_role,
+        project_id=ctx.project_id,
+        user_project_role=ctx.project_role,
+        resource_type=RESOURCE_TYPE,
+        resource_id=export_id,
+        action=action,
+        before=before.model_dump(mode="json") if before else None,
+        after=after.model_dump(mode="json") if after else None,
+    )
+
+
+async def create_export(ctx: ProjectContext, input: CreateBatchExport) -> BatchExport:
+    query = input.query
+    try:
+        validate_query(query)
+    except InvalidExportQuery as exc:
+        raise RPCError("BAD_REQUEST", exc.message) from None
+    if query.tableName == "audit_logs":
+        require_scope(ctx, "auditLogs:read", "to export audit logs")
+    settings = ctx.resources.settings
+
+    async with ctx.resources.pool.connection() as conn, conn.transaction():
+        # Serialise creates per project so the active-export limit holds under concurrency.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('batch_exports:' || %s))", (ctx.project_id,))
+        cur = await conn.execute(batch_exports.COUNT_ACTIVE_SQL, {"project_id": ctx.project_id})
+        active = (await cur.fetchone())["n"]
+        if active >= settings.BATCH_EXPORT_MAX_ACTIVE_PER_PROJECT:
+            raise RPCError(
+                "TOO_MANY_REQUESTS",
+                f"This project already has {active} exports queued or running (the limit is "
+                f"{settings.BATCH_EXPORT_MAX_ACTIVE_PER_PROJECT}): wait for one to finish or cancel one.",
+            )
+        cur = await conn.execute(
+            batch_exports.INSERT_SQL,
+            batch_exports.insert_params(
+                project_id=ctx.project_id,
+                user_id=ctx.user.id,
+                name=input.name,
+                format=input.format,
+                query=query.model_dump(mode="json"),
+            ),
+        )
+        export_id = (await cur.fetchone())["id"]
+        cur = await conn.execute(batch_exports.GET_SQL, {"id": export_id, "project_id": ctx.project_id})
+        export = to_batch_export(await cur.fetchone())
+        await conn.execute(audit_logs.INSERT_SQL, _audit(ctx, export_id, "create", None, export))
+
+    # The export is durable now. If Redis is unreachable the caller still gets it, QUEUED: the
+    # sweep enqueues it once Redis is back, so nothing is lost and nothing runs twice.
+    try:
+        await asyncio.to_thread(enqueue_export, ctx.resources.redis, export_id, settings)
+    except redis.RedisError as exc:
+        log.warning("export %s accepted but not enqueued (Redis: %s); the sweep will enqueue it", export_id, type(exc).__name__)
+    return export
+
+
+async def cancel_export(ctx: ProjectContext, input: BatchExportRef) -> BatchExport:
+    params = {"id": input.batchExportId, "project_id": ctx.project_id}
+    async with ctx.resources.pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(batch_exports.GET_SQL + " FOR UPDATE OF e", params)
+        row = await cur.fetchone()
+        if row is None:
+            raise RPCError("NOT_FOUND", "No batch export with this id in this project.")
+        before = to_batch_export(row)
+        if before.status == "CANCELLED":
+            return before
+        if before.status not in batch_exports.ACTIVE_STATUSES:
+            raise RPCError(
+                "PRECONDITION_FAILED",
+                f"This export is already {before.status}; only queued or running exports can be cancelled.",
+            )
+        await conn.execute(batch_exports.CANCEL_SQL, params)
+        cur = await conn.execute(batch_exports.GET_SQL, params)
+        after = to_batch_export(await cur.fetchone())
+        await conn.execute(audit_logs.INSERT_SQL, _audit(ctx, after.id, "cancel", before, after))
+
+    # A queued job is taken off the queue; a running one sees CANCELLED at its next progress write
+    # and stops itself (that also covers Redis being unreachable right now).
+    try:
+        await asyncio.to_thread(_discard_queued_job, ctx.resources.redis, after.id)
+    except redis.RedisError as exc:
+        log.warning("export %s cancelled; its job could not be removed from Redis (%s)", after.id, type(exc).__name__)
+    return after
+
+
+def _discard_queued_job(connection: redis.Redis, export_id: str) -> None:
+    try:
+        job = Job.fetch(export_id, connection=connection, serializer=export_queue(connection).serializer)
+    except NoSuchJobError:
+        return
+    if job.get_status() in ("queued", "scheduled", "deferred"):
+        job.cancel()
+        job.delete()
+
+
+async def list_exports(ctx: ProjectContext, input: ListBatchExports) -> BatchExportList:
+    params = {"project_id": ctx.project_id, "limit": input.limit, "offset": input.page * input.limit}
+    async with ctx.resources.pool.connection() as conn:
+        cur = await conn.execute(batch_exports.COUNT_SQL, params)
+        total = (await cur.fetchone())["n"]
+        cur = await conn.execute(batch_exports.PAGE_SQL, params)
+        rows = await cur.fetchall()
+    now = datetime.now(timezone.utc)
+    return BatchExportList(exports=[to_batch_export(r, now) for r in rows], totalCount=total)

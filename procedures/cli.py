@@ -1,0 +1,165 @@
+"""The `batch-export` command line: run the service, manage projects and users, seed data, run the demo.
+
+Commands that create something print its id or token alone on the last line of stdout, so a script
+can read it with `| tail -n 1`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from datetime import timedelta
+
+from schemas.settings import SettingsError, load_settings
+
+
+def _settings():
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        print(f"batch-export: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    import db
+
+    applied = db.migrate(_settings().DATABASE_URL)
+    print(f"applied: {', '.join(applied)}" if applied else "database is up to date")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    _settings()  # fail with one line, before uvicorn starts, if the configuration is bad
+    uvicorn.run("procedures.app:app", host=args.host, port=args.port, log_level="info", access_log=args.access_log)
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    import redis
+
+    from workers.queue import build_worker
+
+    settings = _settings()
+    worker = build_worker(redis.Redis.from_url(settings.REDIS_URL))
+    # The scheduler runs RQ's delayed retries (the backoff between attempts).
+    worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from workers.queue import sweep
+
+    enqueued = sweep(_settings())
+    print(f"enqueued {len(enqueued)} export(s) that had no job")
+
+
+def cmd_project_create(args: argparse.Namespace) -> None:
+    import db
+    from db import access
+
+    with db.connect(_settings().DATABASE_URL) as conn:
+        project = access.create_project(conn, args.name, args.org_name)
+    print(project["id"])
+
+
+def cmd_user_create(args: argparse.Namespace) -> None:
+    import db
+    from db import access
+
+    settings = _settings()
+    with db.connect(settings.DATABASE_URL) as conn:
+        org_id = access.project_org_id(conn, args.project)
+        if org_id is None:
+            print(f"batch-export: no project with id {args.project!r}", file=sys.stderr)
+            raise SystemExit(1)
+        user = access.upsert_user(conn, args.email, args.name)
+        # Organization membership is what a project membership hangs off; it grants nothing by itself
+        # unless --org-role says so. The project role decides (it overrides the organization role).
+        access.set_org_role(conn, org_id, user["id"], args.org_role)
+        if args.role is not None:
+            access.set_project_role(conn, args.project, user["id"], args.role)
+        token = access.create_session(conn, user["id"], timedelta(hours=args.ttl_hours or settings.SESSION_TTL_HOURS))
+    print(token)
+
+
+def cmd_seed(args: argparse.Namespace) -> None:
+    import time
+
+    import db
+    from db.seed import seed
+
+    started = time.monotonic()
+    with db.connect(_settings().DATABASE_URL) as conn:
+        counts = seed(conn, args.project, traces=args.traces, rng_seed=args.rng_seed)
+    summary = ", ".join(f"{table} {n}" for table, n in counts.items())
+    print(f"seeded in {time.monotonic() - started:.1f}s: {summary}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from procedures.demo import run_demo, stop_demo
+
+    if args.stop:
+        stop_demo()
+    else:
+        run_demo(traces=args.traces, port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from procedures.auth import ROLES
+
+    parser = argparse.ArgumentParser(prog="batch-export", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("migrate", help="apply database migrations (idempotent)").set_defaults(run=cmd_migrate)
+
+    serve = commands.add_parser("serve", help="run the API (uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.set_defaults(run=cmd_serve)
+
+    worker = commands.add_parser("worker", help="run an RQ worker on the batch-exports queue")
+    worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    worker.set_defaults(run=cmd_worker)
+
+    commands.add_parser("sweep", help="enqueue exports left QUEUED without a job").set_defaults(run=cmd_sweep)
+
+    project = commands.add_parser("project", help="projects").add_subparsers(dest="action", required=True)
+    project_create = project.add_parser("create", help="create a project and its organization; prints its id")
+    project_create.add_argument("--name", required=True)
+    project_create.add_argument("--org-name")
+    project_create.set_defaults(run=cmd_project_create)
+
+    user = commands.add_parser("user", help="users").add_subparsers(dest="action", required=True)
+    user_create = user.add_parser("create", help="create a user with a project role; prints a session token")
+    user_create.add_argument("--email", required=True)
+    user_create.add_argument("--name")
+    user_create.add_argument("--project", required=True, help="project id")
+    user_create.add_argument("--role", choices=ROLES, help="the role in the project")
+    user_create.add_argument("--org-role", choices=ROLES, default="NONE", help="the role in the project's organization")
+    user_create.add_argument("--ttl-hours", type=float, help="session lifetime (default SESSION_TTL_HOURS)")
+    user_create.set_defaults(run=cmd_user_create)
+
+    seed = commands.add_parser("seed", help="insert realistic demo rows into every exportable table")
+    seed.add_argument("--project", required=True)
+    seed.add_argument("--traces", type=int, default=1000)
+    seed.add_argument("--rng-seed", type=int, default=0)
+    seed.set_defaults(run=cmd_seed)
+
+    demo = commands.add_parser("demo", help="local Postgres and Redis, API, worker, demo data and a first export")
+    demo.add_argument("--traces", type=int, default=5000)
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--stop", action="store_true", help="stop the demo's servers")
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""The application's procedures, assembled into one router: the table of every callable method."""
+
+from __future__ import annotations
+
+from procedures.auth import require_project_role, require_session
+from procedures.batch_export import cancel_export, create_export, list_exports
+from rpc import RPC
+from schemas import BatchExport, BatchExportList, BatchExportRef, CreateBatchExport, ListBatchExports
+
+rpc = RPC()
+protected_procedure = rpc.procedure.use(require_session)
+# DESIGN.md's protected_project_procedure: a session, a role in `input.projectId`, and a scope.
+protected_project_procedure = protected_procedure.use(require_project_role)
+
+
+def scoped(scope: str):
+    return protected_project_procedure.meta(scope=scope)
+
+
+batch_export_router = rpc.router(
+    create=scoped("batchExports:create").input(CreateBatchExport).output(BatchExport).mutation(create_export),
+    cancel=scoped("batchExports:create").input(BatchExportRef).output(BatchExport).mutation(cancel_export),
+    all=scoped("batchExports:read").input(ListBatchExports).output(BatchExportList).query(list_exports),
+)
+
+app_router = rpc.router(batchExport=batch_export_router)

@@ -1,0 +1,125 @@
+"""The RQ side of an export: the queue, enqueueing one job per export, the worker, and the sweep.
+
+Postgres is the source of truth (an export row is written before any job exists, like an outbox);
+Redis only carries the work. So a lost enqueue is repaired by the sweep, and a duplicate enqueue is
+refused by RQ itself because the job id is the export id.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+import redis
+from rq import Callback, Queue, Retry, Worker
+from rq.exceptions import AbandonedJobError, DuplicateJobError
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+import db
+from db import batch_exports
+from schemas.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+QUEUE_NAME = "batch-exports"
+JOB_FUNCTION = "workers.batch_export.run_batch_export"
+# Backoff between attempts; RQ uses the last interval for any further retries.
+RETRY_INTERVALS = [10, 60, 300]
+# A worker reports a heartbeat this often while a job runs ...
+JOB_MONITORING_INTERVAL = 5
+# ... and its job counts as abandoned this long after the last one, so a SIGKILLed worker's export is
+# retried within a minute instead of RQ's default of ninety seconds plus a ten-minute cleanup cycle.
+HEARTBEAT_GRACE_SECONDS = 20
+MAINTENANCE_INTERVAL = 15
+
+
+def export_queue(connection: redis.Redis) -> Queue:
+    return Queue(QUEUE_NAME, connection=connection, serializer=JSONSerializer)
+
+
+def enqueue_export(connection: redis.Redis, export_id: str, settings: Settings) -> bool:
+    """Enqueues the export's job; True if enqueued now, False if a job with its id already existed.
+
+    Raises redis.RedisError when Redis cannot be reached: the caller decides whether that is fatal.
+    """
+    try:
+        export_queue(connection).enqueue(
+            JOB_FUNCTION,
+            export_id,
+            job_id=export_id,
+            unique=True,
+            description=f"batch export {export_id}",
+            retry=Retry(max=settings.BATCH_EXPORT_JOB_RETRIES, interval=RETRY_INTERVALS)
+            if settings.BATCH_EXPORT_JOB_RETRIES
+            else None,
+            job_timeout=settings.BATCH_EXPORT_JOB_TIMEOUT_SECONDS,
+            result_ttl=int(timedelta(days=1).total_seconds()),
+            failure_ttl=int(timedelta(days=7).total_seconds()),
+            on_failure=Callback(on_export_job_failure),
+        )
+    except DuplicateJobError:
+        return False
+    return True
+
+
+def on_export_job_failure(job: Job, connection: redis.Redis, exc_type: type, exc: BaseException, tb: Any) -> None:
+    """RQ's failure hook, also run for a job whose worker died: the export row must not stay PROCESSING.
+
+    RQ calls it before deciding on a retry, so `retries_left` still counts the coming attempt.
+    """
+    export_id = job.id
+    if isinstance(exc, AbandonedJobError):
+        message = (
+            "The worker running this export stopped unexpectedly (it was killed, restarted or ran out of memory)."
+        )
+    else:
+        message = str(exc) or exc_type.__name__
+    with db.connect(get_settings().DATABASE_URL, autocommit=True) as conn:
+        if job.retries_left:
+            batch_exports.note_retry(conn, export_id, f"{message} Retrying automatically ({job.retries_left} attempts left).")
+        else:
+            batch_exports.mark_failed(conn, export_id, message)
+
+
+class ExportWorker(Worker):
+    """RQ's worker, with a short heartbeat lease so a dead worker's export is noticed and retried quickly."""
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        return self.job_monitoring_interval + HEARTBEAT_GRACE_SECONDS
+
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()
+        # The worker is the one process that always runs, so it also repairs lost enqueues.
+        # A failing sweep is logged and tried again next cycle; it must never stop the worker.
+        try:
+            sweep(get_settings(), self.connection)
+        except Exception:
+            self.log.exception("batch-export sweep failed; will retry at the next maintenance cycle")
+
+
+def build_worker(connection: redis.Redis, *, name: str | None = None) -> ExportWorker:
+    return ExportWorker(
+        [export_queue(connection)],
+        connection=connection,
+        serializer=JSONSerializer,
+        name=name,
+        job_monitoring_interval=JOB_MONITORING_INTERVAL,
+        maintenance_interval=MAINTENANCE_INTERVAL,
+    )
+
+
+def sweep(settings: Settings, connection: redis.Redis | None = None) -> list[str]:
+    """Enqueues every export still QUEUED after the grace period whose job is missing from Redis.
+
+    That happens when Redis was down during `create`, or restarted and lost its data. Returns the
+    ids enqueued now. Safe to run anywhere, any number of times: the enqueue is unique per export.
+    """
+    connection = connection or redis.Redis.from_url(settings.REDIS_URL)
+    with db.connect(settings.DATABASE_URL, autocommit=True) as conn:
+        candidates = batch_exports.queued_without_recent_activity(conn, settings.BATCH_EXPORT_SWEEP_GRACE_SECONDS)
+    enqueued = [export_id for export_id in candidates if enqueue_export(connection, export_id, settings)]
+    if enqueued:
+        log.warning("sweep re-enqueued %d export(s) that had no job: %s", len(enqueued), ", ".join(enqueued))
+    return enqueued
