@@ -1,0 +1,240 @@
+"""A real uvicorn server serving a test router, for driving the rpc package over HTTP."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.applications import Starlette
+from starlette.requests import Request
+
+from rpc import RPC, Call, RPCError, rpc_routes
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    context_id: int
+    token: str | None
+    user: str | None = None
+    trail: tuple[str, ...] = ()
+
+
+_context_ids = itertools.count(1)
+
+
+async def create_context(request: Request) -> Context:
+    authorization = request.headers.get("authorization", "")
+    token = authorization.removeprefix("Bearer ") or None
+    return Context(context_id=next(_context_ids), token=token)
+
+
+rpc = RPC(Context)
+
+
+# --- middlewares ---------------------------------------------------------------------
+
+async def require_user(call: Call) -> Any:
+    """Resolves the token to a user, or refuses the call."""
+    if call.ctx.token is None:
+        raise RPCError("UNAUTHORIZED", "Send Authorization: Bearer <token>")
+    return await call.next(ctx=dataclasses.replace(call.ctx, user=f"user-of-{call.ctx.token}"))
+
+
+async def require_scope(call: Call) -> Any:
+    if call.meta.get("scope") != "things:write" or call.ctx.user != "user-of-admin":
+        raise RPCError("FORBIDDEN", f"Needs scope {call.meta.get('scope')}")
+    return await call.next()
+
+
+def leave_mark(mark: str):
+    async def middleware(call: Call) -> Any:
+        return await call.next(ctx=dataclasses.replace(call.ctx, trail=(*call.ctx.trail, mark)))
+
+    return middleware
+
+
+# --- models --------------------------------------------------------------------------
+
+class Subtract(BaseModel):
+    minuend: int
+    subtrahend: int
+
+
+class Update(BaseModel):
+    a: int
+    b: int
+    c: int
+    d: int
+    e: int
+
+
+class Numbers(BaseModel):
+    a: int = 0
+    b: int = 0
+    c: int = 0
+
+
+class Hello(BaseModel):
+    value: int
+
+
+class Point(BaseModel):
+    x: int
+    y: int
+
+
+class Stamped(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    created_at: str = Field(alias="createdAt")
+
+
+class RaiseSpec(BaseModel):
+    key: str
+    message: str
+
+
+class Whoami(BaseModel):
+    user: str | None
+    context_id: int
+    trail: list[str]
+
+
+# --- handlers ------------------------------------------------------------------------
+
+async def subtract(ctx: Context, params: Subtract) -> int:
+    """Subtract subtrahend from minuend."""
+    return params.minuend - params.subtrahend
+
+
+async def ignore(ctx: Context, params: Any) -> None:
+    return None
+
+
+async def add(ctx: Context, params: Numbers) -> int:
+    return params.a + params.b + params.c
+
+
+async def get_data(ctx: Context, params: None) -> list[Any]:
+    return ["hello", 5]
+
+
+async def whoami(ctx: Context, params: None) -> Whoami:
+    return Whoami(user=ctx.user, context_id=ctx.context_id, trail=list(ctx.trail))
+
+
+async def raise_rpc_error(ctx: Context, params: RaiseSpec) -> None:
+    raise RPCError(params.key, params.message, data={"hint": "from the handler"})
+
+
+async def explode(ctx: Context, params: None) -> None:
+    raise RuntimeError("connection to postgres://admin:hunter2@db/secret failed")
+
+
+async def wrong_shape(ctx: Context, params: None) -> dict[str, Any]:
+    return {"x": "not a number"}
+
+
+async def point_as_dict(ctx: Context, params: None) -> dict[str, Any]:
+    return {"x": 1, "y": 2}
+
+
+async def stamped(ctx: Context, params: None) -> Stamped:
+    return Stamped(created_at="2024-01-01T00:00:00Z")
+
+
+async def echo_point(ctx: Context, params: Point) -> Point:
+    return params
+
+
+authed = rpc.procedure.use(require_user)
+
+router = rpc.router(
+    # The JSON-RPC 2.0 specification's examples.
+    subtract=rpc.procedure.input(Subtract).output(int).query(subtract),
+    update=rpc.procedure.input(Update).mutation(ignore),
+    sum=rpc.procedure.input(Numbers).output(int).query(add),
+    notify_hello=rpc.procedure.input(Hello).mutation(ignore),
+    notify_sum=rpc.procedure.input(Numbers).mutation(ignore),
+    get_data=rpc.procedure.output(list[str | int]).query(get_data),
+    # The toolkit's own behaviour.
+    whoami=authed.use(leave_mark("first")).use(leave_mark("second")).output(Whoami).query(whoami),
+    anonymous=rpc.procedure.output(Whoami).query(whoami),
+    scoped=authed.meta(scope="things:write").use(require_scope).output(Whoami).mutation(whoami),
+    raise_error=rpc.procedure.input(RaiseSpec).query(raise_rpc_error),
+    explode=rpc.procedure.query(explode),
+    wrong_shape=rpc.procedure.output(Point).query(wrong_shape),
+    point_as_dict=rpc.procedure.output(Point).query(point_as_dict),
+    stamped=rpc.procedure.output(Stamped).query(stamped),
+    geometry=rpc.router(shapes=rpc.router(echo=rpc.procedure.input(Point).output(Point).query(echo_point))),
+)
+
+OPENRPC_INFO = {"title": "rpc test service", "version": "1.0.0"}
+
+
+def build_app() -> Starlette:
+    return Starlette(routes=rpc_routes(router, create_context, openrpc_info=OPENRPC_INFO))
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """The base URL of a real uvicorn server, on a free 127.0.0.1 port, in a thread."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))  # binding first: no race for a "free" port
+    port = sock.getsockname()[1]
+    # log_config=None leaves logging alone, so caplog sees the server's records.
+    config = uvicorn.Config(build_app(), lifespan="off", log_config=None, access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+@pytest.fixture()
+def client(server_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server_url, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture()
+def post_rpc(client: httpx.Client):
+    """POST a raw body (str) or a JSON value to /rpc and return the response."""
+
+    def post(body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
+        content = body if isinstance(body, (str, bytes)) else json.dumps(body)
+        return client.post("/rpc", content=content, headers={"content-type": "application/json", **(headers or {})})
+
+    return post
+
+
+@pytest.fixture()
+def call(post_rpc):
+    """Call one method with id 1; the parsed reply."""
+
+    def call_method(method: str, params: Any = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        request: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": 1}
+        if params is not None:
+            request["params"] = params
+        response = post_rpc(request, headers=headers)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    return call_method
