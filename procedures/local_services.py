@@ -27,7 +27,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
         return s.connect_ex(("127.0.0.1", port)) == 0
@@ -141,7 +141,7 @@ class LocalRedis:
         binary = shutil.which("redis-server")
         if binary is None:
             raise LocalServiceError("`redis-server` not found: install it (apt-get install redis-server)")
-        if _port_open(self.port):
+        if port_open(self.port):
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
@@ -152,7 +152,7 @@ class LocalRedis:
         else:
             self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 15
-        while not _port_open(self.port):
+        while not port_open(self.port):
             if time.monotonic() > deadline:
                 raise LocalServiceError(f"Redis did not start on port {self.port}; see {self.data_dir / 'redis.log'}")
             time.sleep(0.05)
@@ -170,5 +170,5 @@ class LocalRedis:
             except (ProcessLookupError, ValueError):
                 pass
             deadline = time.monotonic() + 10
-            while _port_open(self.port) and time.monotonic() < deadline:
+            while port_open(self.port) and time.monotonic() < deadline:
                 time.sleep(0.05)

@@ -1,0 +1,32 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install system-deps demo demo-stop test sweep
+
+# `make install` only builds .venv (with the project, editable, and its test tools).
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+# Debian packages the servers need; only installed when missing (the machine runs as root).
+system-deps:
+	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
+demo: install system-deps
+	$(BIN)/batch-export demo
+
+demo-stop: install
+	$(BIN)/batch-export demo --stop
+
+# pytest starts its own Postgres and Redis on free ports. Its exit code passes through unchanged,
+# so "no tests collected" (5) fails the build like any other failure.
+test: install system-deps
+	$(BIN)/python -m pytest

@@ -1,0 +1,183 @@
+"""`batch-export demo`: everything a newcomer needs, on this machine, in one command.
+
+Starts (or reuses) local Postgres and Redis under .data/, migrates, creates a demo project and user,
+seeds data, starts the API and a worker in the background, creates a first export and waits for it.
+The servers keep running after the command returns; `batch-export demo --stop` stops them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import timedelta
+from pathlib import Path
+
+import db
+from db import access
+from procedures.local_services import LocalPostgres, LocalRedis, port_open
+from schemas.settings import LOCAL_POSTGRES_PORT, LOCAL_REDIS_PORT
+
+DATA = Path(".data").resolve()
+STATE_FILE = DATA / "demo.json"
+RUN = DATA / "run"
+LOGS = DATA / "logs"
+
+
+def _say(message: str) -> None:
+    print(f"[demo] {message}", file=sys.stderr, flush=True)
+
+
+def _rpc(base_url: str, token: str, method: str, params: dict) -> dict:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+    request = urllib.request.Request(
+        f"{base_url}/rpc", data=body, headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        reply = json.load(response)
+    if "error" in reply:
+        raise RuntimeError(f"{method} failed: {reply['error']['message']}")
+    return reply["result"]
+
+
+def _start_background(name: str, argv: list[str], env: dict[str, str]) -> None:
+    pidfile = RUN / f"{name}.pid"
+    if pidfile.exists():
+        try:
+            os.kill(int(pidfile.read_text()), 0)
+            _say(f"{name} already running (pid {pidfile.read_text().strip()})")
+            return
+        except (ProcessLookupError, ValueError):
+            pass
+    RUN.mkdir(parents=True, exist_ok=True)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    with open(LOGS / f"{name}.log", "ab") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=log, env=env, start_new_session=True)
+    pidfile.write_text(str(process.pid))
+    _say(f"started {name} (pid {process.pid}, log {LOGS / f'{name}.log'})")
+
+
+def _wait_healthy(base_url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base_url}/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"the API did not become healthy at {base_url}; see {LOGS / 'api.log'}")
+
+
+def run_demo(*, traces: int, port: int) -> None:
+    postgres = LocalPostgres(DATA / "pg", LOCAL_POSTGRES_PORT)
+    redis_server = LocalRedis(DATA / "redis", LOCAL_REDIS_PORT)
+    _say(f"Postgres on 127.0.0.1:{postgres.port} (data in {postgres.data_dir})")
+    postgres.start()
+    _say(f"Redis on 127.0.0.1:{redis_server.port}")
+    redis_server.start(detach=True)
+    db.migrate(postgres.url)
+
+    base_url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": postgres.url,
+        "REDIS_URL": redis_server.url,
+        "EXPORT_STORAGE_URL": (DATA / "exports").as_uri(),
+        "PUBLIC_BASE_URL": base_url,
+    }
+
+    state = json.loads(STATE_FILE.read_text()) if STATE_FILE.exists() else {}
+    with db.connect(postgres.url) as conn:
+        if not state.get("project_id") or access.project_org_id(conn, state["project_id"]) is None:
+            project = access.create_project(conn, "Demo project", "Demo organization")
+            state = {"project_id": project["id"], "seeded": False}
+            STATE_FILE.write_text(json.dumps(state))
+        project_id = state["project_id"]
+        user = access.upsert_user(conn, "demo@example.com", "Demo User")
+        access.set_org_role(conn, access.project_org_id(conn, project_id), user["id"], "OWNER")
+        # A fresh token each run: tokens are stored hashed, so an old one cannot be shown again.
+        token = access.create_session(conn, user["id"], timedelta(days=7))
+    if not state.get("seeded"):
+        from db.seed import seed
+
+        _say(f"seeding {traces} traces and their observations, scores, sessions, datasets ...")
+        with db.connect(postgres.url) as conn:
+            seed(conn, project_id, traces=traces)
+        state["seeded"] = True
+        STATE_FILE.write_text(json.dumps(state))
+
+    cli = [sys.executable, "-m", "procedures.cli"]
+    if not port_open(port):
+        _start_background("api", [*cli, "serve", "--port", str(port)], env)
+    _start_background("worker", [*cli, "worker"], env)
+    _wait_healthy(base_url)
+
+    export = _rpc(
+        base_url,
+        token,
+        "batchExport.create",
+        {
+            "projectId": project_id,
+            "name": "Demo: traces of the last 30 days",
+            "format": "CSV",
+            "query": {"tableName": "traces", "filter": [], "orderBy": {"column": "timestamp", "order": "DESC"}},
+        },
+    )
+    _say(f"created export {export['id']}; waiting for the worker ...")
+    deadline = time.monotonic() + 120
+    while export["status"] in ("QUEUED", "PROCESSING") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        listing = _rpc(base_url, token, "batchExport.all", {"projectId": project_id, "limit": 20})
+        export = next(e for e in listing["exports"] if e["id"] == export["id"])
+    _say(f"export {export['id']} is {export['status']} ({export['progress']['rowsExported']} rows)")
+
+    create_params = json.dumps(
+        {
+            "projectId": project_id,
+            "name": "my traces",
+            "format": "JSONL",
+            "query": {"tableName": "traces", "filter": [], "orderBy": None},
+        }
+    )
+    print(
+        f"""
+The demo is running (stop it with `batch-export demo --stop`).
+
+  API:      {base_url}/rpc   (OpenRPC document: {base_url}/rpc/openrpc.json)
+  project:  {project_id}
+  token:    {token}
+
+Create an export:
+
+  curl -s {base_url}/rpc -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\
+    -d '{{"jsonrpc":"2.0","id":1,"method":"batchExport.create","params":{create_params}}}'
+
+List exports:
+
+  curl -s {base_url}/rpc -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\
+    -d '{{"jsonrpc":"2.0","id":2,"method":"batchExport.all","params":{{"projectId":"{project_id}"}}}}'
+"""
+    )
+    print(f"{base_url}/rpc")
+
+
+def stop_demo() -> None:
+    for name in ("worker", "api"):
+        pidfile = RUN / f"{name}.pid"
+        if pidfile.exists():
+            try:
+                os.killpg(int(pidfile.read_text()), signal.SIGTERM)
+                _say(f"stopped {name}")
+            except (ProcessLookupError, ValueError):
+                pass
+            pidfile.unlink()
+    LocalRedis(DATA / "redis", LOCAL_REDIS_PORT).stop()
+    LocalPostgres(DATA / "pg", LOCAL_POSTGRES_PORT).stop()
+    _say("stopped Redis and Postgres")
