@@ -1,0 +1,75 @@
+"""The `batch-export` command line, run as a user runs it: a subprocess reading the environment."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import RpcClient
+
+
+def run_cli(*args: str, env_overrides: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env_overrides or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "procedures.cli", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def last_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_migrate_is_idempotent(settings):
+    assert last_line(run_cli("migrate")) == "database is up to date"
+    assert last_line(run_cli("migrate")) == "database is up to date"
+
+
+def test_project_and_user_create_print_an_id_and_a_working_token(settings, api):
+    project_id = last_line(run_cli("project", "create", "--name", "CLI project"))
+    token = last_line(run_cli("user", "create", "--email", "cli@example.com", "--name", "Cli", "--project", project_id, "--role", "MEMBER"))
+    assert token.startswith("bx_")
+    listing = RpcClient(api.url).result("batchExport.all", {"projectId": project_id}, token=token)
+    assert listing == {"exports": [], "totalCount": 0}
+
+
+def test_user_create_with_viewer_role_gets_forbidden(settings, api):
+    project_id = last_line(run_cli("project", "create", "--name", "CLI project 2"))
+    token = last_line(run_cli("user", "create", "--email", "viewer@example.com", "--project", project_id, "--role", "VIEWER"))
+    error = RpcClient(api.url).error("batchExport.all", {"projectId": project_id}, token=token)
+    assert error["data"]["code"] == "FORBIDDEN"
+
+
+def test_user_create_for_an_unknown_project_fails_clearly(settings):
+    result = run_cli("user", "create", "--email", "x@example.com", "--project", "nope", "--role", "OWNER")
+    assert result.returncode == 1
+    assert "no project with id 'nope'" in result.stderr
+
+
+def test_user_create_rejects_an_unknown_role(settings):
+    result = run_cli("user", "create", "--email", "x@example.com", "--project", "p", "--role", "GOD")
+    assert result.returncode == 2
+    assert "invalid choice: 'GOD'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "variable,value",
+    [
+        ("BATCH_EXPORT_ROW_LIMIT", "lots"),
+        ("DATABASE_URL", "mysql://localhost/x"),
+        ("EXPORT_STORAGE_URL", "ftp://example/x"),
+        ("SECRET_KEY", "short"),
+    ],
+)
+def test_a_bad_setting_is_one_clear_line_not_a_traceback(settings, variable, value):
+    result = run_cli("migrate", env_overrides={variable: value})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("batch-export: invalid configuration:") and variable in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_sweep_reports_what_it_enqueued(settings):
+    assert last_line(run_cli("sweep")).startswith("enqueued ")
