@@ -33,6 +33,12 @@ _context_ids = itertools.count(1)
 
 
 async def create_context(request: Request) -> Context:
+    # Tests ask for a failing context with this header.
+    failure = request.headers.get("x-context-failure")
+    if failure == "rpc-error":
+        raise RPCError("TOO_MANY_REQUESTS", "Slow down")
+    if failure == "crash":
+        raise RuntimeError("redis://:hunter2@cache is down")
     authorization = request.headers.get("authorization", "")
     token = authorization.removeprefix("Bearer ") or None
     return Context(context_id=next(_context_ids), token=token)

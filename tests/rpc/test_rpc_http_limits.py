@@ -118,3 +118,13 @@ def test_connection_keeps_serving_after_a_413(client):
     assert client.post("/rpc", content=huge).status_code == 413
     response = client.post("/rpc", json={"jsonrpc": "2.0", "method": "subtract", "params": [2, 1], "id": 1})
     assert response.json()["result"] == 1
+
+
+def test_deeply_nested_json_is_a_parse_error(post_rpc):
+    reply = post_rpc("[" * 200_000 + "]" * 200_000).json()
+    assert reply["error"]["code"] == -32700
+
+
+def test_param_names_that_are_not_python_identifiers_are_fine(post_rpc):
+    request = {"jsonrpc": "2.0", "method": "subtract", "params": {"minuend": 3, "subtrahend": 1, "not-an-identifier": 0, "ctx": 1}, "id": 1}
+    assert post_rpc(request).json()["result"] == 2
