@@ -14,7 +14,6 @@ any other error data with a generic error.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -29,8 +28,6 @@ from .errors import RPCError, error_object, key_for_numeric_code
 from .invocation import Method, as_method, compile_method, not_found_method, unexpected_error
 from .openrpc import openrpc_document
 from .router import Router
-
-logger = logging.getLogger(__name__)
 
 CreateContext = Callable[[Request], Awaitable[Any]]
 
