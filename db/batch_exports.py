@@ -119,3 +119,33 @@ def queued_without_recent_activity(conn: psycopg.Connection, grace_seconds: int)
         (grace_seconds,),
     ).fetchall()
     return [r["id"] for r in rows]
+
+
+# --- the export engine's reads and the expiry sweep ---------------------------------------------
+
+
+def creator(conn: psycopg.Connection, export_id: str) -> dict[str, Any] | None:
+    """The user who requested the export (email, name), for the notification; None if deleted."""
+    return conn.execute(
+        "SELECT u.id, u.email, u.name FROM batch_exports e JOIN users u ON u.id = e.user_id WHERE e.id = %s",
+        (export_id,),
+    ).fetchone()
+
+
+def expired_with_objects(conn: psycopg.Connection, limit: int) -> list[dict[str, Any]]:
+    """Completed exports past their expiry whose object is still stored."""
+    return conn.execute(
+        "SELECT id, object_key FROM batch_exports WHERE status = 'COMPLETED' AND object_key IS NOT NULL"
+        " AND expires_at <= now() ORDER BY expires_at LIMIT %s",
+        (limit,),
+    ).fetchall()
+
+
+def forget_object(conn: psycopg.Connection, export_id: str, object_key: str) -> None:
+    """The object was deleted: the export stays listed (COMPLETED, expired) but has nothing to download."""
+    conn.execute(
+        "UPDATE batch_exports SET object_key = NULL, updated_at = now(),"
+        " log = coalesce(log || E'\\n', '') || 'The file was deleted when its download link expired.'"
+        " WHERE id = %s AND object_key = %s",
+        (export_id, object_key),
+    )

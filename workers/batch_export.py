@@ -1,0 +1,299 @@
+"""The RQ job: one export, from QUEUED to a complete file in storage and an email with its link.
+
+`run_batch_export(batch_export_id)` is called by RQ with the id only. Rows stream out of
+Postgres with `COPY (SELECT …) TO STDOUT` inside one REPEATABLE READ snapshot, restricted to
+rows created no later than the export itself, in a total order (`id` breaks ties); so a retry
+after a crash writes the same bytes. Two helper threads share the export's snapshot: one
+records progress every second and stops the query when the export was cancelled, one counts
+the rows for `rowsTotal`.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+import time
+from typing import Any
+
+import psycopg
+import rq
+from psycopg import IsolationLevel, errors as pg_errors
+
+import db
+from db import batch_exports
+from schemas import BatchExportQuery
+from schemas.settings import Settings, get_settings
+from workers import notifications
+from workers.filters import CompiledQuery, InvalidExportQuery, compile_query
+from workers.formats import FORMATS, FileFormat, PumpResult, count_rows
+from workers.storage import object_key, open_storage
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_SECONDS = 1.0
+
+
+class ExportFailed(Exception):
+    """An attempt failed; the message is the one the user sees in `log` (RQ records it too)."""
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def run_batch_export(batch_export_id: str) -> None:
+    settings = get_settings()
+    with db.connect(settings.DATABASE_URL, autocommit=True) as conn:
+        export = batch_exports.load(conn, batch_export_id)
+        if export is None or export["status"] in batch_exports.FINAL_STATUSES:
+            log.info("export %s is %s: nothing to do", batch_export_id, export["status"] if export else "gone")
+            return
+        export = batch_exports.mark_processing(conn, batch_export_id)
+        if export is None:
+            log.info("export %s was cancelled before it started", batch_export_id)
+            return
+        try:
+            _run(settings, conn, export)
+        except InvalidExportQuery as exc:
+            # Retrying cannot fix a query; the API validates at create time, so this is a stored old query.
+            _fail(settings, conn, export, f"The export's query cannot run: {exc.message}")
+        except ExportFailed:
+            raise
+        except Exception as exc:
+            message = describe_failure(exc, settings)
+            job = rq.get_current_job()
+            if job is not None and job.retries_left:
+                log.warning("export %s attempt failed, RQ will retry: %s", batch_export_id, message, exc_info=True)
+                batch_exports.note_retry(conn, batch_export_id, f"{message} Retrying automatically.")
+            else:
+                log.error("export %s failed: %s", batch_export_id, message, exc_info=True)
+                _fail(settings, conn, export, message)
+            raise ExportFailed(message) from exc
+
+
+def _run(settings: Settings, conn: psycopg.Connection, export: dict[str, Any]) -> None:
+    export_id = export["id"]
+    compiled = compile_query(BatchExportQuery.model_validate(export["query"]))
+    fmt = FORMATS[export["format"]]
+    storage = open_storage(settings)
+    key = object_key(export["project_id"], export_id, export["name"], fmt.extension)
+    limit = settings.BATCH_EXPORT_ROW_LIMIT
+    started = time.monotonic()
+
+    storage.discard_partials(key)  # what a crashed attempt may have left
+    try:
+        result = _stream(settings, export, compiled, fmt, storage, key, limit)
+    except _Cancelled:
+        log.info("export %s was cancelled; its partial file is deleted", export_id)
+        return
+
+    truncated_at = limit if result.truncated else None
+    elapsed = time.monotonic() - started
+    message = f"Exported {result.rows:,} rows in {elapsed:.1f} s."
+    if truncated_at is not None:
+        message += (
+            f" The table has more matching rows than the export limit of {limit:,} (BATCH_EXPORT_ROW_LIMIT):"
+            f" the file holds the first {limit:,}. Narrow the filters to export the rest."
+        )
+        log.warning("export %s cut at the row limit of %d rows", export_id, limit)
+    completed = batch_exports.mark_completed(
+        conn,
+        export_id,
+        object_key=key,
+        rows_exported=result.rows,
+        expires_hours=settings.BATCH_EXPORT_DOWNLOAD_LINK_EXPIRATION_HOURS,
+        log=message,
+    )
+    if completed is None:
+        # Cancelled after the last row: a cancelled export keeps no file.
+        storage.delete(key)
+        log.info("export %s was cancelled as it finished; its file is deleted", export_id)
+        return
+    log.info("export %s completed: %s", export_id, message)
+    _notify_completed(settings, conn, completed, storage, key, result, truncated_at)
+
+
+def _stream(
+    settings: Settings,
+    export: dict[str, Any],
+    compiled: CompiledQuery,
+    fmt: FileFormat,
+    storage: Any,
+    key: str,
+    limit: int,
+) -> PumpResult:
+    params = {**compiled.params, "project_id": export["project_id"], "cutoff": export["created_at"]}
+    statement = fmt.copy_statement(compiled, limit + 1)
+    with db.connect(settings.DATABASE_URL) as data:
+        data.isolation_level = IsolationLevel.REPEATABLE_READ
+        data.read_only = True
+        data.execute("SET client_encoding TO 'UTF8'")
+        data.commit()
+        with data.transaction():
+            snapshot = data.execute("SELECT pg_export_snapshot() AS id").fetchone()["id"]
+            counter = _RowCounter(settings.DATABASE_URL, snapshot, count_rows(compiled, limit), params)
+            watchdog = _Watchdog(settings.DATABASE_URL, export["id"], data, counter)
+            counter.start()
+            watchdog.start()
+            try:
+                with storage.writer(key, fmt.content_type) as out:
+                    write = out.write
+                    write(fmt.header(compiled.table))
+                    with data.cursor() as cur, cur.copy(statement, params) as copy:
+                        result = fmt.pump(copy, write, limit, watchdog)
+                    if watchdog.cancelled:
+                        raise _Cancelled()
+                    write(fmt.footer(result.rows))
+            except pg_errors.QueryCanceled:
+                if watchdog.cancelled:
+                    raise _Cancelled() from None
+                raise
+            finally:
+                watchdog.stop()
+                counter.stop()
+    return result
+
+
+class _Watchdog(threading.Thread):
+    """Every second: records progress, and stops the export's query once the export is cancelled."""
+
+    def __init__(self, database_url: str, export_id: str, data: psycopg.Connection, counter: _RowCounter):
+        super().__init__(name=f"export-progress-{export_id}", daemon=True)
+        self.database_url, self.export_id, self.data, self.counter = database_url, export_id, data, counter
+        self.rows = 0
+        self.cancelled = False
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        try:
+            with db.connect(self.database_url, autocommit=True) as conn:
+                while not self._stopping.wait(PROGRESS_INTERVAL_SECONDS):
+                    try:
+                        active = batch_exports.record_progress(conn, self.export_id, self.rows, self.counter.total)
+                    except psycopg.Error:
+                        log.warning("could not record progress of export %s", self.export_id, exc_info=True)
+                        continue
+                    if not active:
+                        self._cancel()
+                        return
+        except psycopg.Error:
+            # Without a database the export's own query fails too, and reports it.
+            log.warning("progress reporting for export %s stopped", self.export_id, exc_info=True)
+
+    def _cancel(self) -> None:
+        with self._lock:
+            if self._stopping.is_set():
+                return  # the stream is over: a cancel now would hit the next statement instead
+            self.cancelled = True
+            self.counter.stop()
+            self.data.cancel_safe()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping.set()
+        self.join()
+
+
+class _RowCounter(threading.Thread):
+    """Counts the export's rows inside the same snapshot, beside the stream, for `rowsTotal`."""
+
+    def __init__(self, database_url: str, snapshot: str, statement: Any, params: dict[str, Any]):
+        super().__init__(name="export-row-count", daemon=True)
+        self.database_url, self.snapshot, self.statement, self.params = database_url, snapshot, statement, params
+        self.total: int | None = None
+        self._conn: psycopg.Connection | None = None
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        try:
+            with db.connect(self.database_url) as conn:
+                with self._lock:
+                    if self._done.is_set():
+                        return
+                    self._conn = conn
+                conn.isolation_level = IsolationLevel.REPEATABLE_READ
+                conn.read_only = True
+                with conn.transaction():
+                    conn.execute(psycopg.sql.SQL("SET TRANSACTION SNAPSHOT {}").format(psycopg.sql.Literal(self.snapshot)))
+                    self.total = conn.execute(self.statement, self.params).fetchone()["n"]
+        except psycopg.Error as exc:
+            if not self._done.is_set():
+                log.info("row count for progress skipped: %s", exc)
+        finally:
+            with self._lock:
+                self._conn = None
+
+    def stop(self) -> None:
+        with self._lock:
+            self._done.set()
+            if self._conn is not None:
+                try:
+                    self._conn.cancel_safe(timeout=5)
+                except Exception:
+                    pass
+        self.join(timeout=10)
+
+
+# --- failures and notifications --------------------------------------------------------------------
+
+
+def describe_failure(exc: BaseException, settings: Settings) -> str:
+    """A message a user (or their operator) can act on, naming the cause; never a bare 'internal error'."""
+    from rq.timeouts import JobTimeoutException
+
+    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]
+    if isinstance(exc, JobTimeoutException):
+        return (
+            f"The export did not finish within the time limit of {settings.BATCH_EXPORT_JOB_TIMEOUT_SECONDS:,} s."
+            " Narrow the filters (for example the time range) and export again."
+        )
+    if isinstance(exc, pg_errors.QueryCanceled):
+        return "The database stopped the export's query because it ran too long. Narrow the filters and export again."
+    if isinstance(exc, (pg_errors.AdminShutdown, pg_errors.CrashShutdown, pg_errors.CannotConnectNow)):
+        return f"The database restarted while the export ran ({detail})."
+    if isinstance(exc, psycopg.OperationalError):
+        return f"The connection to the database was lost while the export ran ({detail})."
+    if isinstance(exc, (psycopg.DataError, psycopg.ProgrammingError)):
+        return f"The database could not run the export's query ({detail}). Check the export's filters."
+    if isinstance(exc, MemoryError):
+        return "The worker ran out of memory while exporting."
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return f"The export storage is full ({settings.EXPORT_STORAGE_URL}); an operator must free space."
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"The worker may not write to the export storage ({detail}); an operator must fix its permissions."
+    if type(exc).__module__.startswith(("botocore", "boto3")):
+        return f"The S3 storage refused the export file ({detail})."
+    if isinstance(exc, OSError):
+        return f"Writing the export file to storage failed ({detail})."
+    return f"The export failed: {type(exc).__name__}: {detail}"
+
+
+def _fail(settings: Settings, conn: psycopg.Connection, export: dict[str, Any], message: str) -> None:
+    if not batch_exports.mark_failed(conn, export["id"], message):
+        return  # cancelled meanwhile: no email about a failure the user no longer waits for
+    user = batch_exports.creator(conn, export["id"])
+    if user and user["email"]:
+        notifications.send(notifications.failed_message(to=user["email"], export=export, reason=message, settings=settings), settings)
+
+
+def _notify_completed(
+    settings: Settings, conn: psycopg.Connection, export: dict[str, Any], storage: Any, key: str,
+    result: PumpResult, truncated_at: int | None,
+) -> None:
+    user = batch_exports.creator(conn, export["id"])
+    if not user or not user["email"]:
+        return
+    try:
+        url = storage.download_url(key, export["expires_at"], settings)
+    except Exception:
+        log.exception("could not sign the download link of export %s for its email", export["id"])
+        return
+    notifications.send(
+        notifications.completed_message(
+            to=user["email"], export=export, url=url, rows=result.rows, truncated_at=truncated_at, settings=settings
+        ),
+        settings,
+    )

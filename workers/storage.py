@@ -1,0 +1,363 @@
+"""Blob storage for export files (a local folder or S3), object keys, and signed download links.
+
+An object becomes visible only when complete: a file is written under a temporary name, fsynced
+and renamed; an S3 object is a multipart upload that is completed at the end or aborted. Keys
+are `{projectId}/{exportId}/{safe-name}.{ext}` and every segment is sanitized, so no export
+name can reach outside the storage prefix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import logging
+import os
+import re
+import unicodedata
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+from urllib.parse import quote, unquote, urlencode, urlparse
+
+import psycopg
+
+from db import batch_exports
+from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# S3 parts must be at least 5 MiB (except the last); larger parts mean fewer requests.
+S3_PART_SIZE = 8 * 1024 * 1024
+# SigV4 presigned URLs cannot live longer than a week.
+S3_MAX_PRESIGN_SECONDS = 7 * 24 * 3600
+_FILE_BUFFER = 1024 * 1024
+
+_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+
+
+class StorageError(Exception):
+    """The storage refused an operation; the message says which and why."""
+
+
+# --- keys -----------------------------------------------------------------------------------------
+
+
+def safe_name(name: str, *, max_length: int = 100, fallback: str = "export") -> str:
+    """One path segment from any text: letters, digits, `-`, `_`, `.`; never `..`, a slash or a control character."""
+    text = unicodedata.normalize("NFKC", name)
+    text = re.sub(r"[^\w.\-]+", "_", text, flags=re.UNICODE)  # \w keeps unicode letters and digits
+    text = re.sub(r"_+", "_", text)
+    text = re.sub(r"\.{2,}", ".", text).strip("._-")
+    text = text[:max_length].rstrip("._-")
+    if not text:
+        return fallback
+    if text.split(".")[0].upper() in _WINDOWS_RESERVED:
+        text = "_" + text
+    return text
+
+
+def object_key(project_id: str, export_id: str, name: str, extension: str) -> str:
+    return "/".join(
+        (safe_name(project_id, fallback="project"), safe_name(export_id, fallback="export"), f"{safe_name(name)}.{extension}")
+    )
+
+
+def _check_key(key: str) -> list[str]:
+    parts = key.split("/")
+    if not key or any(p in ("", ".", "..") or p != p.strip() or any(ord(ch) < 32 for ch in p) for p in parts):
+        raise StorageError(f"not a valid export object key: {key!r}")
+    return parts
+
+
+def download_filename(key: str) -> str:
+    return key.rsplit("/", 1)[-1]
+
+
+def content_disposition(key: str) -> str:
+    """`attachment` with an ASCII fallback name and the exact UTF-8 name (RFC 6266 / 5987)."""
+    filename = download_filename(key)
+    ascii_name = filename.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+# --- signed links for the local folder -------------------------------------------------------------
+
+
+def _signature(key: str, expires: int, secret: str) -> str:
+    message = f"{key}\n{expires}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def signed_download_query(key: str, expires_at: datetime, settings: Settings) -> str:
+    expires = int(expires_at.timestamp())
+    return urlencode({"key": key, "expires": expires, "sig": _signature(key, expires, settings.SECRET_KEY)})
+
+
+def verify_download_signature(key: str, expires: str | int, sig: str, settings: Settings) -> bool:
+    """True for a link this service signed that has not expired; compares in constant time."""
+    try:
+        expires_int = int(expires)
+    except (TypeError, ValueError):
+        return False
+    expected = _signature(key, expires_int, settings.SECRET_KEY)
+    valid = hmac.compare_digest(expected.encode(), str(sig).encode())
+    return valid and expires_int >= int(datetime.now(timezone.utc).timestamp())
+
+
+# --- the storage interface -------------------------------------------------------------------------
+
+
+class ObjectWriter(Protocol):
+    # A plain attribute, so the hot loop calls the underlying C method directly where it can.
+    write: Any
+
+
+class Storage(Protocol):
+    def writer(self, key: str, content_type: str) -> Any:
+        """Context manager yielding an ObjectWriter; the object appears on a clean exit, never before."""
+
+    def discard_partials(self, key: str) -> None:
+        """Removes what an interrupted attempt at writing `key` left behind."""
+
+    def delete(self, key: str) -> None: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def open_read(self, key: str) -> BinaryIO: ...
+
+    def download_url(self, key: str, expires_at: datetime, settings: Settings) -> str: ...
+
+
+def open_storage(settings: Settings) -> Storage:
+    url = urlparse(settings.EXPORT_STORAGE_URL)
+    if url.scheme == "s3":
+        return S3Storage(url.netloc, url.path.strip("/"), _s3_endpoint(settings))
+    if url.scheme == "file":
+        return FileStorage(Path(unquote(url.path)))
+    raise StorageError(f"EXPORT_STORAGE_URL must be file:///abs/path or s3://bucket/prefix, not {settings.EXPORT_STORAGE_URL!r}")
+
+
+def _s3_endpoint(settings: Settings) -> str | None:
+    # Settings owns configuration; until it carries S3_ENDPOINT_URL, this is the one place that reads it.
+    value = getattr(settings, "S3_ENDPOINT_URL", None)
+    if value is None:
+        value = os.environ.get("S3_ENDPOINT_URL")
+    return value or None
+
+
+# --- local folder ---------------------------------------------------------------------------------
+
+
+class FileStorage:
+    def __init__(self, root: Path):
+        self.root = root.resolve()
+
+    def path(self, key: str) -> Path:
+        path = self.root.joinpath(*_check_key(key)).resolve()
+        if not path.is_relative_to(self.root):
+            raise StorageError(f"export object key escapes the storage folder: {key!r}")
+        return path
+
+    @contextmanager
+    def writer(self, key: str, content_type: str) -> Iterator[ObjectWriter]:
+        final = self.path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temporary = final.with_name(f".{final.name}.{uuid.uuid4().hex}.partial")
+        handle = open(temporary, "xb", buffering=_FILE_BUFFER)
+        try:
+            yield _FileWriter(handle.write)
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+            os.replace(temporary, final)
+            _fsync_dir(final.parent)
+        except BaseException:
+            handle.close()
+            temporary.unlink(missing_ok=True)
+            raise
+
+    def discard_partials(self, key: str) -> None:
+        final = self.path(key)
+        if final.parent.is_dir():
+            for leftover in final.parent.glob(f".{glob_escape(final.name)}.*.partial"):
+                leftover.unlink(missing_ok=True)
+
+    def delete(self, key: str) -> None:
+        path = self.path(key)
+        path.unlink(missing_ok=True)
+        # Drop the export's (and then the project's) folder once empty; a concurrent write keeps them.
+        for folder in (path.parent, path.parent.parent):
+            if folder == self.root:
+                break
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def open_read(self, key: str) -> BinaryIO:
+        return open(self.path(key), "rb")
+
+    def download_url(self, key: str, expires_at: datetime, settings: Settings) -> str:
+        return f"{settings.PUBLIC_BASE_URL}/exports/download?{signed_download_query(key, expires_at, settings)}"
+
+
+@dataclass
+class _FileWriter:
+    write: Any
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def _fsync_dir(folder: Path) -> None:
+    # The rename itself must survive a crash, not only the file's bytes.
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- S3 -------------------------------------------------------------------------------------------
+
+
+class S3Storage:
+    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None = None, client: Any = None):
+        self.bucket = bucket
+        self.prefix = prefix
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(s3={"addressing_style": "path"} if endpoint_url else {}, retries={"mode": "standard"})
+            client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
+        self.client = client
+
+    def full_key(self, key: str) -> str:
+        _check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    @contextmanager
+    def writer(self, key: str, content_type: str) -> Iterator[ObjectWriter]:
+        upload = _MultipartUpload(self.client, self.bucket, self.full_key(key), content_type)
+        try:
+            yield upload
+            upload.complete()
+        except BaseException:
+            upload.abort()
+            raise
+
+    def discard_partials(self, key: str) -> None:
+        full = self.full_key(key)
+        listing = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=full)
+        for item in listing.get("Uploads", []):
+            if item["Key"] == full:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=item["UploadId"])
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.full_key(key))
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.full_key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def open_read(self, key: str) -> BinaryIO:
+        return self.client.get_object(Bucket=self.bucket, Key=self.full_key(key))["Body"]
+
+    def download_url(self, key: str, expires_at: datetime, settings: Settings) -> str:
+        seconds = int((expires_at - datetime.now(timezone.utc)).total_seconds())
+        return self.client.generate_presigned_url(
+            "get_object",
+            Params={
+                "Bucket": self.bucket,
+                "Key": self.full_key(key),
+                "ResponseContentDisposition": content_disposition(key),
+            },
+            ExpiresIn=max(1, min(seconds, S3_MAX_PRESIGN_SECONDS)),
+        )
+
+
+class _MultipartUpload:
+    """Buffers writes into parts; a file smaller than one part is a single PUT at the end."""
+
+    def __init__(self, client: Any, bucket: str, key: str, content_type: str):
+        self.client, self.bucket, self.key, self.content_type = client, bucket, key, content_type
+        self.buffer = io.BytesIO()
+        self._buffer_write = self.buffer.write
+        self.upload_id: str | None = None
+        self.parts: list[dict[str, Any]] = []
+
+    def write(self, data: Any) -> None:
+        self._buffer_write(data)
+        if self.buffer.tell() >= S3_PART_SIZE:
+            self._upload_part()
+
+    def _upload_part(self) -> None:
+        if self.upload_id is None:
+            created = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key, ContentType=self.content_type)
+            self.upload_id = created["UploadId"]
+        number = len(self.parts) + 1
+        body = self.buffer.getvalue()
+        answer = self.client.upload_part(
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=body
+        )
+        self.parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+        self.buffer = io.BytesIO()
+        self._buffer_write = self.buffer.write
+
+    def complete(self) -> None:
+        if self.upload_id is None:
+            self.client.put_object(
+                Bucket=self.bucket, Key=self.key, Body=self.buffer.getvalue(), ContentType=self.content_type
+            )
+            return
+        if self.buffer.tell():
+            self._upload_part()
+        self.client.complete_multipart_upload(
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": self.parts}
+        )
+
+    def abort(self) -> None:
+        if self.upload_id is not None:
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+            except Exception:
+                log.warning("could not abort the multipart upload of %s; the bucket's lifecycle rule must", self.key, exc_info=True)
+
+
+# --- expiry ---------------------------------------------------------------------------------------
+
+
+def delete_expired_exports(conn: psycopg.Connection, storage: Storage, *, batch_size: int = 500) -> int:
+    """Deletes the objects of exports whose link has expired and forgets their keys; returns how many."""
+    deleted = 0
+    while True:
+        expired = batch_exports.expired_with_objects(conn, batch_size)
+        if not expired:
+            return deleted
+        for row in expired:
+            try:
+                storage.delete(row["object_key"])
+            except Exception:
+                log.exception("could not delete the expired export object %s; will retry at the next sweep", row["object_key"])
+                return deleted
+            batch_exports.forget_object(conn, row["id"], row["object_key"])
+            deleted += 1
+        if len(expired) < batch_size:
+            return deleted
