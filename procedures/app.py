@@ -15,9 +15,11 @@ from starlette.routing import Route
 
 import db
 from procedures.context import Context, Resources, bearer_token
+from procedures.downloads import download_endpoint
 from procedures.router import app_router
 from rpc import rpc_routes
 from schemas.settings import Settings, get_settings
+from workers.storage import open_storage
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     pool = db.create_pool(settings.DATABASE_URL)
     # Short socket timeouts: a dead Redis must cost a request a second, not hang it.
     redis_client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
-    resources = Resources(settings=settings, pool=pool, redis=redis_client)
+    resources = Resources(settings=settings, pool=pool, redis=redis_client, storage=open_storage(settings))
 
     async def create_context(request: Request) -> Context:
         return Context(resources=resources, token=bearer_token(request), request_id=uuid.uuid4().hex)
@@ -62,6 +64,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes = [
         *rpc_routes(app_router, create_context, path="/rpc", openrpc_info={"title": API_TITLE, "version": API_VERSION}),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/exports/download", download_endpoint(resources), methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.resources = resources

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import redis
@@ -21,6 +21,7 @@ from schemas import (
     BatchExportQuery,
     BatchExportRef,
     CreateBatchExport,
+    DownloadUrl,
     ExportUser,
     ListBatchExports,
     Progress,
@@ -31,6 +32,8 @@ from workers.queue import enqueue_export, export_queue
 log = logging.getLogger(__name__)
 
 RESOURCE_TYPE = "batchExport"
+# How long a link handed out by downloadUrl works; ask again for a fresh one.
+DOWNLOAD_LINK_LIFETIME = timedelta(minutes=10)
 
 
 def to_batch_export(row: dict[str, Any], now: datetime | None = None) -> BatchExport:
@@ -163,3 +166,29 @@ async def list_exports(ctx: ProjectContext, input: ListBatchExports) -> BatchExp
         rows = await cur.fetchall()
     now = datetime.now(timezone.utc)
     return BatchExportList(exports=[to_batch_export(r, now) for r in rows], totalCount=total)
+
+
+async def download_url(ctx: ProjectContext, input: BatchExportRef) -> DownloadUrl:
+    params = {"id": input.batchExportId, "project_id": ctx.project_id}
+    async with ctx.resources.pool.connection() as conn:
+        cur = await conn.execute(batch_exports.GET_SQL, params)
+        row = await cur.fetchone()
+        if row is None:
+            raise RPCError("NOT_FOUND", "No batch export with this id in this project.")
+        export = to_batch_export(row)
+        if export.status != "COMPLETED" or row["object_key"] is None:
+            raise RPCError(
+                "PRECONDITION_FAILED",
+                f"This export is {export.status}; a download link exists only once it has COMPLETED.",
+            )
+        if export.isExpired:
+            raise RPCError(
+                "PRECONDITION_FAILED",
+                f"This export's file expired at {export.expiresAt.isoformat()}; create the export again.",
+            )
+        # Never longer than the file itself will exist.
+        expires_at = min(datetime.now(timezone.utc) + DOWNLOAD_LINK_LIFETIME, row["expires_at"])
+        settings = ctx.resources.settings
+        url = await asyncio.to_thread(ctx.resources.storage.download_url, row["object_key"], expires_at, settings)
+        await conn.execute(audit_logs.INSERT_SQL, _audit(ctx, export.id, "download", export, export))
+    return DownloadUrl(url=url, expiresAt=expires_at)

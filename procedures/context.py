@@ -9,6 +9,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 
 from schemas.settings import Settings
+from workers.storage import Storage
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +19,7 @@ class Resources:
     settings: Settings
     pool: AsyncConnectionPool
     redis: redis.Redis
+    storage: Storage
 
 
 @dataclass(frozen=True, slots=True)

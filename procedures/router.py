@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from procedures.auth import require_project_role, require_session
-from procedures.batch_export import cancel_export, create_export, list_exports
+from procedures.batch_export import cancel_export, create_export, download_url, list_exports
 from rpc import RPC
-from schemas import BatchExport, BatchExportList, BatchExportRef, CreateBatchExport, ListBatchExports
+from schemas import BatchExport, BatchExportList, BatchExportRef, CreateBatchExport, DownloadUrl, ListBatchExports
 
 rpc = RPC()
 protected_procedure = rpc.procedure.use(require_session)
@@ -21,6 +21,7 @@ batch_export_router = rpc.router(
     create=scoped("batchExports:create").input(CreateBatchExport).output(BatchExport).mutation(create_export),
     cancel=scoped("batchExports:create").input(BatchExportRef).output(BatchExport).mutation(cancel_export),
     all=scoped("batchExports:read").input(ListBatchExports).output(BatchExportList).query(list_exports),
+    downloadUrl=scoped("batchExports:read").input(BatchExportRef).output(DownloadUrl).query(download_url),
 )
 
 app_router = rpc.router(batchExport=batch_export_router)

@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     DATABASE_URL: str = f"postgresql://postgres@127.0.0.1:{LOCAL_POSTGRES_PORT}/batch_export"
     REDIS_URL: str = f"redis://127.0.0.1:{LOCAL_REDIS_PORT}/0"
     EXPORT_STORAGE_URL: str = "./.data/exports"
+    # For S3-compatible servers (MinIO, moto, R2 ...); empty means AWS itself.
+    S3_ENDPOINT_URL: str = ""
     PUBLIC_BASE_URL: str = "http://127.0.0.1:8000"
     SECRET_KEY: str = Field(default=INSECURE_DEV_SECRET, min_length=16)
     BATCH_EXPORT_ROW_LIMIT: int = Field(default=1_500_000, gt=0)

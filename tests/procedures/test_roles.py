@@ -10,6 +10,7 @@ ALLOWED = {
     "batchExport.cancel": {"OWNER", "ADMIN", "MEMBER"},
     "batchExport.all": {"OWNER", "ADMIN", "MEMBER"},
 }
+# downloadUrl's role checks are in test_download.py: it needs a completed export first.
 ROLES = ["OWNER", "ADMIN", "MEMBER", "VIEWER", "NONE", None]  # None: no membership at all
 
 
