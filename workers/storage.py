@@ -51,8 +51,8 @@ def safe_name(name: str, *, max_length: int = 100, fallback: str = "export") -> 
     """One path segment from any text: letters, digits, `-`, `_`, `.`; never `..`, a slash or a control character."""
     text = unicodedata.normalize("NFKC", name)
     text = re.sub(r"[^\w.\-]+", "_", text, flags=re.UNICODE)  # \w keeps unicode letters and digits
-    text = re.sub(r"_+", "_", text)
-    text = re.sub(r"\.{2,}", ".", text).strip("._-")
+    text = re.sub(r"\.{2,}", ".", text)
+    text = re.sub(r"[._-]*_[._-]*", "_", text).strip("._-")  # "a / ../b" → "a_b", not "a_._b"
     text = text[:max_length].rstrip("._-")
     if not text:
         return fallback
