@@ -20,6 +20,7 @@ from db import access, batch_exports
 from schemas.settings import get_settings
 
 BASE_TIME = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+BIG_TRACES = 300_000
 
 
 @dataclass
@@ -203,6 +204,27 @@ def seeded(database_url: str, awkward_values: dict) -> SeededProject:
 
     with db.connect(database_url, autocommit=True) as c:
         return seed_project(c, awkward_values, "shared export fixture")
+
+
+@pytest.fixture(scope="session")
+def big_project(database_url: str) -> SeededProject:
+    """Enough rows that an export runs for seconds: long enough to cancel it, or kill it, half-way."""
+    import db
+
+    with db.connect(database_url, autocommit=True) as c:
+        project = access.create_project(c, "big export")
+        user = access.upsert_user(c, "big-exporter@example.com", "Big")
+        c.execute(
+            """INSERT INTO traces (id, project_id, timestamp, name, user_id, session_id, tags, input, output, metadata)
+               SELECT 'big-' || lpad(g::text, 7, '0'), %s, '2025-01-01'::timestamptz + (g / 3) * interval '1 second',
+                      'trace ' || g, 'user-' || (g %% 100), 'session-' || (g %% 1000), ARRAY['a', 'b'],
+                      jsonb_build_object('prompt', repeat('x', 400), 'g', g, 'quote', 'he said "hi", then left'),
+                      '"=1+2"', jsonb_build_object('k', g %% 7)
+               FROM generate_series(1, %s) g""",
+            (project["id"], BIG_TRACES),
+        )
+        c.execute("ANALYZE traces")
+    return SeededProject(project["id"], user["id"], "big-exporter@example.com")
 
 
 @pytest.fixture
