@@ -48,9 +48,12 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from workers.queue import sweep
+    from workers.queue import delete_expired, sweep
 
-    enqueued = sweep(_settings())
+    settings = _settings()
+    deleted = delete_expired(settings)
+    enqueued = sweep(settings)
+    print(f"deleted {deleted} expired export file(s)")
     print(f"enqueued {len(enqueued)} export(s) that had no job")
 
 
@@ -123,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     worker.set_defaults(run=cmd_worker)
 
-    commands.add_parser("sweep", help="enqueue exports left QUEUED without a job").set_defaults(run=cmd_sweep)
+    commands.add_parser("sweep", help="enqueue exports left QUEUED without a job; delete expired export files").set_defaults(run=cmd_sweep)
 
     project = commands.add_parser("project", help="projects").add_subparsers(dest="action", required=True)
     project_create = project.add_parser("create", help="create a project and its organization; prints its id")

@@ -20,6 +20,7 @@ from rq.serializers import JSONSerializer
 import db
 from db import batch_exports
 from schemas.settings import Settings, get_settings
+from workers.storage import delete_expired_exports, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,10 @@ class ExportWorker(Worker):
             sweep(get_settings(), self.connection)
         except Exception:
             self.log.exception("batch-export sweep failed; will retry at the next maintenance cycle")
+        try:
+            delete_expired(get_settings())
+        except Exception:
+            self.log.exception("deleting expired export files failed; will retry at the next maintenance cycle")
 
 
 def build_worker(connection: redis.Redis, *, name: str | None = None) -> ExportWorker:
@@ -123,3 +128,12 @@ def sweep(settings: Settings, connection: redis.Redis | None = None) -> list[str
     if enqueued:
         log.warning("sweep re-enqueued %d export(s) that had no job: %s", len(enqueued), ", ".join(enqueued))
     return enqueued
+
+
+def delete_expired(settings: Settings) -> int:
+    """Deletes the files of exports whose download period is over; returns how many."""
+    with db.connect(settings.DATABASE_URL, autocommit=True) as conn:
+        deleted = delete_expired_exports(conn, open_storage(settings))
+    if deleted:
+        log.info("deleted %d expired export file(s)", deleted)
+    return deleted
