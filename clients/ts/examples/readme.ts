@@ -1,0 +1,10 @@
+import { createClient, RpcError } from "../src/client.js";
+
+const client = createClient({ url: "/rpc", token: () => localStorage.getItem("sessionToken") });
+const projectId = "my-project";
+const created = await client.batchExport.create({ projectId, name: "errors", format: "CSV",
+  query: { tableName: "traces", filter: [{ column: "level", type: "string", operator: "=", value: "ERROR" }] } });
+const [list, cancelled] = await client.$batch((b) => [b.batchExport.all({ projectId }), b.batchExport.cancel({ projectId, batchExportId: created.id })]);
+console.log(list.totalCount, cancelled.status);
+try { await client.batchExport.downloadUrl({ projectId, batchExportId: created.id }); }
+catch (e) { if (e instanceof RpcError && e.data.code === "PRECONDITION_FAILED") console.log("not ready yet"); }
