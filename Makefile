@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install system-deps demo demo-stop test sweep
+.PHONY: install system-deps demo demo-stop test types
 
 # `make install` only builds .venv (with the project, editable, and its test tools).
 install: $(VENV)/.installed
@@ -18,6 +18,7 @@ $(VENV)/.installed: pyproject.toml
 # Debian packages the servers need; only installed when missing (the machine runs as root).
 system-deps:
 	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
 	@command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
 demo: install system-deps
@@ -30,3 +31,9 @@ demo-stop: install
 # so "no tests collected" (5) fails the build like any other failure.
 test: install system-deps
 	$(BIN)/python -m pytest
+
+# Regenerate clients/ts/src/types.ts and clients/ts/openrpc.json from the procedures; commit the result
+# (tests/ts fails while they are stale).
+types: install
+	cd clients/ts && npm ci --no-audit --no-fund
+	$(BIN)/batch-export codegen

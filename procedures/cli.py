@@ -108,6 +108,22 @@ def cmd_demo(args: argparse.Namespace) -> None:
         run_demo(traces=args.traces, port=args.port)
 
 
+def cmd_codegen(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from procedures.app import API_TITLE, API_VERSION
+    from procedures.router import app_router
+    from rpc.typescript import write_client
+
+    try:
+        written = write_client(app_router, Path(args.out), info={"title": API_TITLE, "version": API_VERSION})
+    except RuntimeError as exc:
+        print(f"batch-export: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    for path in written:
+        print(path)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from procedures.auth import ROLES
 
@@ -149,6 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--traces", type=int, default=1000)
     seed.add_argument("--rng-seed", type=int, default=0)
     seed.set_defaults(run=cmd_seed)
+
+    codegen = commands.add_parser("codegen", help="write the TypeScript types and openrpc.json of the procedures")
+    codegen.add_argument("--out", default="clients/ts", help="the client package, with `npm ci` run in it")
+    codegen.set_defaults(run=cmd_codegen)
 
     demo = commands.add_parser("demo", help="local Postgres and Redis, API, worker, demo data and a first export")
     demo.add_argument("--traces", type=int, default=5000)

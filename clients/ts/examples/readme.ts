@@ -2,8 +2,8 @@ import { createClient, RpcError } from "../src/client.js";
 
 const client = createClient({ url: "/rpc", token: () => localStorage.getItem("sessionToken") });
 const projectId = "my-project";
-const created = await client.batchExport.create({ projectId, name: "errors", format: "CSV",
-  query: { tableName: "traces", filter: [{ column: "level", type: "string", operator: "=", value: "ERROR" }] } });
+const created = await client.batchExport.create({ projectId, name: "one user", format: "CSV",
+  query: { tableName: "traces", filter: [{ column: "userId", type: "string", operator: "=", value: "u-42" }] } });
 const [list, cancelled] = await client.$batch((b) => [b.batchExport.all({ projectId }), b.batchExport.cancel({ projectId, batchExportId: created.id })]);
 console.log(list.totalCount, cancelled.status);
 try { await client.batchExport.downloadUrl({ projectId, batchExportId: created.id }); }
