@@ -90,11 +90,15 @@ def cmd_seed(args: argparse.Namespace) -> None:
     import time
 
     import db
-    from db.seed import seed
+    from db.seed import SeedError, seed
 
     started = time.monotonic()
-    with db.connect(_settings().DATABASE_URL) as conn:
-        counts = seed(conn, args.project, traces=args.traces, rng_seed=args.rng_seed)
+    try:
+        with db.connect(_settings().DATABASE_URL) as conn:
+            counts = seed(conn, args.project, traces=args.traces, rng_seed=args.rng_seed)
+    except SeedError as exc:
+        print(f"batch-export: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     summary = ", ".join(f"{table} {n}" for table, n in counts.items())
     print(f"seeded in {time.monotonic() - started:.1f}s: {summary}")
 

@@ -73,3 +73,13 @@ def test_a_bad_setting_is_one_clear_line_not_a_traceback(settings, variable, val
 
 def test_sweep_reports_what_it_enqueued(settings):
     assert last_line(run_cli("sweep")).startswith("enqueued ")
+
+
+def test_seed_fills_a_project_and_refuses_to_seed_it_twice(settings, conn):
+    project_id = last_line(run_cli("project", "create", "--name", "seeded"))
+    summary = last_line(run_cli("seed", "--project", project_id, "--traces", "25"))
+    assert summary.startswith("seeded in ") and "traces 25" in summary
+    assert conn.execute("SELECT count(*) AS n FROM traces WHERE project_id = %s", (project_id,)).fetchone()["n"] == 25
+    again = run_cli("seed", "--project", project_id, "--traces", "25")
+    assert again.returncode == 1
+    assert len(again.stderr.strip().splitlines()) == 1 and "Traceback" not in again.stderr
