@@ -191,15 +191,22 @@ def test_progress_reports_rows_and_total_while_the_object_stays_invisible(conn, 
     seen = []
     while worker.is_alive():
         row = batch_exports.load(conn, export_id)
-        visible = [p for p in files_under(storage_dir) if not p.name.endswith(".partial")]
-        seen.append((row["status"], row["rows_exported"], row["rows_total"], len(visible)))
+        sizes = []
+        for p in files_under(storage_dir):
+            if not p.name.endswith(".partial"):
+                try:
+                    sizes.append(p.stat().st_size)
+                except FileNotFoundError:
+                    pass
+        seen.append((row["status"], row["rows_exported"], row["rows_total"], sizes))
         time.sleep(0.05)
     worker.join()
     during = [s for s in seen if s[0] == "PROCESSING"]
     assert any(0 < rows < BIG_TRACES for _, rows, _, _ in during)
     assert any(total == BIG_TRACES for _, _, total, _ in during)
-    # (The finished file may appear a moment before COMPLETED is written, never while rows still stream.)
-    assert all(visible == 0 for _, rows, _, visible in during if rows < BIG_TRACES)
     row = batch_exports.load(conn, export_id)
     assert row["status"] == "COMPLETED" and row["rows_exported"] == BIG_TRACES
+    # Whenever the object's name was visible, it held the whole file: never a part of it.
+    final_size = (storage_dir / row["object_key"]).stat().st_size
+    assert all(size == final_size for *_, sizes in seen for size in sizes)
     assert [p.name for p in files_under(storage_dir)] == ["my_export.csv"]
