@@ -34,6 +34,9 @@ JOB_MONITORING_INTERVAL = 5
 # retried within a minute instead of RQ's default of ninety seconds plus a ten-minute cleanup cycle.
 HEARTBEAT_GRACE_SECONDS = 20
 MAINTENANCE_INTERVAL = 15
+# An idle worker blocks on the queue for worker_ttl - 15 s between maintenance checks; RQ's default
+# (420 s) would leave a dead worker's job unnoticed for minutes.
+WORKER_TTL = 35
 
 
 def export_queue(connection: redis.Redis) -> Queue:
@@ -112,6 +115,7 @@ def build_worker(connection: redis.Redis, *, name: str | None = None) -> ExportW
         name=name,
         job_monitoring_interval=JOB_MONITORING_INTERVAL,
         maintenance_interval=MAINTENANCE_INTERVAL,
+        worker_ttl=WORKER_TTL,
     )
 
 
