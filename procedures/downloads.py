@@ -12,14 +12,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from procedures.context import Resources
+from workers.formats import FORMATS
 from workers.storage import StorageError, content_disposition, verify_download_signature
 
 CHUNK_BYTES = 1024 * 1024
-CONTENT_TYPES = {
-    "csv": "text/csv; charset=utf-8",
-    "json": "application/json",
-    "jsonl": "application/x-ndjson",
-}
+CONTENT_TYPES = {f.extension: f.content_type for f in FORMATS.values()}
 
 
 def _refuse(status: int, code: str, message: str) -> JSONResponse:

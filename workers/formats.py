@@ -125,7 +125,7 @@ class FileFormat:
     def header(self, table: ExportTable) -> bytes:
         if self.name == "CSV":
             # Keys are plain camelCase identifiers: nothing to quote.
-            return (",".join(table.keys) + "\n").encode()
+            return (",".join(table.keys) + "\r\n").encode()
         return b"[\n" if self.name == "JSON" else b""
 
     def footer(self, rows: int) -> bytes:
@@ -148,6 +148,19 @@ class FileFormat:
                 if n != 1:
                     write(b",\n")
                 write(row[:-1])
+                if not n & 1023:
+                    progress.rows = n
+        elif self.name == "CSV":
+            # RFC 4180 ends records with CRLF; COPY ends them with LF. A line break inside a quoted
+            # value is data and stays as it is.
+            for row in copy:
+                n += 1
+                if n > limit:
+                    truncated = True
+                    n = limit
+                    continue
+                write(row[:-1])
+                write(b"\r\n")
                 if not n & 1023:
                     progress.rows = n
         else:

@@ -143,11 +143,7 @@ def open_storage(settings: Settings) -> Storage:
 
 
 def _s3_endpoint(settings: Settings) -> str | None:
-    # Settings owns configuration; until it carries S3_ENDPOINT_URL, this is the one place that reads it.
-    value = getattr(settings, "S3_ENDPOINT_URL", None)
-    if value is None:
-        value = os.environ.get("S3_ENDPOINT_URL")
-    return value or None
+    return settings.S3_ENDPOINT_URL or None
 
 
 # --- local folder ---------------------------------------------------------------------------------

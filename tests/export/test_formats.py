@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from datetime import datetime
 
@@ -159,8 +161,16 @@ def test_zero_rows_still_make_a_valid_file(run_export, seeded, fmt):
     result = run_export(seeded, query, fmt)
     assert result.row["status"] == "COMPLETED" and result.row["rows_exported"] == 0
     if fmt == "CSV":
-        assert result.text == ",".join(TABLES["traces"].keys) + "\n"
+        assert result.text == ",".join(TABLES["traces"].keys) + "\r\n"
     elif fmt == "JSON":
         assert json.loads(result.text) == []
     else:
         assert result.text == ""
+
+
+def test_csv_records_end_in_crlf_and_line_breaks_inside_values_are_kept(run_export, seeded):
+    data = run_export(seeded, {"tableName": "traces"}, "CSV").data
+    rows = list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
+    assert data.count(b"\r\n") >= len(rows)  # every record ends in CRLF (RFC 4180)
+    names = {row[2] for row in rows[1:]}
+    assert "line1\nline2" in names and "crlf\r\nline" in names
