@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -43,14 +44,23 @@ def database_url(local_postgres: LocalPostgres) -> str:
     return local_postgres.url
 
 
-@pytest.fixture(scope="session")
-def local_redis() -> Iterator[LocalRedis]:
-    folder = Path(tempfile.mkdtemp(prefix="bx-test-redis-"))
+@contextlib.contextmanager
+def running_redis(prefix: str = "bx-test-redis-") -> Iterator[LocalRedis]:
+    """A Redis server of its own, on a free port, removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
     server = LocalRedis(folder, free_port())
     server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def local_redis() -> Iterator[LocalRedis]:
+    with running_redis() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -135,46 +135,45 @@ class FileFormat:
 
     def pump(self, copy: Any, write: Callable[[Any], Any], limit: int, progress: Progress) -> PumpResult:
         """Moves COPY's rows into `write`; at most `limit` rows, the statement asks for one more to detect a cut."""
+        emit = self._row_writer(write)
         n = 0
         truncated = False
+        for row in copy:
+            n += 1
+            if n > limit:
+                truncated = True
+                n = limit
+                continue
+            emit(row, n)
+            if not n & 1023:
+                progress.rows = n
+        progress.rows = n
+        return PumpResult(n, truncated)
+
+    def _row_writer(self, write: Callable[[Any], Any]) -> Callable[[Any, int], None]:
+        """How one COPY row (libpq hands over exactly one per read, ending in "\n") reaches the file."""
         if self.name == "JSON":
-            # libpq hands over exactly one row per read; rows end in "\n", which the array separator replaces.
-            for row in copy:
-                n += 1
-                if n > limit:
-                    truncated = True
-                    n = limit
-                    continue
+
+            def emit(row: Any, n: int) -> None:
+                # The array separator replaces the row's newline.
                 if n != 1:
                     write(b",\n")
                 write(row[:-1])
-                if not n & 1023:
-                    progress.rows = n
+
         elif self.name == "CSV":
-            # RFC 4180 ends records with CRLF; COPY ends them with LF. A line break inside a quoted
-            # value is data and stays as it is.
-            for row in copy:
-                n += 1
-                if n > limit:
-                    truncated = True
-                    n = limit
-                    continue
+
+            def emit(row: Any, n: int) -> None:
+                # RFC 4180 ends records with CRLF; COPY ends them with LF. A line break inside a
+                # quoted value is data and stays as it is.
                 write(row[:-1])
                 write(b"\r\n")
-                if not n & 1023:
-                    progress.rows = n
+
         else:
-            for row in copy:
-                n += 1
-                if n > limit:
-                    truncated = True
-                    n = limit
-                    continue
+
+            def emit(row: Any, n: int) -> None:
                 write(row)
-                if not n & 1023:
-                    progress.rows = n
-        progress.rows = n
-        return PumpResult(n, truncated)
+
+        return emit
 
 
 FORMATS: dict[str, FileFormat] = {

@@ -1,27 +1,18 @@
 """Redis down during create: the export is accepted as QUEUED, and the sweep enqueues it exactly once."""
 
-import shutil
-import tempfile
-from pathlib import Path
-
 import pytest
 import redis
 
-from procedures.local_services import LocalRedis, free_port
 from schemas.settings import Settings
-from tests.conftest import RpcClient, ServerThread
+from tests.conftest import RpcClient, ServerThread, running_redis
 from tests.procedures.helpers import create_params
 from workers.queue import export_queue, sweep
 
 
 @pytest.fixture
 def own_redis():
-    folder = Path(tempfile.mkdtemp(prefix="bx-test-redis-outage-"))
-    server = LocalRedis(folder, free_port())
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(folder, ignore_errors=True)
+    with running_redis("bx-test-redis-outage-") as server:
+        yield server
 
 
 @pytest.fixture
