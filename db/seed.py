@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import psycopg
 from psycopg import conninfo, sql
@@ -305,7 +305,7 @@ children AS (
                     ELSE 'EVENT' END AS type,
                t.duration_ms::float8 / greatest(t.observation_count - 1, 1) AS slot_ms
         FROM trace_frame AS t
-        JOIN generate_series(1, 5) AS j ON j <= t.observation_count
+        CROSS JOIN LATERAL generate_series(1, t.observation_count) AS j
         CROSS JOIN LATERAL (SELECT hashint8extended(t.n * 8 + j, %(seed)s + 3) AS ho) AS o
         OFFSET 0
     ) AS c
@@ -405,7 +405,7 @@ FROM (
                 ELSE 'trace' END AS target,
            t.ts + (t.duration_ms + 1000 * (5 + ((hs >> 16) & 511))) * interval '1 millisecond' AS scored_at
     FROM trace_frame AS t
-    JOIN generate_series(1, 2) AS s ON s <= t.score_count
+    CROSS JOIN LATERAL generate_series(1, t.score_count) AS s
     CROSS JOIN LATERAL (SELECT hashint8extended(t.n * 4 + s, %(seed)s + 5) AS hs) AS h
     OFFSET 0
 ) AS x
@@ -423,6 +423,24 @@ SELECT session_id, %(project_id)s,
 FROM traces
 WHERE project_id = %(project_id)s AND id BETWEEN %(first_id)s AND %(last_id)s AND session_id IS NOT NULL
 GROUP BY session_id
+"""
+
+# The same rows, computed from the generator instead of read back: for ranges after the awkward
+# head, whose traces keep their generated session ids. Session order, so the keys are appended.
+GENERATE_TRACE_SESSIONS_SQL = _POOLS_CTE + _TRACE_FRAME_CTE + """
+INSERT INTO trace_sessions (id, project_id, bookmarked, public, environment, created_at, updated_at)
+SELECT s.session_id, %(project_id)s,
+       hashtextextended(s.session_id, %(seed)s) & 15 = 0,
+       hashtextextended(s.session_id, %(seed)s + 1) & 15 = 1,
+       s.environment, s.first_ts, s.last_ts
+FROM (
+    SELECT session_id, min(environment) AS environment, min(ts) AS first_ts, max(ts) AS last_ts
+    FROM trace_frame
+    WHERE session_id IS NOT NULL
+    GROUP BY session_id
+    ORDER BY session_id
+    OFFSET 0
+) AS s
 """
 
 INSERT_DATASETS_SQL = """
@@ -514,8 +532,8 @@ def seed(
     refused with `SeedError` rather than topped up, so counts and ids always describe one seed.
 
     Everything happens in one transaction on `conn`, except that from PARALLEL_FROM traces on,
-    the newer half of the traces (with their observations, scores and sessions) is written by a
-    second connection to the same database, so both CPU cores work. That transaction commits just
+    the newer half of the traces (with their observations, scores and sessions) and the datasets
+    are written by a second connection to the same database, so both CPU cores work. That transaction commits just
     before `conn`'s: an error before then leaves nothing behind.
     """
     if not 1 <= traces <= MAX_TRACES:
@@ -526,53 +544,80 @@ def seed(
         raise SeedError("now must be timezone-aware (e.g. datetime.now(timezone.utc))")
     awkward = load_awkward_values()
     counts: dict[str, int] = {}
-    with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
-        org = cur.execute("SELECT org_id FROM projects WHERE id = %s FOR SHARE", (project_id,)).fetchone()
-        if org is None:
-            raise SeedError(f"project {project_id!r} does not exist; create it first (batch-export project create)")
-        if cur.execute("SELECT 1 FROM traces WHERE project_id = %s LIMIT 1", (project_id,)).fetchone():
-            raise SeedError(
-                f"project {project_id!r} already has traces; seed a new project instead "
-                "(seeding twice would mix two data sets under the same ids)"
+    helper: _Helper | None = None
+    try:
+        with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
+            org = cur.execute("SELECT org_id FROM projects WHERE id = %s FOR SHARE", (project_id,)).fetchone()
+            if org is None:
+                raise SeedError(f"project {project_id!r} does not exist; create it first (batch-export project create)")
+            if cur.execute("SELECT 1 FROM traces WHERE project_id = %s LIMIT 1", (project_id,)).fetchone():
+                raise SeedError(
+                    f"project {project_id!r} already has traces; seed a new project instead "
+                    "(seeding twice would mix two data sets under the same ids)"
+                )
+            if now is None:
+                now = cur.execute("SELECT now()").fetchone()[0]
+            params = _bulk_params(project_id, traces=traces, rng_seed=rng_seed, now=now,
+                                  awkward_traces=min(traces, len(awkward.strings)))
+            params.update(
+                items=max(len(awkward.json_values), min(traces // 100, MAX_ITEMS_PER_DATASET)),
+                datasets=DATASET_COUNT,
+                runs=RUNS_PER_DATASET,
             )
-        if now is None:
-            now = cur.execute("SELECT now()").fetchone()[0]
-        params = _bulk_params(project_id, traces=traces, rng_seed=rng_seed, now=now,
-                              awkward_traces=min(traces, len(awkward.strings)))
-        params.update(
-            items=max(len(awkward.json_values), min(traces // 100, MAX_ITEMS_PER_DATASET)),
-            datasets=DATASET_COUNT,
-            runs=RUNS_PER_DATASET,
-        )
-        first_range, *other_ranges = _trace_ranges(traces)
-        helper = _start_helper(conn, params, other_ranges[0]) if other_ranges else None
-        own_ranges = [first_range] if helper is not None else [first_range, *other_ranges]
-        try:
+            # The head (the session windows holding the awkward traces) is written, overwritten with the
+            # awkward values and read back into sessions first, alone: its updates look rows up by id, and
+            # while the project has no other rows, no plan can make them scan the project's bulk.
+            head, *rest = _trace_ranges(traces, params["awkward_traces"])
+            _add(counts, _insert_trace_rows(cur, {**params, **head}))
+            _place_awkward_values(cur, project_id, traces, awkward)
+            _add(counts, _insert_trace_sessions(cur, {**params, **head}))
+            # The helper also writes the datasets, which the head's connection would otherwise write
+            # while the helper's range was already done.
+            helper = _start_helper(conn, {**params, **rest[1]}, awkward) if len(rest) > 1 else None
+            own_ranges = rest[:1] if helper is not None else rest
             for trace_range in own_ranges:
                 _add(counts, _insert_trace_rows(cur, {**params, **trace_range}))
-            # The awkward traces are the oldest ones, always in the first range.
-            _place_awkward_values(cur, project_id, traces, awkward)
-            for trace_range in own_ranges:
-                _add(counts, _insert_trace_sessions(cur, {**params, **trace_range}))
-            counts["datasets"] = cur.execute(
-                INSERT_DATASETS_SQL,
-                {**params, "ids": [d[0] for d in DATASETS], "names": [d[1] for d in DATASETS],
-                 "descriptions": [d[2] for d in DATASETS]},
-            ).rowcount
-            counts["dataset_items"] = cur.execute(INSERT_DATASET_ITEMS_SQL, params).rowcount
-            _place_awkward_dataset_items(cur, project_id, awkward)
-            counts["dataset_runs"] = cur.execute(INSERT_DATASET_RUNS_SQL, {**params, "run_names": RUN_NAMES}).rowcount
-            counts["dataset_run_items"] = cur.execute(INSERT_DATASET_RUN_ITEMS_SQL, params).rowcount
+                _add(counts, _generate_trace_sessions(cur, {**params, **trace_range}))
+            if helper is None:
+                _add(counts, _insert_datasets(cur, params, awkward))
             counts["audit_logs"] = _insert_audit_logs(cur, project_id, org[0], now, awkward)
             if helper is not None:
                 _add(counts, helper.finish())
-        finally:
-            if helper is not None:
-                helper.close()
-    # Fresh statistics, or the first export plans its scan as if the tables were empty.
-    for table in SEEDED_TABLES:
-        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
+        # Fresh statistics, or the first export plans its scan as if the tables were empty. The
+        # biggest table is analyzed on the helper's connection, at the same time as the others.
+        if helper is not None:
+            helper.start(lambda cur: _analyze(cur, _HELPER_ANALYZES))
+        with conn.cursor() as cur:
+            _analyze(cur, [t for t in SEEDED_TABLES if helper is None or t not in _HELPER_ANALYZES])
+        if helper is not None:
+            helper.finish()
+    finally:
+        if helper is not None:
+            helper.close()
     return {table: counts[table] for table in SEEDED_TABLES}
+
+
+_HELPER_ANALYZES = ("observations", "dataset_items", "dataset_run_items")
+
+
+def _analyze(cur: psycopg.Cursor, tables: Sequence[str]) -> dict[str, int]:
+    for table in tables:
+        cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
+    return {}
+
+
+def _insert_datasets(cur: psycopg.Cursor, params: dict[str, Any], awkward: AwkwardValues) -> dict[str, int]:
+    counts = {}
+    counts["datasets"] = cur.execute(
+        INSERT_DATASETS_SQL,
+        {**params, "ids": [d[0] for d in DATASETS], "names": [d[1] for d in DATASETS],
+         "descriptions": [d[2] for d in DATASETS]},
+    ).rowcount
+    counts["dataset_items"] = cur.execute(INSERT_DATASET_ITEMS_SQL, params).rowcount
+    _place_awkward_dataset_items(cur, params["project_id"], awkward)
+    counts["dataset_runs"] = cur.execute(INSERT_DATASET_RUNS_SQL, {**params, "run_names": RUN_NAMES}).rowcount
+    counts["dataset_run_items"] = cur.execute(INSERT_DATASET_RUN_ITEMS_SQL, params).rowcount
+    return counts
 
 
 # From this many traces on, a second connection writes the newer half (one per core on a 2-core box).
@@ -580,12 +625,20 @@ PARALLEL_FROM = 50_000
 _SESSION_WINDOW = 64  # traces per session window; see _TRACE_FRAME_CTE
 
 
-def _trace_ranges(traces: int) -> list[dict[str, Any]]:
-    """The trace numbers each connection writes: all of them, or two halves split on a session window."""
-    bounds = [(1, traces)]
-    if traces >= PARALLEL_FROM and traces // 2 >= _SESSION_WINDOW:
-        middle = traces // 2 // _SESSION_WINDOW * _SESSION_WINDOW
-        bounds = [(1, middle), (middle + 1, traces)]
+def _trace_ranges(traces: int, awkward_traces: int) -> list[dict[str, Any]]:
+    """The head (the session windows of the awkward traces), then the rest: one range, or two halves.
+
+    Every bound falls on a session window, so no session straddles two ranges.
+    """
+    head_last = min(traces, -(-max(awkward_traces, 1) // _SESSION_WINDOW) * _SESSION_WINDOW)
+    bounds = [(1, head_last)]
+    remaining = traces - head_last
+    if remaining > 0:
+        if traces >= PARALLEL_FROM and remaining // 2 >= _SESSION_WINDOW:
+            middle = head_last + remaining // 2 // _SESSION_WINDOW * _SESSION_WINDOW
+            bounds += [(head_last + 1, middle), (middle + 1, traces)]
+        else:
+            bounds.append((head_last + 1, traces))
     return [{"first": a, "last": b, "first_id": trace_id(a), "last_id": trace_id(b)} for a, b in bounds]
 
 
@@ -615,41 +668,49 @@ def _insert_trace_sessions(cur: psycopg.Cursor, params: dict[str, Any]) -> dict[
     return {"trace_sessions": cur.execute(INSERT_TRACE_SESSIONS_SQL, params).rowcount}
 
 
-class _Helper:
-    """A second connection writing one range of traces in a thread, committed only by finish()."""
+def _generate_trace_sessions(cur: psycopg.Cursor, params: dict[str, Any]) -> dict[str, int]:
+    cur.execute("SET LOCAL jit = off")
+    return {"trace_sessions": cur.execute(GENERATE_TRACE_SESSIONS_SQL, params).rowcount}
 
-    def __init__(self, conn: psycopg.Connection, params: dict[str, Any]) -> None:
+
+class _Helper:
+    """A second connection doing work in a thread (start), committed only by finish()."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
-        self.params = params
         self.counts: dict[str, int] = {}
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="seed-helper", daemon=True)
+        self.thread: threading.Thread | None = None
+
+    def start(self, work: Callable[[psycopg.Cursor], dict[str, int]]) -> None:
+        self.counts = {}
+        self.thread = threading.Thread(target=self._run, args=(work,), name="seed-helper", daemon=True)
         self.thread.start()
 
-    def _run(self) -> None:
+    def _run(self, work: Callable[[psycopg.Cursor], dict[str, int]]) -> None:
         try:
             with self.conn.cursor(row_factory=tuple_row) as cur:
-                _add(self.counts, _insert_trace_rows(cur, self.params))
-                _add(self.counts, _insert_trace_sessions(cur, self.params))
+                _add(self.counts, work(cur))
         except BaseException as exc:  # handed to the main thread by finish()
             self.error = exc
 
     def finish(self) -> dict[str, int]:
-        self.thread.join()
+        if self.thread is not None:
+            self.thread.join()
         if self.error is not None:
             raise self.error
         self.conn.commit()
         return self.counts
 
     def close(self) -> None:
-        if self.thread.is_alive():
+        if self.thread is not None and self.thread.is_alive():
             # The main thread failed: stop the helper's statement so its transaction can roll back.
             self.conn.cancel_safe()
             self.thread.join()
         self.conn.close()  # rolls back anything not committed by finish()
 
 
-def _start_helper(conn: psycopg.Connection, params: dict[str, Any], trace_range: dict[str, Any]) -> _Helper | None:
+def _start_helper(conn: psycopg.Connection, params: dict[str, Any], awkward: AwkwardValues) -> _Helper | None:
     """Opens a second connection with `conn`'s parameters, or returns None to write everything on `conn`."""
     # conn.info.dsn hides the password; the libpq options behind it carry it.
     options = {o.keyword.decode(): o.val.decode() for o in conn.pgconn.info if o.val is not None}
@@ -657,7 +718,16 @@ def _start_helper(conn: psycopg.Connection, params: dict[str, Any], trace_range:
         helper_conn = psycopg.connect(conninfo.make_conninfo(**options))
     except psycopg.OperationalError:
         return None
-    return _Helper(helper_conn, {**params, **trace_range})
+    helper = _Helper(helper_conn)
+
+    def work(cur: psycopg.Cursor) -> dict[str, int]:
+        counts = _insert_trace_rows(cur, params)
+        _add(counts, _generate_trace_sessions(cur, params))
+        _add(counts, _insert_datasets(cur, params, awkward))
+        return counts
+
+    helper.start(work)
+    return helper
 
 
 def _skip_project_foreign_key_checks(cur: psycopg.Cursor) -> bool:
