@@ -1,0 +1,92 @@
+"""The servers the RPC benchmark drives with wrk (each run as one uvicorn process).
+
+- `full_stack_app`: the product's stack: `rpc_routes` (JSON-RPC parsing, request check,
+  jsonrpcserver dispatch), `procedures.auth`'s `require_session` and `require_project_role`
+  with the product's pool, Redis and context, serving the product's `batchExport` router plus one
+  benchmark-only procedure, `bench.ping`: a protected_project_procedure with a scope, an input
+  model and an output model whose handler does nothing. It exists only here, never in the
+  product router.
+- `bare_app`: a bare Starlette endpoint answering the same JSON-RPC reply bytes.
+
+    uvicorn --app-dir bench --factory rpc_app:full_stack_app
+    uvicorn --app-dir bench --factory rpc_app:bare_app
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+import redis
+from pydantic import BaseModel
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+import db
+from procedures.context import Context, ProjectContext, Resources, bearer_token
+from procedures.router import batch_export_router, protected_project_procedure, rpc
+from rpc import rpc_routes
+from schemas.settings import get_settings
+from workers.storage import open_storage
+
+
+class Ping(BaseModel):
+    projectId: str
+
+
+class Pong(BaseModel):
+    pong: bool
+    projectId: str
+
+
+async def ping(ctx: ProjectContext, input: Ping) -> Pong:
+    return Pong(pong=True, projectId=ctx.project_id)
+
+
+bench_router = rpc.router(
+    bench=rpc.router(ping=protected_project_procedure.meta(scope="batchExports:read").input(Ping).output(Pong).query(ping)),
+    batchExport=batch_export_router,
+)
+
+
+def full_stack_app() -> Starlette:
+    """procedures.app.create_app's resources and lifespan, serving bench_router."""
+    settings = get_settings()
+    pool = db.create_pool(settings.DATABASE_URL)
+    redis_client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
+    resources = Resources(settings=settings, pool=pool, redis=redis_client, storage=open_storage(settings))
+
+    async def create_context(request: Request) -> Context:
+        return Context(resources=resources, token=bearer_token(request), request_id=uuid.uuid4().hex)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await pool.open(wait=True)
+        try:
+            yield
+        finally:
+            await pool.close()
+            redis_client.close()
+
+    return Starlette(routes=rpc_routes(bench_router, create_context, path="/rpc"), lifespan=lifespan)
+
+
+def pong_reply(project_id: str) -> bytes:
+    """The exact bytes the full stack answers bench.ping with (id 1)."""
+    from rpc import protocol
+
+    return protocol.encode(protocol.success(1, {"pong": True, "projectId": project_id}))
+
+
+def bare_app() -> Starlette:
+    import os
+
+    body = pong_reply(os.environ["BENCH_PROJECT_ID"])
+
+    async def endpoint(request: Request) -> Response:
+        return Response(body, media_type="application/json")
+
+    return Starlette(routes=[Route("/rpc", endpoint, methods=["POST"])])
