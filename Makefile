@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install system-deps demo demo-stop test types
+.PHONY: install system-deps demo demo-stop test types bench-export bench-memory bench-rpc
 
 # `make install` only builds .venv (with the project, editable, and its test tools).
 install: $(VENV)/.installed
@@ -37,3 +37,15 @@ test: install system-deps
 types: install
 	cd clients/ts && npm ci --no-audit --no-fund
 	$(BIN)/batch-export codegen
+
+# Benchmarks (not tests): each prints a table and appends it to bench/RESULTS.md. Figures are
+# ratios against a baseline measured in the same run; see bench/RESULTS.md for recorded runs.
+bench-export: install system-deps
+	$(BIN)/python bench/export_throughput.py $(ARGS)
+
+bench-memory: install system-deps
+	$(BIN)/python bench/export_memory.py $(ARGS)
+
+bench-rpc: install system-deps
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+	$(BIN)/python bench/rpc_throughput.py $(ARGS)
