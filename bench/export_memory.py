@@ -71,7 +71,8 @@ def main() -> None:
         verdicts.append(f"{name.split()[1]} {small_mb:.0f} MB → {large_mb:.0f} MB ({growth:+.1%}, {'meets' if ok else 'MISSES'})")
     trace_rows, trace_kib, _ = results[("small", "traces CSV")]
     rows.append(["traces CSV", f"{trace_rows:,}", f"{trace_kib * 1024 / MB:.1f} MB", "", "", ""])
-    report.add(table(["export", "rows", "work horse peak RSS", "rows", "work horse peak RSS", "growth"], rows))
+    report.add(table(["export", "rows (cut at --rows)", "work horse peak RSS", "rows (all)", "work horse peak RSS",
+                      "growth"], rows))
     report.add(
         "The real job through `batch-export worker` (file storage); peak RSS is the work horse's VmHWM (RQ forks it"
         " from the worker, so it includes the worker's own interpreter and imports: the worker process itself peaked at "
