@@ -14,23 +14,16 @@
 
 from __future__ import annotations
 
-import contextlib
-import uuid
-from collections.abc import AsyncIterator
-
-import redis
 from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-import db
-from procedures.context import Context, ProjectContext, Resources, bearer_token
+from procedures.app import create_app
+from procedures.context import ProjectContext
 from procedures.router import batch_export_router, protected_project_procedure, rpc
-from rpc import rpc_routes
 from schemas.settings import get_settings
-from workers.storage import open_storage
 
 
 class Ping(BaseModel):
@@ -53,25 +46,8 @@ bench_router = rpc.router(
 
 
 def full_stack_app() -> Starlette:
-    """procedures.app.create_app's resources and lifespan, serving bench_router."""
-    settings = get_settings()
-    pool = db.create_pool(settings.DATABASE_URL)
-    redis_client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
-    resources = Resources(settings=settings, pool=pool, redis=redis_client, storage=open_storage(settings))
-
-    async def create_context(request: Request) -> Context:
-        return Context(resources=resources, token=bearer_token(request), request_id=uuid.uuid4().hex)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await pool.open(wait=True)
-        try:
-            yield
-        finally:
-            await pool.close()
-            redis_client.close()
-
-    return Starlette(routes=rpc_routes(bench_router, create_context, path="/rpc"), lifespan=lifespan)
+    """procedures.app.create_app itself (resources, lifespan, endpoint), serving bench_router."""
+    return create_app(get_settings(), router=bench_router)
 
 
 def pong_reply(project_id: str) -> bytes:

@@ -75,11 +75,6 @@ def record_progress(conn: psycopg.Connection, export_id: str, rows_exported: int
     return row is not None
 
 
-def current_status(conn: psycopg.Connection, export_id: str) -> str | None:
-    row = conn.execute("SELECT status FROM batch_exports WHERE id = %s", (export_id,)).fetchone()
-    return row["status"] if row else None
-
-
 def mark_completed(
     conn: psycopg.Connection, export_id: str, *, object_key: str, rows_exported: int, expires_hours: float, log: str | None
 ) -> dict[str, Any] | None:

@@ -17,7 +17,7 @@ import db
 from procedures.context import Context, Resources, bearer_token
 from procedures.downloads import download_endpoint
 from procedures.router import app_router
-from rpc import rpc_routes
+from rpc import Router, rpc_routes
 from schemas.settings import Settings, get_settings
 from workers.storage import open_storage
 
@@ -27,7 +27,8 @@ API_TITLE = "batch-export"
 API_VERSION = "0.1.0"
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, router: Router = app_router) -> Starlette:
+    """The app serving `router` (the product's own by default; benchmarks pass theirs)."""
     settings = settings or get_settings()
     pool = db.create_pool(settings.DATABASE_URL)
     # Short socket timeouts: a dead Redis must cost a request a second, not hang it.
@@ -62,7 +63,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             redis_client.close()
 
     routes = [
-        *rpc_routes(app_router, create_context, path="/rpc", openrpc_info={"title": API_TITLE, "version": API_VERSION}),
+        *rpc_routes(router, create_context, path="/rpc", openrpc_info={"title": API_TITLE, "version": API_VERSION}),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/exports/download", download_endpoint(resources), methods=["GET"]),
     ]

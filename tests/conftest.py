@@ -26,17 +26,26 @@ def awkward_values() -> dict:
     return AWKWARD_VALUES
 
 
-@pytest.fixture(scope="session")
-def local_postgres() -> Iterator[LocalPostgres]:
-    folder = Path(tempfile.mkdtemp(prefix="bx-test-pg-"))
-    server = LocalPostgres(folder / "data", free_port(), fast_unsafe=True)
+@contextlib.contextmanager
+def running_postgres(prefix: str = "bx-test-pg-") -> Iterator[LocalPostgres]:
+    """A migrated Postgres of its own, on a free port, removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres", "postgres")
+    server = LocalPostgres(folder / "data", free_port(), fast_unsafe=True)
     server.start()
-    db.migrate(server.url)
-    yield server
-    server.stop(mode="immediate")
-    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        db.migrate(server.url)
+        yield server
+    finally:
+        server.stop(mode="immediate")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def local_postgres() -> Iterator[LocalPostgres]:
+    with running_postgres() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

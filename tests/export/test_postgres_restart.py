@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import redis
 import db
 from db import access, batch_exports
 from db.seed import seed
-from procedures.local_services import LocalPostgres, free_port
+from tests.conftest import running_postgres
 from workers.queue import enqueue_export, export_queue
 
 pytestmark = pytest.mark.slow
@@ -29,15 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def own_postgres():
     """A Postgres of this test's own: restarting the suite's shared one would disturb other tests."""
-    folder = Path(tempfile.mkdtemp(prefix="bx-test-pg-restart-"))
-    if os.geteuid() == 0:
-        shutil.chown(folder, "postgres", "postgres")
-    server = LocalPostgres(folder / "data", free_port(), fast_unsafe=True)
-    server.start()
-    db.migrate(server.url)
-    yield server
-    server.stop(mode="immediate")
-    shutil.rmtree(folder, ignore_errors=True)
+    with running_postgres("bx-test-pg-restart-") as server:
+        yield server
 
 
 def _wait(predicate, timeout: float, what: str, log: Path):
