@@ -21,20 +21,23 @@ def new_token() -> str:
 
 # Resolve a bearer token to its user; expired and revoked sessions resolve to nothing.
 SESSION_USER_SQL = """
-SELECT u.id, u.email, u.name, u.image
+SELECT u.id, u.email, u.name, u.image, s.expires_at AS session_expires_at
 FROM auth_sessions s JOIN users u ON u.id = s.user_id
 WHERE s.token_hash = %(token_hash)s AND s.revoked_at IS NULL AND s.expires_at > now()
 """
 
-# The caller's role in a project: the project membership overrides the organization membership.
-PROJECT_ROLE_SQL = """
-SELECT p.id AS project_id, p.org_id,
-       om.role AS org_role, pm.role AS project_role,
-       coalesce(pm.role, om.role) AS role
-FROM projects p
-LEFT JOIN organization_memberships om ON om.org_id = p.org_id AND om.user_id = %(user_id)s
-LEFT JOIN project_memberships pm ON pm.project_id = p.id AND pm.user_id = %(user_id)s
-WHERE p.id = %(project_id)s
+# The session's user and their role in one project, in one round trip: no row means no valid
+# session; a NULL role means no membership or no such project (the two look the same).
+# The project membership overrides the organization membership.
+PROJECT_ACCESS_SQL = """
+SELECT u.id, u.email, u.name, u.image, s.expires_at AS session_expires_at,
+       p.org_id, om.role AS org_role, pm.role AS project_role, coalesce(pm.role, om.role) AS role
+FROM auth_sessions s
+JOIN users u ON u.id = s.user_id
+LEFT JOIN projects p ON p.id = %(project_id)s
+LEFT JOIN organization_memberships om ON om.org_id = p.org_id AND om.user_id = u.id
+LEFT JOIN project_memberships pm ON pm.project_id = p.id AND pm.user_id = u.id
+WHERE s.token_hash = %(token_hash)s AND s.revoked_at IS NULL AND s.expires_at > now()
 """
 
 

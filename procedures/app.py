@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import redis
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.responses import FileResponse, JSONResponse
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 
 import db
+from procedures.access_cache import AccessCache
 from procedures.context import Context, Resources, bearer_token
 from procedures.downloads import download_endpoint
 from procedures.router import app_router
@@ -25,6 +29,8 @@ log = logging.getLogger(__name__)
 
 API_TITLE = "batch-export"
 API_VERSION = "0.1.0"
+# The exports page, built by `make web`: index.html at `/`, its script, styles and table catalog under /static/.
+WEB_ROOT = Path(__file__).resolve().parents[1] / "web" / "public"
 
 
 def create_app(settings: Settings | None = None, router: Router = app_router) -> Starlette:
@@ -33,7 +39,10 @@ def create_app(settings: Settings | None = None, router: Router = app_router) ->
     pool = db.create_pool(settings.DATABASE_URL)
     # Short socket timeouts: a dead Redis must cost a request a second, not hang it.
     redis_client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
-    resources = Resources(settings=settings, pool=pool, redis=redis_client, storage=open_storage(settings))
+    access_cache = AccessCache(settings.SESSION_CACHE_SECONDS)
+    resources = Resources(
+        settings=settings, pool=pool, redis=redis_client, storage=open_storage(settings), access_cache=access_cache
+    )
 
     async def create_context(request: Request) -> Context:
         return Context(resources=resources, token=bearer_token(request), request_id=uuid.uuid4().hex)
@@ -56,9 +65,13 @@ def create_app(settings: Settings | None = None, router: Router = app_router) ->
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await pool.open(wait=False)
+        listener = asyncio.create_task(access_cache.listen(settings.DATABASE_URL))
         try:
             yield
         finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
             await pool.close()
             redis_client.close()
 
@@ -66,10 +79,23 @@ def create_app(settings: Settings | None = None, router: Router = app_router) ->
         *rpc_routes(router, create_context, path="/rpc", openrpc_info={"title": API_TITLE, "version": API_VERSION}),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/exports/download", download_endpoint(resources), methods=["GET"]),
+        *web_routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.resources = resources
     return app
+
+
+def web_routes(root: Path = WEB_ROOT) -> list[BaseRoute]:
+    """The exports page's two routes; none for an install that has no web/ folder (the API alone)."""
+    if not (root / "index.html").is_file():
+        return []
+
+    async def page(request: Request) -> FileResponse:
+        return FileResponse(root / "index.html", headers={"Cache-Control": "no-cache"})
+
+    # Explicit paths, not a catch-all mount at `/`, so /rpc and /healthz keep their own 404 and 405 answers.
+    return [Route("/", page, methods=["GET"]), Mount("/static", StaticFiles(directory=root), name="static")]
 
 
 def __getattr__(name: str):

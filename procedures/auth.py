@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 from db import access
+from procedures.access_cache import ProjectAccess
 from procedures.context import Context, ProjectContext, SessionContext, User
 from rpc import Call, RPCError
 
@@ -20,46 +21,66 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
 ROLES = tuple(ROLE_SCOPES)
 
 _NO_ACCESS = "You do not have access to this project, or it does not exist."
+_BAD_TOKEN = "The session token is unknown, revoked or expired: sign in again."
 
 
 async def require_session(call: Call) -> Any:
     """Resolves `Authorization: Bearer <token>` to a user, or answers UNAUTHORIZED."""
     ctx: Context = call.ctx
-    if ctx.token is None:
-        raise RPCError("UNAUTHORIZED", "Sign in first: send `Authorization: Bearer <session token>`.")
+    token_hash = _token_hash(ctx)
     async with ctx.resources.pool.connection() as conn:
-        cur = await conn.execute(access.SESSION_USER_SQL, {"token_hash": access.hash_token(ctx.token)})
+        cur = await conn.execute(access.SESSION_USER_SQL, {"token_hash": token_hash})
         row = await cur.fetchone()
     if row is None:
-        raise RPCError("UNAUTHORIZED", "The session token is unknown, revoked or expired: sign in again.")
+        raise RPCError("UNAUTHORIZED", _BAD_TOKEN)
     user = User(id=row["id"], email=row["email"], name=row["name"], image=row["image"])
     return await call.next(ctx=SessionContext(**_fields(ctx), user=user))
 
 
-async def require_project_role(call: Call) -> Any:
-    """Loads the caller's role in `input.projectId` and checks the procedure's `scope` meta."""
-    ctx: SessionContext = call.ctx
+async def require_project_access(call: Call) -> Any:
+    """The session, the caller's role in `input.projectId`, and the procedure's `scope` meta.
+
+    One round trip to Postgres answers both questions, and the answer is cached briefly (see
+    procedures/access_cache.py: any change to sessions or memberships drops the cache at once).
+    """
+    ctx: Context = call.ctx
     project_id = call.input.projectId
-    async with ctx.resources.pool.connection() as conn:
-        cur = await conn.execute(access.PROJECT_ROLE_SQL, {"user_id": ctx.user.id, "project_id": project_id})
-        row = await cur.fetchone()
+    key = (_token_hash(ctx), project_id)
+    cache = ctx.resources.access_cache
+    found = cache.get(key)
+    if found is None:
+        generation = cache.generation
+        async with ctx.resources.pool.connection() as conn:
+            cur = await conn.execute(access.PROJECT_ACCESS_SQL, {"token_hash": key[0], "project_id": project_id})
+            row = await cur.fetchone()
+        if row is None:
+            raise RPCError("UNAUTHORIZED", _BAD_TOKEN)
+        found = ProjectAccess.from_row(row)
+        cache.put(key, found, generation)
     # A missing project and a project without membership look the same, so existence is not revealed.
-    if row is None or row["role"] in (None, "NONE"):
+    if found.role in (None, "NONE"):
         raise RPCError("FORBIDDEN", _NO_ACCESS)
-    scopes = ROLE_SCOPES[row["role"]]
+    scopes = ROLE_SCOPES[found.role]
     required = call.meta.get("scope")
     if required is not None and required not in scopes:
-        raise RPCError("FORBIDDEN", f"Your role in this project ({row['role']}) lacks the `{required}` permission.")
+        raise RPCError("FORBIDDEN", f"Your role in this project ({found.role}) lacks the `{required}` permission.")
     project_ctx = ProjectContext(
         **_fields(ctx),
+        user=found.user,
         project_id=project_id,
-        org_id=row["org_id"],
-        role=row["role"],
-        org_role=row["org_role"],
-        project_role=row["project_role"],
+        org_id=found.org_id,
+        role=found.role,
+        org_role=found.org_role,
+        project_role=found.project_role,
         scopes=scopes,
     )
     return await call.next(ctx=project_ctx)
+
+
+def _token_hash(ctx: Context) -> bytes:
+    if ctx.token is None:
+        raise RPCError("UNAUTHORIZED", "Sign in first: send `Authorization: Bearer <session token>`.")
+    return access.hash_token(ctx.token)
 
 
 def require_scope(ctx: ProjectContext, scope: str, what: str) -> None:

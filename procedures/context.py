@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import redis
 from psycopg_pool import AsyncConnectionPool
@@ -10,6 +11,9 @@ from starlette.requests import Request
 
 from schemas.settings import Settings
 from workers.storage import Storage
+
+if TYPE_CHECKING:
+    from procedures.access_cache import AccessCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +24,7 @@ class Resources:
     pool: AsyncConnectionPool
     redis: redis.Redis
     storage: Storage
+    access_cache: AccessCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +53,7 @@ class SessionContext(Context):
 
 @dataclass(frozen=True, slots=True)
 class ProjectContext(SessionContext):
-    """After `require_project_role`: the caller's role in the project named by the input."""
+    """After `require_project_access`: the caller's role in the project named by the input."""
 
     project_id: str
     org_id: str

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from procedures.auth import require_project_role, require_session
+from procedures.auth import require_project_access, require_session
 from procedures.batch_export import cancel_export, create_export, download_url, list_exports
 from rpc import RPC
 from schemas import BatchExport, BatchExportList, BatchExportRef, CreateBatchExport, DownloadUrl, ListBatchExports
@@ -10,7 +10,7 @@ from schemas import BatchExport, BatchExportList, BatchExportRef, CreateBatchExp
 rpc = RPC()
 protected_procedure = rpc.procedure.use(require_session)
 # DESIGN.md's protected_project_procedure: a session, a role in `input.projectId`, and a scope.
-protected_project_procedure = protected_procedure.use(require_project_role)
+protected_project_procedure = rpc.procedure.use(require_project_access)
 
 
 def scoped(scope: str):

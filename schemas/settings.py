@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlparse
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # The local stack `batch-export demo` starts listens on these ports; the defaults point at it so a
 # newcomer needs no configuration at all.
@@ -32,9 +33,14 @@ class Settings(BaseSettings):
     # The RQ job's own limits: a hard timeout per attempt, and how many retries a failed attempt gets.
     BATCH_EXPORT_JOB_TIMEOUT_SECONDS: int = Field(default=4 * 3600, gt=0)
     BATCH_EXPORT_JOB_RETRIES: int = Field(default=3, ge=0)
+    # The wait before each retry, in seconds ("10,60,300"); the last one repeats for further retries.
+    BATCH_EXPORT_JOB_RETRY_DELAYS: Annotated[tuple[int, ...], NoDecode] = (10, 60, 300)
     # A QUEUED export whose job is missing from Redis for this long is re-enqueued by the sweep.
     BATCH_EXPORT_SWEEP_GRACE_SECONDS: int = Field(default=30, ge=0)
     SESSION_TTL_HOURS: float = Field(default=24 * 30, gt=0)
+    # How long the API may reuse a token's session and project role without asking Postgres; any
+    # change to sessions or memberships drops the cache at once (LISTEN/NOTIFY). 0 turns it off.
+    SESSION_CACHE_SECONDS: float = Field(default=5, ge=0)
     SMTP_URL: str = ""
     EMAIL_FROM: str = "batch-exports@localhost"
 
@@ -66,6 +72,18 @@ class Settings(BaseSettings):
             # A bare path: make it absolute now, so the API and the worker agree whatever their cwd.
             return Path(value).expanduser().resolve().as_uri()
         raise ValueError("must be file:///abs/path, a local path, or s3://bucket/prefix")
+
+    @field_validator("BATCH_EXPORT_JOB_RETRY_DELAYS", mode="before")
+    @classmethod
+    def _retry_delays(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                value = tuple(int(part) for part in value.replace(" ", "").split(","))
+            except ValueError:
+                raise ValueError("must be whole seconds separated by commas, like 10,60,300") from None
+        if not value or any(delay < 0 for delay in value):
+            raise ValueError("must be at least one delay, none negative")
+        return value
 
     @field_validator("PUBLIC_BASE_URL")
     @classmethod

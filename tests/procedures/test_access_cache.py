@@ -1,0 +1,121 @@
+"""The session/role cache never lets a revoked token or a lowered role through.
+
+Each test first makes a call that puts the caller's answer in the API's cache (and checks it is
+there), then changes access in Postgres the way an operator would, and calls again at once.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+
+from db import access
+from procedures.access_cache import AccessCache
+from tests.procedures.helpers import create_params
+
+
+@pytest.fixture
+def cache(api) -> AccessCache:
+    cache = api.server.config.app.state.resources.access_cache
+    _wait_for(lambda: cache.enabled, "the access cache's LISTEN connection")
+    return cache
+
+
+def _wait_for(predicate, what: str, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def _cached(cache: AccessCache, token: str, project_id: str) -> bool:
+    return cache.get((access.hash_token(token), project_id)) is not None
+
+
+def test_answers_are_cached_per_token_and_project(client, project, cache):
+    token = project.member("MEMBER")
+    assert not _cached(cache, token, project.id)
+    client.result("batchExport.all", {"projectId": project.id}, token=token)
+    assert _cached(cache, token, project.id)
+    assert not _cached(cache, token, "another-project")
+
+
+def test_revoked_token_is_refused_on_the_next_call(client, project, cache):
+    token = project.member("OWNER")
+    client.result("batchExport.all", {"projectId": project.id}, token=token)
+    assert _cached(cache, token, project.id)
+
+    access.revoke_session(project.conn, token)
+    error = client.error("batchExport.all", {"projectId": project.id}, token=token)
+    assert error["data"]["code"] == "UNAUTHORIZED"
+
+
+def test_lowered_project_role_takes_effect_on_the_next_call(client, project, cache):
+    token = project.member("OWNER")
+    client.result("batchExport.create", create_params(project.id), token=token)
+    user_id = project.conn.execute(
+        "SELECT user_id FROM auth_sessions WHERE token_hash = %s", (access.hash_token(token),)
+    ).fetchone()["user_id"]
+
+    access.set_project_role(project.conn, project.id, user_id, "VIEWER")
+    error = client.error("batchExport.create", create_params(project.id), token=token)
+    assert error["data"]["code"] == "FORBIDDEN"
+    assert "VIEWER" in error["message"]
+
+
+def test_removed_membership_and_new_overriding_membership_take_effect(client, project, cache):
+    # An org ADMIN with no project membership: the org role applies until a project role overrides it.
+    token = project.member(None, org_role="ADMIN")
+    client.result("batchExport.all", {"projectId": project.id}, token=token)
+    user_id = project.conn.execute(
+        "SELECT user_id FROM auth_sessions WHERE token_hash = %s", (access.hash_token(token),)
+    ).fetchone()["user_id"]
+
+    access.set_project_role(project.conn, project.id, user_id, "NONE")  # an INSERT, not an UPDATE
+    assert client.error("batchExport.all", {"projectId": project.id}, token=token)["data"]["code"] == "FORBIDDEN"
+
+    project.conn.execute("DELETE FROM project_memberships WHERE user_id = %s", (user_id,))
+    client.result("batchExport.all", {"projectId": project.id}, token=token)
+    project.conn.execute("DELETE FROM organization_memberships WHERE user_id = %s", (user_id,))
+    assert client.error("batchExport.all", {"projectId": project.id}, token=token)["data"]["code"] == "FORBIDDEN"
+
+
+def test_an_answer_never_outlives_its_session(client, project, cache):
+    token = project.member("OWNER", ttl=timedelta(seconds=1.5))
+    client.result("batchExport.all", {"projectId": project.id}, token=token)
+    assert _cached(cache, token, project.id)
+    time.sleep(1.6)
+    assert client.error("batchExport.all", {"projectId": project.id}, token=token)["data"]["code"] == "UNAUTHORIZED"
+
+
+def test_cache_is_off_while_its_listener_is_disconnected(client, project, cache, conn):
+    token = project.member("OWNER")
+    client.result("batchExport.all", {"projectId": project.id}, token=token)
+
+    # Kill the API's LISTEN connection, the way a Postgres restart or a network cut would.
+    killed = conn.execute(
+        "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity WHERE query ILIKE 'LISTEN access_changed%%'"
+    ).fetchone()["n"]
+    assert killed == 1
+    _wait_for(lambda: not cache.enabled, "the cache to switch itself off")
+    assert not _cached(cache, token, project.id)
+
+    # A change made while nobody listens is still seen: the call goes to Postgres.
+    access.revoke_session(project.conn, token)
+    assert client.error("batchExport.all", {"projectId": project.id}, token=token)["data"]["code"] == "UNAUTHORIZED"
+
+    # The listener reconnects by itself and the cache works again.
+    _wait_for(lambda: cache.enabled, "the listener to reconnect")
+    fresh = project.member("OWNER")
+    client.result("batchExport.all", {"projectId": project.id}, token=fresh)
+    assert _cached(cache, fresh, project.id)
+
+
+def test_unknown_tokens_are_not_cached(client, project, cache):
+    before = len(cache._entries)
+    for n in range(20):
+        client.error("batchExport.all", {"projectId": project.id}, token=f"bx_guess-{n}")
+    assert len(cache._entries) == before
