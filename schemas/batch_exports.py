@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from schemas.filters import ColumnName, Filter
 
@@ -23,9 +23,18 @@ ExportFormat = Literal["CSV", "JSON", "JSONL"]
 ExportStatus = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
 SearchType = Literal["id", "content"]
 
-ProjectId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-BatchExportId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-ExportName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+
+
+def _no_nul(value: str) -> str:
+    # Postgres text cannot hold NUL: without this check such a value reaches the database and fails there.
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL (\\u0000) character")
+    return value
+
+
+ProjectId = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_no_nul)]
+BatchExportId = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_no_nul)]
+ExportName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), AfterValidator(_no_nul)]
 
 
 class _Input(BaseModel):
