@@ -179,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--stop", action="store_true", help="stop the demo's servers")
     demo.set_defaults(run=cmd_demo)
+
+    # The API from a terminal, for people: `export` and `exports …` (they call the API, never the database).
+    from procedures.client_cli import add_client_commands
+
+    add_client_commands(commands)
     return parser
 
 
