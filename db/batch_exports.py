@@ -27,16 +27,33 @@ INSERT INTO batch_exports (project_id, user_id, name, format, query)
 VALUES (%(project_id)s, %(user_id)s, %(name)s, %(format)s, %(query)s)
 RETURNING id
 """
+# The API's create: a new export, unless the project already has `max_active` queued or running.
+# One statement that always returns one row: `active` (the count before) and the new export's
+# columns (all NULL when it was refused). Run it after LOCK_PROJECT_SQL, in the same
+# transaction, so that concurrent creates cannot both see room for one more.
+LOCK_PROJECT_SQL = "SELECT pg_advisory_xact_lock(hashtext('batch_exports:' || %(project_id)s))"
+CREATE_SQL = """
+WITH active AS (
+    SELECT count(*) AS n FROM batch_exports
+    WHERE project_id = %(project_id)s AND status IN ('QUEUED', 'PROCESSING')
+), e AS (
+    INSERT INTO batch_exports (project_id, user_id, name, format, query)
+    SELECT %(project_id)s, %(user_id)s, %(name)s, %(format)s, %(query)s
+    WHERE (SELECT n FROM active) < %(max_active)s
+    RETURNING *
+)
+SELECT (SELECT n FROM active) AS active, e.id, e.project_id, e.user_id, e.name, e.status, e.format, e.query,
+       e.object_key, e.log, e.rows_exported, e.rows_total, e.created_at, e.updated_at, e.finished_at,
+       e.expires_at, u.name AS user_name, u.image AS user_image
+FROM (SELECT 1) AS one LEFT JOIN e ON true LEFT JOIN users u ON u.id = e.user_id
+"""
 GET_SQL = _SELECT + "WHERE e.id = %(id)s AND e.project_id = %(project_id)s"
-PAGE_SQL = (
-    _SELECT
-    + "WHERE e.project_id = %(project_id)s ORDER BY e.created_at DESC, e.id DESC LIMIT %(limit)s OFFSET %(offset)s"
+# One page, newest first, each row carrying the project's total (`total_count`) so one round
+# trip answers both; a page past the end has no rows to carry it, so COUNT_SQL answers that.
+PAGE_SQL = _SELECT.replace("SELECT e.id,", "SELECT count(*) OVER () AS total_count, e.id,", 1) + (
+    "WHERE e.project_id = %(project_id)s ORDER BY e.created_at DESC, e.id DESC LIMIT %(limit)s OFFSET %(offset)s"
 )
 COUNT_SQL = "SELECT count(*) AS n FROM batch_exports WHERE project_id = %(project_id)s"
-COUNT_ACTIVE_SQL = (
-    "SELECT count(*) AS n FROM batch_exports WHERE project_id = %(project_id)s"
-    " AND status IN ('QUEUED', 'PROCESSING')"
-)
 CANCEL_SQL = """
 UPDATE batch_exports SET status = 'CANCELLED', finished_at = now(), updated_at = now(),
        log = coalesce(log || E'\n', '') || 'Cancelled by a user.'
@@ -112,6 +129,17 @@ def queued_without_recent_activity(conn: psycopg.Connection, grace_seconds: int)
         "SELECT id FROM batch_exports WHERE status = 'QUEUED'"
         " AND created_at < now() - make_interval(secs => %s) ORDER BY created_at",
         (grace_seconds,),
+    ).fetchall()
+    return [r["id"] for r in rows]
+
+
+def processing_without_recent_activity(conn: psycopg.Connection, idle_seconds: float) -> list[str]:
+    """Exports PROCESSING whose row has not changed for `idle_seconds`: a running attempt writes its
+    progress every second, so these are dead attempts or retries waiting for their turn."""
+    rows = conn.execute(
+        "SELECT id FROM batch_exports WHERE status = 'PROCESSING'"
+        " AND updated_at < now() - make_interval(secs => %s) ORDER BY created_at",
+        (idle_seconds,),
     ).fetchall()
     return [r["id"] for r in rows]
 

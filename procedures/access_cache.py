@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -63,6 +64,8 @@ class AccessCache:
         # Bumped by every invalidation: an answer read from Postgres before a change is not stored after it.
         self.generation = 0
         self._entries: dict[Key, tuple[float, ProjectAccess]] = {}
+        # The listening connection's application_name, to find it in pg_stat_activity.
+        self.connection_name = f"batch-export access cache {os.getpid()}-{id(self):x}"
 
     def get(self, key: Key) -> ProjectAccess | None:
         if not self.enabled:
@@ -98,7 +101,9 @@ class AccessCache:
             return
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+                async with await psycopg.AsyncConnection.connect(
+                    database_url, autocommit=True, application_name=self.connection_name
+                ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self.invalidate()
                     self.enabled = True

@@ -83,31 +83,25 @@ async def create_export(ctx: ProjectContext, input: CreateBatchExport) -> BatchE
         require_scope(ctx, "auditLogs:read", "to export audit logs")
     settings = ctx.resources.settings
 
-    async with ctx.resources.pool.connection() as conn, conn.transaction():
+    limit = settings.BATCH_EXPORT_MAX_ACTIVE_PER_PROJECT
+    params = batch_exports.insert_params(
+        project_id=ctx.project_id, user_id=ctx.user.id, name=input.name, format=input.format, query=query.model_dump(mode="json")
+    )
+    # Pipelined: the lock and the insert go in one round trip, the audit entry and COMMIT in another.
+    async with ctx.resources.pool.connection() as conn, conn.pipeline(), conn.transaction():
         # Serialise creates per project so the active-export limit holds under concurrency.
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('batch_exports:' || %s))", (ctx.project_id,))
-        cur = await conn.execute(batch_exports.COUNT_ACTIVE_SQL, {"project_id": ctx.project_id})
-        active = (await cur.fetchone())["n"]
-        if active >= settings.BATCH_EXPORT_MAX_ACTIVE_PER_PROJECT:
+        await conn.execute(batch_exports.LOCK_PROJECT_SQL, params)
+        cur = await conn.execute(batch_exports.CREATE_SQL, {**params, "max_active": limit})
+        row = await cur.fetchone()
+        if row["id"] is None:
             raise RPCError(
                 "TOO_MANY_REQUESTS",
-                f"This project already has {active} exports queued or running (the limit is "
-                f"{settings.BATCH_EXPORT_MAX_ACTIVE_PER_PROJECT}): wait for one to finish or cancel one.",
+                f"This project already has {row['active']} exports queued or running (the limit is "
+                f"{limit}): wait for one to finish or cancel one.",
             )
-        cur = await conn.execute(
-            batch_exports.INSERT_SQL,
-            batch_exports.insert_params(
-                project_id=ctx.project_id,
-                user_id=ctx.user.id,
-                name=input.name,
-                format=input.format,
-                query=query.model_dump(mode="json"),
-            ),
-        )
-        export_id = (await cur.fetchone())["id"]
-        cur = await conn.execute(batch_exports.GET_SQL, {"id": export_id, "project_id": ctx.project_id})
-        export = to_batch_export(await cur.fetchone())
-        await conn.execute(audit_logs.INSERT_SQL, _audit(ctx, export_id, "create", None, export))
+        export = to_batch_export(row)
+        await conn.execute(audit_logs.INSERT_SQL, _audit(ctx, export.id, "create", None, export))
+    export_id = export.id
 
     # The export is durable now. If Redis is unreachable the caller still gets it, QUEUED: the
     # sweep enqueues it once Redis is back, so nothing is lost and nothing runs twice.
@@ -160,10 +154,13 @@ def _discard_queued_job(connection: redis.Redis, export_id: str) -> None:
 async def list_exports(ctx: ProjectContext, input: ListBatchExports) -> BatchExportList:
     params = {"project_id": ctx.project_id, "limit": input.limit, "offset": input.page * input.limit}
     async with ctx.resources.pool.connection() as conn:
-        cur = await conn.execute(batch_exports.COUNT_SQL, params)
-        total = (await cur.fetchone())["n"]
         cur = await conn.execute(batch_exports.PAGE_SQL, params)
         rows = await cur.fetchall()
+        if rows:
+            total = rows[0]["total_count"]
+        else:  # an empty project, or a page past the end
+            cur = await conn.execute(batch_exports.COUNT_SQL, params)
+            total = (await cur.fetchone())["n"]
     now = datetime.now(timezone.utc)
     return BatchExportList(exports=[to_batch_export(r, now) for r in rows], totalCount=total)
 

@@ -45,3 +45,17 @@ def test_request_check_matches_jsonrpcservers_schema(message):
     except Exception:
         schema_says = False
     assert is_request(message) is schema_says
+
+
+def test_replies_are_compact_utf8_and_survive_a_lone_surrogate_id():
+    """A request id like "\\ud800" is valid JSON but not UTF-8: the reply escapes it instead of failing."""
+    import json
+
+    from rpc.protocol import encode, failure, success
+
+    reply = encode(success(1, {"name": "naïve, \"quoted\"\n", "n": [1, 2.5, None, True]}))
+    assert reply == json.dumps(json.loads(reply), separators=(",", ":"), ensure_ascii=False).encode()
+    assert "naïve".encode() in reply
+
+    odd = encode(failure("\ud800", {"code": -32601, "message": "Method not found"}))
+    assert json.loads(odd)["id"] == "\ud800"
