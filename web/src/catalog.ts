@@ -1,0 +1,52 @@
+/**
+ * The table catalog: which columns of each table can be filtered, with which operators, and how
+ * they can be ordered. Read from static/tables.json, which web/scripts/tables_json.py generates
+ * from workers/tables.py and schemas/filters.py, so the page offers only what the server accepts.
+ */
+import type { BatchExportQuery, OrderBy } from "../../clients/ts/src/client.js";
+
+export type TableName = BatchExportQuery["tableName"];
+export type Filter = NonNullable<BatchExportQuery["filter"]>[number];
+export type FilterType = Filter["type"];
+export type Operator = Filter["operator"];
+/** The input a filter's value needs. */
+export type ValueKind = "text" | "number" | "datetime" | "boolean" | "list" | "none";
+
+export interface FilterTypeInfo {
+  operators: Operator[];
+  value: ValueKind;
+  /** The filter names a key of a JSON column (metadata.customer = "acme"). */
+  key: boolean;
+}
+
+export interface FilterColumn {
+  id: string;
+  /** The display name the product's tables show. */
+  name: string;
+  /** Its own filter type first, then `null` (is null / is not null). */
+  filterTypes: FilterType[];
+}
+
+export interface TableInfo {
+  name: TableName;
+  filterColumns: FilterColumn[];
+  sortColumns: string[];
+  defaultOrder: OrderBy;
+}
+
+export interface Catalog {
+  filterTypes: Record<FilterType, FilterTypeInfo>;
+  tables: TableInfo[];
+}
+
+export async function loadCatalog(url = "static/tables.json"): Promise<Catalog> {
+  const response = await fetch(url, { headers: { accept: "application/json" } });
+  if (!response.ok) throw new Error(`Could not load the table definitions (${url}: HTTP ${response.status}).`);
+  return (await response.json()) as Catalog;
+}
+
+/** "dataset_run_items" → "Dataset run items". */
+export function tableLabel(name: string): string {
+  const words = name.replace(/_/g, " ");
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
