@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install system-deps demo demo-stop test types bench-export bench-memory bench-rpc
+.PHONY: install system-deps demo demo-stop test types web screenshot bench-export bench-memory bench-rpc
 
 # `make install` only builds .venv (with the project, editable, and its test tools).
 install: $(VENV)/.installed
@@ -20,6 +20,7 @@ system-deps:
 	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
 	@command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 demo: install system-deps
 	$(BIN)/batch-export demo
@@ -37,6 +38,15 @@ test: install system-deps
 types: install
 	cd clients/ts && npm ci --no-audit --no-fund
 	$(BIN)/batch-export codegen
+
+# Rebuild the exports page: web/public/app.js (esbuild) and web/public/tables.json (from workers/tables.py);
+# commit the result (tests/web fails while they are stale). `make screenshot` retakes docs/exports-page.png.
+web: install
+	cd web && npm ci --no-audit --no-fund && npm run --silent typecheck && npm run --silent build
+	$(BIN)/python web/scripts/tables_json.py
+
+screenshot: install system-deps
+	EXPORTS_PAGE_SCREENSHOT=$(CURDIR)/docs/exports-page.png $(BIN)/python -m pytest tests/web/test_exports_page.py -k completes -q
 
 # Benchmarks (not tests): each prints a table and appends it to bench/RESULTS.md. Figures are
 # ratios against a baseline measured in the same run; see bench/RESULTS.md for recorded runs.

@@ -1,0 +1,91 @@
+"""The exports page in Debian's chromium, driven headless by Playwright, against the suite's real API."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+
+WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+CHROMIUM = Path("/usr/bin/chromium")
+# The issue's flags; Playwright's own browsers are never downloaded.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def run(command: list[str | Path], cwd: Path = WEB_DIR, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([str(part) for part in command], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def web_node_modules() -> Path:
+    """web/node_modules as `npm ci` installs it from the committed lock file (once, under a lock)."""
+    stamp = WEB_DIR / "node_modules" / ".installed-from-lock"
+    digest = hashlib.sha256((WEB_DIR / "package.json").read_bytes() + (WEB_DIR / "package-lock.json").read_bytes()).hexdigest()
+    lock_path = Path(tempfile.gettempdir()) / f"npm-ci-{hashlib.sha256(str(WEB_DIR).encode()).hexdigest()[:16]}.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (stamp.is_file() and stamp.read_text() == digest):
+            result = run(["npm", "ci", "--no-audit", "--no-fund", "--prefer-offline"])
+            assert result.returncode == 0, f"npm ci failed:\n{result.stdout}\n{result.stderr}"
+            stamp.write_text(digest)
+    return WEB_DIR / "node_modules"
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    assert CHROMIUM.is_file(), f"{CHROMIUM} is missing: `make system-deps` installs Debian's chromium"
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, api) -> Iterator[Page]:
+    """A fresh browser profile (no stored token) on a desktop-sized window; fails on any script error."""
+    context = browser.new_context(viewport={"width": 1280, "height": 860}, accept_downloads=True, base_url=api.url)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    script_errors: list[str] = []
+    page.on("pageerror", lambda error: script_errors.append(f"uncaught: {error}"))
+    page.on("console", lambda message: script_errors.append(f"console: {message.text}") if message.type == "error" else None)
+    yield page
+    context.close()
+    assert script_errors == [], script_errors
+
+
+@pytest.fixture
+def export_worker(settings, redis_client, tmp_path: Path) -> Iterator[subprocess.Popen]:
+    """`batch-export worker`, the operators' RQ worker, as its own process for one test."""
+    log = open(tmp_path / "worker.log", "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "procedures.cli", "worker"],
+        env=dict(os.environ),  # the suite's settings: its Postgres, Redis and storage folder
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    yield process
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    log.close()
+
