@@ -146,10 +146,13 @@ def run_demo(*, traces: int, port: int) -> None:
             "query": {"tableName": "traces", "filter": [], "orderBy": None},
         }
     )
+    # The token rides in the fragment, which the browser keeps to itself; the page stores it and drops it from the URL.
+    page_url = f"{base_url}/#token={token}&project={project_id}"
     print(
         f"""
 The demo is running (stop it with `batch-export demo --stop`).
 
+  page:     {page_url}   (the exports page; the link signs you in)
   API:      {base_url}/rpc   (OpenRPC document: {base_url}/rpc/openrpc.json)
   project:  {project_id}
   token:    {token}
@@ -165,7 +168,7 @@ List exports:
     -d '{{"jsonrpc":"2.0","id":2,"method":"batchExport.all","params":{{"projectId":"{project_id}"}}}}'
 """
     )
-    print(f"{base_url}/rpc")
+    print(page_url)
 
 
 def stop_demo() -> None:
