@@ -59,14 +59,17 @@ def run_worker(cwd: Path, **env: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def the_export(client: RpcClient, project_id: str, token: str, timeout: float = 30) -> dict:
-    """The project's one export, once the CLI has created it."""
+def the_export(client: RpcClient, project_id: str, token: str, process: subprocess.Popen, timeout: float = 30) -> dict:
+    """The project's one export, once the waiting CLI `process` has created it."""
     deadline = time.monotonic() + timeout
     while True:
         exports = client.result("batchExport.all", {"projectId": project_id}, token=token)["exports"]
         if exports:
             assert len(exports) == 1, exports
             return exports[0]
+        if process.poll() is not None:
+            out, err = process.communicate()
+            pytest.fail(f"the CLI exited {process.returncode} before creating an export:\n{out}{err or ''}")
         assert time.monotonic() < deadline, "the CLI did not create an export"
         time.sleep(0.1)
 
@@ -103,7 +106,7 @@ def test_export_wait_output_downloads_a_csv_whose_rows_match_the_database(api, c
         "--filter", "environment any of production", "--order-by", "timestamp:ASC",
         "--wait", "--output", str(target), "--interval", "0.2", cwd=tmp_path,
     )
-    the_export(client, project.project_id, token)
+    the_export(client, project.project_id, token, process)
     run_worker(tmp_path)
     code, out, err = finish(process)
 
@@ -161,7 +164,7 @@ def test_progress_line_shows_percentage_rows_rate_and_eta():
 def test_an_export_cancelled_while_waiting_exits_3(api, client, owner_token, project, tmp_path):
     process = start_cli("export", *connection(api.url, owner_token, project.id), "--table", "traces", "--format", "JSON",
                         "--wait", "--interval", "0.2", cwd=tmp_path)
-    export = the_export(client, project.id, owner_token)
+    export = the_export(client, project.id, owner_token, process)
     cancelled = run_cli("exports", "cancel", *connection(api.url, owner_token, project.id), export["id"], cwd=tmp_path)
     assert cancelled.returncode == 0, cancelled.stderr
     assert cancelled.stdout.strip().splitlines()[-1] == f"export {export['id']} is CANCELLED"
@@ -183,7 +186,7 @@ def test_a_failing_export_exits_1_with_the_reason(settings, conn, redis_client, 
         rpc = RpcClient(other_api.url)
         process = start_cli("export", *connection(other_api.url, owner_token, project.id), "--table", "scores",
                             "--format", "CSV", "--wait", "--output", "scores.csv", "--interval", "0.2", cwd=tmp_path)
-        the_export(rpc, project.id, owner_token)
+        the_export(rpc, project.id, owner_token, process)
         run_worker(tmp_path, EXPORT_STORAGE_URL=blocker.as_uri())
         code, out, err = finish(process)
         rpc.http.close()
@@ -213,7 +216,7 @@ def test_ctrl_c_while_waiting_on_a_terminal_stops_waiting_and_says_how_to_cancel
 
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
-    export = the_export(client, project.id, owner_token)
+    export = the_export(client, project.id, owner_token, process)
     deadline = time.monotonic() + 30
     while b"".join(chunks).count(b"\rQUEUED") < 2:  # the bar has been redrawn in place
         assert time.monotonic() < deadline and process.poll() is None, b"".join(chunks)
