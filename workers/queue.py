@@ -26,8 +26,6 @@ log = logging.getLogger(__name__)
 
 QUEUE_NAME = "batch-exports"
 JOB_FUNCTION = "workers.batch_export.run_batch_export"
-# Backoff between attempts; RQ uses the last interval for any further retries.
-RETRY_INTERVALS = [10, 60, 300]
 # A worker reports a heartbeat this often while a job runs ...
 JOB_MONITORING_INTERVAL = 5
 # ... and its job counts as abandoned this long after the last one, so a SIGKILLed worker's export is
@@ -55,7 +53,7 @@ def enqueue_export(connection: redis.Redis, export_id: str, settings: Settings) 
             job_id=export_id,
             unique=True,
             description=f"batch export {export_id}",
-            retry=Retry(max=settings.BATCH_EXPORT_JOB_RETRIES, interval=RETRY_INTERVALS)
+            retry=Retry(max=settings.BATCH_EXPORT_JOB_RETRIES, interval=retry_delays(settings))
             if settings.BATCH_EXPORT_JOB_RETRIES
             else None,
             job_timeout=settings.BATCH_EXPORT_JOB_TIMEOUT_SECONDS,
@@ -66,6 +64,16 @@ def enqueue_export(connection: redis.Redis, export_id: str, settings: Settings) 
     except DuplicateJobError:
         return False
     return True
+
+
+def retry_delays(settings: Settings) -> list[int]:
+    """One delay per retry, the configured ones first and the last repeated.
+
+    RQ picks the delay of the retry with `retries_left` to go as `intervals[len - retries_left]`, so a
+    list shorter or longer than the number of retries would start at the wrong end of the backoff.
+    """
+    configured = settings.BATCH_EXPORT_JOB_RETRY_DELAYS
+    return [configured[min(i, len(configured) - 1)] for i in range(settings.BATCH_EXPORT_JOB_RETRIES)]
 
 
 def on_export_job_failure(job: Job, connection: redis.Redis, exc_type: type, exc: BaseException, tb: Any) -> None:
