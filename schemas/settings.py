@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     # A QUEUED export whose job is missing from Redis for this long is re-enqueued by the sweep.
     BATCH_EXPORT_SWEEP_GRACE_SECONDS: int = Field(default=30, ge=0)
     SESSION_TTL_HOURS: float = Field(default=24 * 30, gt=0)
+    # How long the API may reuse a token's session and project role without asking Postgres; any
+    # change to sessions or memberships drops the cache at once (LISTEN/NOTIFY). 0 turns it off.
+    SESSION_CACHE_SECONDS: float = Field(default=5, ge=0)
     SMTP_URL: str = ""
     EMAIL_FROM: str = "batch-exports@localhost"
 
