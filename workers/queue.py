@@ -81,18 +81,22 @@ def on_export_job_failure(job: Job, connection: redis.Redis, exc_type: type, exc
 
     RQ calls it before deciding on a retry, so `retries_left` still counts the coming attempt.
     """
-    export_id = job.id
     if isinstance(exc, AbandonedJobError):
-        message = (
-            "The worker running this export stopped unexpectedly (it was killed, restarted or ran out of memory)."
-        )
+        _record_attempt_failure(job, WORKER_DIED)
     else:
-        message = str(exc) or exc_type.__name__
+        _record_attempt_failure(job, str(exc) or exc_type.__name__)
+
+
+WORKER_DIED = "The worker running this export stopped unexpectedly (it was killed, restarted or ran out of memory)."
+
+
+def _record_attempt_failure(job: Job, message: str) -> None:
+    """The attempt's end in the export row: a retry note while RQ retries, FAILED after the last attempt."""
     with db.connect(get_settings().DATABASE_URL, autocommit=True) as conn:
         if job.retries_left:
-            batch_exports.note_retry(conn, export_id, f"{message} Retrying automatically ({job.retries_left} attempts left).")
+            batch_exports.note_retry(conn, job.id, f"{message} Retrying automatically ({job.retries_left} attempts left).")
         else:
-            batch_exports.mark_failed(conn, export_id, message)
+            batch_exports.mark_failed(conn, job.id, message)
 
 
 class ExportWorker(Worker):
@@ -100,6 +104,15 @@ class ExportWorker(Worker):
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return self.job_monitoring_interval + HEARTBEAT_GRACE_SECONDS
+
+    def handle_work_horse_killed(self, job: Job, retpid: int, ret_val: int, rusage: Any) -> None:
+        # The work horse died under a live worker (the OOM killer's usual victim). RQ retries or fails
+        # the job next, but without the job's failure callback, so the export row is updated here.
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+        try:
+            _record_attempt_failure(job, WORKER_DIED)
+        except Exception:
+            self.log.exception("could not record the death of export %s's work horse", job.id)
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()
