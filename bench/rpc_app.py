@@ -1,8 +1,8 @@
 """The servers the RPC benchmark drives with wrk (each run as one uvicorn process).
 
 - `full_stack_app`: the product's stack: `rpc_routes` (JSON-RPC parsing, request check,
-  jsonrpcserver dispatch), `procedures.auth`'s `require_session` and `require_project_role`
-  with the product's pool, Redis and context, serving the product's `batchExport` router plus one
+  jsonrpcserver dispatch), `procedures.auth.require_project_access` (session and role, with
+  the product's access cache) with the product's pool, Redis and context, serving the product's `batchExport` router plus one
   benchmark-only procedure, `bench.ping`: a protected_project_procedure with a scope, an input
   model and an output model whose handler does nothing. It exists only here, never in the
   product router.

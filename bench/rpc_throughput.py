@@ -263,8 +263,9 @@ def main() -> None:
         " one process each, uvicorn with its default loop and HTTP parser as installed (no uvloop/httptools unless"
         " present), no access log; Node "
         + subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
-        + " with NODE_ENV=production. bench.ping resolves the session and the project role in Postgres; tRPC's"
-        " checks the same token and role in memory. create calls are spread round-robin over the projects named;"
+        + " with NODE_ENV=production. bench.ping resolves the session and the project role through the"
+        " product's access cache (one Postgres query per token and project, then memory until access changes or"
+        " SESSION_CACHE_SECONDS pass); tRPC's checks the same token and role in memory. create calls are spread round-robin over the projects named;"
         " a thread marks QUEUED exports COMPLETED every 100 ms as workers would, and"
         " BATCH_EXPORT_MAX_ACTIVE_PER_PROJECT is raised so the cap on active exports is not what is measured.\n\n"
         "Targets: " + "; ".join(verdicts) + "."
