@@ -13,8 +13,9 @@ from typing import Any
 
 import redis
 from rq import Callback, Queue, Retry, Worker
-from rq.exceptions import AbandonedJobError, DuplicateJobError
-from rq.job import Job
+from rq.exceptions import AbandonedJobError, DuplicateJobError, NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 import db
@@ -141,18 +142,66 @@ def build_worker(connection: redis.Redis, *, name: str | None = None) -> ExportW
 
 
 def sweep(settings: Settings, connection: redis.Redis | None = None) -> list[str]:
-    """Enqueues every export still QUEUED after the grace period whose job is missing from Redis.
+    """Repairs what Redis lost or a dead worker left behind; returns the ids of the exports enqueued now.
 
-    That happens when Redis was down during `create`, or restarted and lost its data. Returns the
-    ids enqueued now. Safe to run anywhere, any number of times: the enqueue is unique per export.
+    1. Jobs whose worker died (its heartbeat lease ran out) are retried or failed, as a worker's own
+       maintenance would do: so `batch-export sweep` alone bounds how long an export stays PROCESSING,
+       even when no worker is left running.
+    2. Exports still QUEUED after the grace period whose job is missing from Redis (Redis was down
+       during `create`, or restarted and lost its data) are enqueued.
+    3. Exports PROCESSING whose row has not moved for a heartbeat lease past the grace period (a
+       running attempt writes its progress every second) are looked at in Redis: without a job (Redis
+       lost it, with a dead attempt or a retry waiting for its turn) they are enqueued, and the new
+       attempt takes the export over from zero; with a job RQ has already given up on (its last
+       attempt could not record its end, say because Postgres was down) they are marked FAILED.
+
+    Safe to run anywhere, any number of times: the enqueue is unique per export.
     """
     connection = connection or redis.Redis.from_url(settings.REDIS_URL)
+    recover_abandoned_jobs(connection)
+    grace = settings.BATCH_EXPORT_SWEEP_GRACE_SECONDS
     with db.connect(settings.DATABASE_URL, autocommit=True) as conn:
-        candidates = batch_exports.queued_without_recent_activity(conn, settings.BATCH_EXPORT_SWEEP_GRACE_SECONDS)
-    enqueued = [export_id for export_id in candidates if enqueue_export(connection, export_id, settings)]
+        queued = batch_exports.queued_without_recent_activity(conn, grace)
+        stalled = batch_exports.processing_without_recent_activity(conn, grace + JOB_MONITORING_INTERVAL + HEARTBEAT_GRACE_SECONDS)
+    orphaned = []
+    for export_id in stalled:
+        status = _job_status(connection, export_id)
+        if status is None:
+            orphaned.append(export_id)
+        elif status in _GIVEN_UP:
+            with db.connect(settings.DATABASE_URL, autocommit=True) as conn:
+                batch_exports.mark_failed(conn, export_id, UNRECORDED_END)
+            log.warning("sweep: export %s was PROCESSING although its job is %s; marked FAILED", export_id, status.value)
+    enqueued = [export_id for export_id in queued + orphaned if enqueue_export(connection, export_id, settings)]
     if enqueued:
         log.warning("sweep re-enqueued %d export(s) that had no job: %s", len(enqueued), ", ".join(enqueued))
     return enqueued
+
+
+UNRECORDED_END = (
+    "The export's last attempt ended without recording its outcome (the database may have been unreachable)."
+    " Create the export again."
+)
+_GIVEN_UP = (JobStatus.FAILED, JobStatus.FINISHED, JobStatus.STOPPED, JobStatus.CANCELED)
+
+
+def _job_status(connection: redis.Redis, export_id: str) -> JobStatus | None:
+    try:
+        return Job.fetch(export_id, connection=connection, serializer=JSONSerializer).get_status()
+    except NoSuchJobError:
+        return None
+
+
+def recover_abandoned_jobs(connection: redis.Redis) -> None:
+    """RQ's own clean-up of jobs whose worker died: each is retried, or failed through its failure callback."""
+    queue = export_queue(connection)
+    # The lock every RQ worker takes for the same clean-up, so one abandoned job is never retried twice.
+    if not queue.acquire_maintenance_lock():
+        return
+    try:
+        StartedJobRegistry(queue=queue).cleanup()
+    finally:
+        queue.release_maintenance_lock()
 
 
 def delete_expired(settings: Settings) -> int:
