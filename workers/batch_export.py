@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -53,6 +54,9 @@ def run_batch_export(batch_export_id: str) -> None:
         if export is None:
             log.info("export %s was cancelled before it started", batch_export_id)
             return
+        # One line per attempt at its start and its end (or none for an attempt that was killed), so
+        # operators can count and time the attempts at an export across workers.
+        log.info("export %s: attempt started in process %d", batch_export_id, os.getpid())
         try:
             _run(settings, conn, export)
         except InvalidExportQuery as exc:
@@ -70,6 +74,8 @@ def run_batch_export(batch_export_id: str) -> None:
                 log.error("export %s failed: %s", batch_export_id, message, exc_info=True)
                 _fail(settings, conn, export, message)
             raise ExportFailed(message) from exc
+        finally:
+            log.info("export %s: attempt ended in process %d", batch_export_id, os.getpid())
 
 
 def _run(settings: Settings, conn: psycopg.Connection, export: dict[str, Any]) -> None:
