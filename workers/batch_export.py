@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import psycopg
 import rq
@@ -268,13 +269,36 @@ def describe_failure(exc: BaseException, settings: Settings) -> str:
         return "The worker ran out of memory while exporting."
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return f"The export storage is full ({settings.EXPORT_STORAGE_URL}); an operator must free space."
-    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"The worker may not write to the export storage ({detail}); an operator must fix its permissions."
+    if isinstance(exc, OSError) and exc.errno in _UNWRITABLE and settings.EXPORT_STORAGE_URL.startswith("file:"):
+        folder = unquote(urlparse(settings.EXPORT_STORAGE_URL).path)
+        return (
+            f"Writing the export file to storage failed ({detail}): the export folder {folder} is missing, is not"
+            " a folder, or may not be written. An operator must fix it, or point EXPORT_STORAGE_URL elsewhere."
+        )
+    if _is_s3_unreachable(exc):
+        endpoint = settings.S3_ENDPOINT_URL or "AWS"
+        return (
+            f"The S3 storage could not be reached at {endpoint} ({detail}). Check that it is up and that"
+            " S3_ENDPOINT_URL points at it."
+        )
     if type(exc).__module__.startswith(("botocore", "boto3")):
         return f"The S3 storage refused the export file ({detail})."
     if isinstance(exc, OSError):
         return f"Writing the export file to storage failed ({detail})."
     return f"The export failed: {type(exc).__name__}: {detail}"
+
+
+# The folder is missing, is not a folder, or may not be written (EPERM/EACCES hit root only on read-only mounts).
+_UNWRITABLE = (errno.ENOTDIR, errno.ENOENT, errno.EEXIST, errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _is_s3_unreachable(exc: BaseException) -> bool:
+    """No answer from S3 at all (refused, cut off, timed out), as opposed to S3 answering with an error."""
+    if not type(exc).__module__.startswith("botocore"):
+        return False
+    from botocore.exceptions import ConnectionError, HTTPClientError
+
+    return isinstance(exc, (ConnectionError, HTTPClientError))
 
 
 def _fail(settings: Settings, conn: psycopg.Connection, export: dict[str, Any], message: str) -> None:
