@@ -187,7 +187,8 @@ class FaultStack:
         """The app served by uvicorn in a thread of the test process, configured like the processes."""
         from procedures.app import create_app
 
-        server = ServerThread(create_app(self.settings)).__enter__()
+        port = int(self.settings.PUBLIC_BASE_URL.rsplit(":", 1)[1])  # so the links it signs point at it
+        server = ServerThread(create_app(self.settings), port).__enter__()
         self.servers.append(server)
         return server
 

@@ -1,0 +1,158 @@
+"""Races between callers, and between workers: every outcome is one a caller was told, and every export runs once."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
+from rq.serializers import JSONSerializer
+
+from tests.conftest import RpcClient
+from tests.faults.conftest import FaultStack, Tenant
+from tests.faults.processes import attempts, attempts_of, overlapping, wait_for
+from workers.queue import enqueue_export, export_queue, sweep
+
+pytestmark = pytest.mark.slow
+
+QUERY = {"tableName": "traces", "filter": None, "orderBy": {"column": "timestamp", "order": "DESC"}}
+
+
+def create_params(tenant: Tenant, name: str) -> dict:
+    return {"projectId": tenant.project_id, "name": name, "format": "CSV", "query": QUERY}
+
+
+def job_done(stack: FaultStack, export_id: str) -> bool:
+    """RQ is finished with the export's job: it ran to its end, failed, or was taken off the queue."""
+    with stack.redis_client() as connection:
+        try:
+            status = Job.fetch(export_id, connection=connection, serializer=JSONSerializer).get_status()
+        except NoSuchJobError:
+            return True
+    return status in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+def all_completed(stack: FaultStack, ids: list[str]) -> list[dict] | None:
+    rows = [stack.load(export_id) for export_id in ids]
+    return rows if all(row["status"] == "COMPLETED" for row in rows) else None
+
+
+def test_cancel_racing_completion_ends_as_the_canceller_was_told(stack: FaultStack, small_tenant: Tenant):
+    client = RpcClient(stack.api_in_thread().url)
+    worker = stack.worker()
+    token = small_tenant.token
+    ref = lambda export_id: {"projectId": small_tenant.project_id, "batchExportId": export_id}  # noqa: E731
+
+    # How long an export takes from `create` to COMPLETED here; then each cancel comes a little later
+    # after a cancel that won, a little sooner after one that lost, so the cancels home in on the
+    # moment the export completes and keep landing on both sides of it.
+    spans = []
+    for _ in range(2):
+        started = time.monotonic()
+        export = client.result("batchExport.create", create_params(small_tenant, "calibration"), token=token)
+        wait_for(lambda: stack.load(export["id"])["status"] == "COMPLETED", 30, "the calibration export", worker, interval=0.01)
+        spans.append(time.monotonic() - started)
+    delay = max(spans) / 2
+
+    told = Counter()
+    rng = random.Random(6)
+    for i in range(24):
+        export = client.result("batchExport.create", create_params(small_tenant, f"race {i}"), token=token)
+        time.sleep(delay * rng.uniform(0.8, 1.2))
+        reply = client.call("batchExport.cancel", ref(export["id"]), token=token)
+        wait_for(lambda: job_done(stack, export["id"]), 30, "the job to be over", worker, interval=0.02)
+        row = stack.load(export["id"])
+        folder = stack.storage / small_tenant.project_id / export["id"]
+        listed = {e["id"]: e for e in client.result("batchExport.all", {"projectId": small_tenant.project_id, "limit": 5}, token=token)["exports"]}
+        link = client.call("batchExport.downloadUrl", ref(export["id"]), token=token)
+
+        if "result" in reply:
+            told["CANCELLED"] += 1
+            assert reply["result"]["status"] == "CANCELLED"
+            assert row["status"] == "CANCELLED" and row["object_key"] is None, row
+            assert listed[export["id"]]["status"] == "CANCELLED" and not listed[export["id"]]["isDownloadable"]
+            assert link["error"]["data"]["code"] == "PRECONDITION_FAILED"
+            assert not folder.exists() or list(folder.iterdir()) == [], "a cancelled export keeps no file"
+        else:
+            told["COMPLETED"] += 1
+            assert reply["error"]["data"]["code"] == "PRECONDITION_FAILED", reply
+            assert "COMPLETED" in reply["error"]["message"]
+            assert row["status"] == "COMPLETED", row
+            assert listed[export["id"]]["isDownloadable"]
+            download = httpx.get(link["result"]["url"], timeout=30)
+            assert download.status_code == 200 and download.content == stack.file(row).read_bytes()
+        assert len(attempts_of(export["id"], worker)) <= 1
+        delay *= 1.3 if "result" in reply else 0.75
+    # Both answers happened: the cancels really raced the completions.
+    assert told["CANCELLED"] >= 2 and told["COMPLETED"] >= 2, told
+
+
+def test_concurrent_creates_and_duplicate_enqueues_run_each_export_once_on_one_worker_at_a_time(stack: FaultStack, small_tenant: Tenant):
+    stack.configure(BATCH_EXPORT_MAX_ACTIVE_PER_PROJECT=100, BATCH_EXPORT_SWEEP_GRACE_SECONDS=0)
+    api = stack.api_in_thread()
+    workers = [stack.worker("worker-a"), stack.worker("worker-b")]
+
+    # Redis's view while it all runs: a job started twice at once would hold two executions.
+    doubled: list[list[str]] = []
+    watching = threading.Event()
+
+    def watch() -> None:
+        with stack.redis_client() as connection:
+            registry = StartedJobRegistry(queue=export_queue(connection))
+            while not watching.is_set():
+                running = [job_id for job_id, _ in registry.get_job_and_execution_ids(cleanup=False)]
+                if len(running) != len(set(running)):
+                    doubled.append(running)
+                time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+
+    duplicates = ThreadPoolExecutor(max_workers=8)
+    again: list = []
+
+    def enqueue_again(export_id: str) -> bool:
+        with stack.redis_client() as connection:
+            return enqueue_export(connection, export_id, stack.settings)
+
+    async def create_all() -> list[dict]:
+        async with httpx.AsyncClient(base_url=api.url, timeout=60) as http:
+            async def create(i: int) -> dict:
+                response = await http.post("/rpc", json={"jsonrpc": "2.0", "id": i, "method": "batchExport.create",
+                                                         "params": create_params(small_tenant, f"concurrent {i}")},
+                                           headers={"Authorization": f"Bearer {small_tenant.token}"})
+                export = response.json()["result"]
+                # Whoever else might enqueue it too: a retried request, a second API process, the sweep.
+                again.extend(duplicates.submit(enqueue_again, export["id"]) for _ in range(3))
+                again.append(duplicates.submit(sweep, stack.settings))
+                return export
+
+            return await asyncio.gather(*(create(i) for i in range(50)))
+
+    created = asyncio.run(create_all())
+    duplicates.shutdown(wait=True)
+    ids = [e["id"] for e in created]
+    assert len(set(ids)) == 50
+    try:
+        rows = wait_for(lambda: all_completed(stack, ids), 120, "all 50 exports to complete", *workers)
+    finally:
+        watching.set()
+        watcher.join()
+
+    enqueued_again = [f.result() for f in again]
+    assert not any(r for r in enqueued_again if r is True), "a duplicate enqueue made a second job"
+    assert all(stack.file(row).is_file() for row in rows)
+    runs = attempts(*workers)
+    assert Counter(a.export_id for a in runs) == Counter(ids), "each export ran exactly once"
+    assert overlapping(runs) == [] and doubled == []
+    assert {a.worker for a in runs} == {"worker-a", "worker-b"}, "both workers took part"
+    with stack.redis_client() as connection:
+        assert all(len(Job.fetch(i, connection=connection, serializer=JSONSerializer).results()) == 1 for i in ids)
