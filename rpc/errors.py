@@ -116,8 +116,14 @@ class RPCError(Exception):
         return f"RPCError({self.code_key!r}, {self.message!r})"
 
 
-def validation_issues(error: ValidationError) -> list[dict[str, Any]]:
-    """pydantic's error list reduced to location, message and type.
+# At most this many issues go into a reply. One request can fail its model in a hundred thousand
+# places (50 filters x 999 wrong options), and listing them all turned a 1 MiB request into a 50 MB
+# reply and half a gigabyte of server memory.
+MAX_ISSUES = 20
+
+
+def validation_issues(error: ValidationError, limit: int = MAX_ISSUES) -> list[dict[str, Any]]:
+    """The first `limit` of pydantic's errors, reduced to location, message and type.
 
     The offending input, pydantic's context and its docs URL are dropped: the caller
     already has the input, and echoing it back verbatim is how reflected content and
@@ -125,13 +131,17 @@ def validation_issues(error: ValidationError) -> list[dict[str, Any]]:
     """
     return [
         {"loc": list(issue["loc"]), "msg": issue["msg"], "type": issue["type"]}
-        for issue in error.errors(include_url=False, include_context=False, include_input=False)
+        for issue in error.errors(include_url=False, include_context=False, include_input=False)[:limit]
     ]
 
 
-def invalid_params(issues: list[dict[str, Any]]) -> RPCError:
-    """The BAD_REQUEST error for params that fail the input model, naming the first issue."""
+def invalid_params(issues: list[dict[str, Any]], total: int | None = None) -> RPCError:
+    """The BAD_REQUEST error for params that fail the input model, naming the first issue.
+
+    `total` is how many issues there were in all, when `issues` holds only the first few.
+    """
     first = issues[0]
+    total = len(issues) if total is None else total
     where = ".".join(str(part) for part in first["loc"]) or "params"
-    more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
+    more = f" (and {total - 1} more)" if total > 1 else ""
     return RPCError("BAD_REQUEST", f"Invalid params: {where}: {first['msg']}{more}", data={"issues": issues})

@@ -99,7 +99,7 @@ def _input_parser(model: type[BaseModel] | None) -> _Parse:
         try:
             return validate(params)
         except ValidationError as error:
-            raise invalid_params(validation_issues(error)) from None
+            raise invalid_params(validation_issues(error), error.error_count()) from None
 
     return parse
 
