@@ -60,6 +60,10 @@ class ServedApi:
                 return int(line.split()[1])
         raise AssertionError(f"{field_name} not in /proc/{self.process.pid}/status")
 
+    def reset_peak_memory(self) -> None:
+        # Writing 5 to clear_refs resets VmHWM to the current RSS (Linux ≥ 4.0).
+        Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
+
     def post(self, body: bytes, *, token: str | None = None, timeout: float = 30, headers: dict | None = None) -> httpx.Response:
         sent = {"Content-Type": "application/json", **(headers or {})}
         if token is not None:
@@ -195,7 +199,7 @@ def assert_reply(reply: Any, *, request_id: Any = ..., allow_internal: bool = Fa
 
 
 def json_body(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
 
 
 # --- two tenants: a victim with data and a finished export, and an attacker ---------------------------
