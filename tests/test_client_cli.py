@@ -10,17 +10,19 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from psycopg.types.json import Jsonb
 
 from db import access
 from procedures.client_cli import progress_line
 from procedures.local_services import free_port
 from tests.conftest import RpcClient, ServerThread
-from tests.export.conftest import seed_project
+from tests.export.conftest import BASE_TIME
 from workers.batch_export import run_batch_export
 from workers.tables import TABLES
 
@@ -28,35 +30,42 @@ REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "procedures.cli"]
 
 
-def cli_env(**extra: str) -> dict[str, str]:
-    # The suite's settings are in os.environ (the settings fixture); the client's own variables are not.
+@dataclass
+class Terminal:
+    """Runs `batch-export` as a person does: a subprocess with the service's environment, in a folder of its own."""
+
+    cwd: Path
+    env: dict[str, str]
+
+    def run(self, *args: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*CLI, *args], capture_output=True, text=True, env={**self.env, **env}, cwd=self.cwd,
+                              timeout=90)
+
+    def start(self, *args: str, **popen) -> subprocess.Popen:
+        popen.setdefault("stdout", subprocess.PIPE)
+        popen.setdefault("stderr", subprocess.PIPE)
+        return subprocess.Popen([*CLI, *args], env=self.env, cwd=self.cwd, text=True, **popen)
+
+    def worker(self, **env: str) -> None:
+        """`batch-export worker --burst`, as operators run it: it takes what is queued, runs it, exits."""
+        # The worker's sweep would also pick up the QUEUED exports other tests left without a job; a long
+        # grace period keeps this worker to the export of the test at hand.
+        result = self.run("worker", "--burst", BATCH_EXPORT_SWEEP_GRACE_SECONDS="1000000000", **env)
+        assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture
+def terminal(settings, tmp_path) -> Terminal:
+    # Told explicitly, from the suite's Settings: what another test left in os.environ must not matter.
     client_variables = ("BATCH_EXPORT_API_URL", "BATCH_EXPORT_TOKEN", "BATCH_EXPORT_PROJECT")
     env = {k: v for k, v in os.environ.items() if k not in client_variables}
-    return {**env, "PYTHONPATH": str(REPO), **extra}
-
-
-def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env or cli_env(), cwd=cwd, timeout=90)
-
-
-def start_cli(*args: str, cwd: Path, **popen) -> subprocess.Popen:
-    popen.setdefault("stdout", subprocess.PIPE)
-    popen.setdefault("stderr", subprocess.PIPE)
-    return subprocess.Popen([*CLI, *args], env=cli_env(), cwd=cwd, text=True, **popen)
+    service = {name: str(getattr(settings, name)) for name in
+               ("DATABASE_URL", "REDIS_URL", "EXPORT_STORAGE_URL", "PUBLIC_BASE_URL", "SECRET_KEY")}
+    return Terminal(tmp_path, {**env, **service, "PYTHONPATH": str(REPO)})
 
 
 def connection(api_url: str, token: str, project_id: str) -> list[str]:
     return ["--api", api_url, "--token", token, "--project", project_id]
-
-
-def run_worker(cwd: Path, **env: str) -> None:
-    """`batch-export worker --burst`, as operators run it: it takes what is queued, runs it, exits."""
-    # The worker's sweep would also pick up the QUEUED exports other tests left without a job; a long
-    # grace period keeps this worker to the export of the test at hand.
-    env = {"BATCH_EXPORT_SWEEP_GRACE_SECONDS": "1000000000", **env}
-    result = subprocess.run([*CLI, "worker", "--burst"], capture_output=True, text=True, env=cli_env(**env), cwd=cwd,
-                            timeout=120)
-    assert result.returncode == 0, result.stderr
 
 
 def the_export(client: RpcClient, project_id: str, token: str, process: subprocess.Popen, timeout: float = 30) -> dict:
@@ -85,29 +94,45 @@ def finish(process: subprocess.Popen, timeout: float = 90) -> tuple[int, str, st
 
 
 @pytest.fixture
-def seeded(conn, awkward_values):
-    """A project full of awkward values, with an OWNER's token."""
-    project = seed_project(conn, awkward_values, "client cli")
-    user = access.upsert_user(conn, f"cli-owner-{project.project_id}@example.com", "Cli Owner")
-    access.set_org_role(conn, access.project_org_id(conn, project.project_id), user["id"], "NONE")
-    access.set_project_role(conn, project.project_id, user["id"], "OWNER")
-    return project, access.create_session(conn, user["id"], timedelta(hours=1))
+def traces(project, awkward_values) -> list[dict]:
+    """The project's traces, one per awkward string: the names, tags and metadata exporters choke on."""
+    rows = []
+    for i, text in enumerate(awkward_values["strings"]):
+        row = {
+            "id": f"trace-{i:03d}",
+            # Pairs share a timestamp, so the id tie-breaker decides their order.
+            "timestamp": BASE_TIME + timedelta(minutes=i // 2),
+            "name": text,
+            "release": f"v{i % 3}",
+            "version": f"{i % 4}.0",
+            "environment": "production" if i % 2 else "staging",
+            "tags": [text, "even" if i % 2 == 0 else "odd"],
+            "metadata": Jsonb({"customer": text, "rank": i}),
+        }
+        project.conn.execute(
+            "INSERT INTO traces (project_id, id, timestamp, name, release, version, environment, tags, metadata)"
+            " VALUES (%(project_id)s, %(id)s, %(timestamp)s, %(name)s, %(release)s, %(version)s, %(environment)s,"
+            " %(tags)s, %(metadata)s)",
+            {"project_id": project.id, **row},
+        )
+        rows.append(row)
+    return rows
 
 
 # --- waiting, progress, downloads ---------------------------------------------------------------------
 
 
-def test_export_wait_output_downloads_a_csv_whose_rows_match_the_database(api, client, conn, redis_client, seeded, tmp_path):
-    project, token = seeded
+def test_export_wait_output_downloads_a_csv_whose_rows_match_the_database(api, client, conn, redis_client, terminal,
+                                                                          project, owner_token, traces, tmp_path):
     target = tmp_path / "out" / "traces.csv"
     target.parent.mkdir()
-    process = start_cli(
-        "export", *connection(api.url, token, project.project_id), "--table", "traces", "--format", "csv",
+    process = terminal.start(
+        "export", *connection(api.url, owner_token, project.id), "--table", "traces", "--format", "csv",
         "--filter", "environment any of production", "--order-by", "timestamp:ASC",
-        "--wait", "--output", str(target), "--interval", "0.2", cwd=tmp_path,
+        "--wait", "--output", str(target), "--interval", "0.2",
     )
-    the_export(client, project.project_id, token, process)
-    run_worker(tmp_path)
+    the_export(client, project.id, owner_token, process)
+    terminal.worker()
     code, out, err = finish(process)
 
     assert code == 0, err
@@ -115,7 +140,7 @@ def test_export_wait_output_downloads_a_csv_whose_rows_match_the_database(api, c
     expected = conn.execute(
         "SELECT id, release, version FROM traces WHERE project_id = %s AND environment = 'production'"
         " ORDER BY timestamp ASC, id ASC",
-        (project.project_id,),
+        (project.id,),
     ).fetchall()
     with open(target, newline="", encoding="utf-8") as f:
         header = next(csv.reader(f))
@@ -130,7 +155,8 @@ def test_export_wait_output_downloads_a_csv_whose_rows_match_the_database(api, c
     assert sorted(p.name for p in target.parent.iterdir()) == ["traces.csv"]
 
 
-def test_a_finished_export_is_fetched_later_with_exports_wait_and_download(api, client, owner_token, project, tmp_path):
+def test_a_finished_export_is_fetched_later_with_exports_wait_and_download(api, client, owner_token, project, terminal,
+                                                                           tmp_path):
     created = client.result(
         "batchExport.create",
         {"projectId": project.id, "name": "later", "format": "JSONL", "query": {"tableName": "sessions"}},
@@ -139,12 +165,12 @@ def test_a_finished_export_is_fetched_later_with_exports_wait_and_download(api, 
     run_batch_export(created["id"])
     args = [*connection(api.url, owner_token, project.id), created["id"]]
 
-    waited = run_cli("exports", "wait", *args, cwd=tmp_path)
+    waited = terminal.run("exports", "wait", *args)
     assert waited.returncode == 0, waited.stderr
     link = waited.stdout.strip().splitlines()[-1]
     assert link.startswith(f"{api.url}/exports/download?")
 
-    downloaded = run_cli("exports", "download", *args, "--output", "sessions.jsonl", cwd=tmp_path)
+    downloaded = terminal.run("exports", "download", *args, "--output", "sessions.jsonl")
     assert downloaded.returncode == 0, downloaded.stderr
     assert downloaded.stdout.strip().splitlines()[-1] == str(tmp_path / "sessions.jsonl")
     assert (tmp_path / "sessions.jsonl").read_bytes() == httpx.get(link).content
@@ -161,11 +187,11 @@ def test_progress_line_shows_percentage_rows_rate_and_eta():
 # --- how a wait ends ----------------------------------------------------------------------------------
 
 
-def test_an_export_cancelled_while_waiting_exits_3(api, client, owner_token, project, tmp_path):
-    process = start_cli("export", *connection(api.url, owner_token, project.id), "--table", "traces", "--format", "JSON",
-                        "--wait", "--interval", "0.2", cwd=tmp_path)
+def test_an_export_cancelled_while_waiting_exits_3(api, client, owner_token, project, terminal):
+    process = terminal.start("export", *connection(api.url, owner_token, project.id), "--table", "traces",
+                             "--format", "JSON", "--wait", "--interval", "0.2")
     export = the_export(client, project.id, owner_token, process)
-    cancelled = run_cli("exports", "cancel", *connection(api.url, owner_token, project.id), export["id"], cwd=tmp_path)
+    cancelled = terminal.run("exports", "cancel", *connection(api.url, owner_token, project.id), export["id"])
     assert cancelled.returncode == 0, cancelled.stderr
     assert cancelled.stdout.strip().splitlines()[-1] == f"export {export['id']} is CANCELLED"
 
@@ -175,7 +201,7 @@ def test_an_export_cancelled_while_waiting_exits_3(api, client, owner_token, pro
     assert out == ""
 
 
-def test_a_failing_export_exits_1_with_the_reason(settings, conn, redis_client, project, owner_token, tmp_path):
+def test_a_failing_export_exits_1_with_the_reason(settings, conn, redis_client, project, owner_token, terminal, tmp_path):
     from procedures.app import create_app
 
     # An API whose jobs get no retries, so the worker's first failure is final.
@@ -184,10 +210,10 @@ def test_a_failing_export_exits_1_with_the_reason(settings, conn, redis_client, 
     blocker.write_text("storage cannot live here")
     with ServerThread(create_app(no_retries), free_port()) as other_api:
         rpc = RpcClient(other_api.url)
-        process = start_cli("export", *connection(other_api.url, owner_token, project.id), "--table", "scores",
-                            "--format", "CSV", "--wait", "--output", "scores.csv", "--interval", "0.2", cwd=tmp_path)
+        process = terminal.start("export", *connection(other_api.url, owner_token, project.id), "--table", "scores",
+                                 "--format", "CSV", "--wait", "--output", "scores.csv", "--interval", "0.2")
         the_export(rpc, project.id, owner_token, process)
-        run_worker(tmp_path, EXPORT_STORAGE_URL=blocker.as_uri())
+        terminal.worker(EXPORT_STORAGE_URL=blocker.as_uri())
         code, out, err = finish(process)
         rpc.http.close()
 
@@ -197,10 +223,11 @@ def test_a_failing_export_exits_1_with_the_reason(settings, conn, redis_client, 
     assert out == ""
 
 
-def test_ctrl_c_while_waiting_on_a_terminal_stops_waiting_and_says_how_to_cancel(api, client, owner_token, project, tmp_path):
+def test_ctrl_c_while_waiting_on_a_terminal_stops_waiting_and_says_how_to_cancel(api, client, owner_token, project,
+                                                                                 terminal):
     master, slave = pty.openpty()
-    process = start_cli("export", *connection(api.url, owner_token, project.id), "--table", "events", "--format", "JSONL",
-                        "--wait", "--interval", "0.2", cwd=tmp_path, stderr=slave)
+    process = terminal.start("export", *connection(api.url, owner_token, project.id), "--table", "events",
+                             "--format", "JSONL", "--wait", "--interval", "0.2", stderr=slave)
     os.close(slave)
     chunks: list[bytes] = []
 
@@ -238,9 +265,9 @@ def test_ctrl_c_while_waiting_on_a_terminal_stops_waiting_and_says_how_to_cancel
 # --- what is sent, and what is refused before sending --------------------------------------------------
 
 
-def test_filters_search_and_order_are_sent_as_the_filter_model(api, client, owner_token, project, tmp_path):
-    env = cli_env(BATCH_EXPORT_API_URL=api.url, BATCH_EXPORT_TOKEN=owner_token, BATCH_EXPORT_PROJECT=project.id)
-    result = run_cli(
+def test_filters_search_and_order_are_sent_as_the_filter_model(api, client, owner_token, project, terminal):
+    env = {"BATCH_EXPORT_API_URL": api.url, "BATCH_EXPORT_TOKEN": owner_token, "BATCH_EXPORT_PROJECT": project.id}
+    result = terminal.run(
         "export", "--table", "traces", "--format", "JSONL", "--name", "filtered",
         "--filter", "timestamp >= 2026-01-01",
         "--filter", "tags any of a, \"b,c\"",
@@ -252,7 +279,7 @@ def test_filters_search_and_order_are_sent_as_the_filter_model(api, client, owne
         "--filter", "release is null",
         "--search", "needle", "--search-in", "content",
         "--order-by", "latency:DESC",
-        cwd=tmp_path, env=env,
+        **env,
     )
     assert result.returncode == 0, result.stderr
     export_id = result.stdout.strip().splitlines()[-1]
@@ -282,10 +309,10 @@ def test_filters_search_and_order_are_sent_as_the_filter_model(api, client, owne
         (["--order-by", "input:DESC"], ["cannot order traces by 'input'. Sortable columns: id, timestamp"]),
     ],
 )
-def test_a_bad_filter_or_order_exits_2_naming_what_is_valid_and_creates_nothing(api, client, owner_token, project, tmp_path,
-                                                                               bad, words):
-    result = run_cli("export", *connection(api.url, owner_token, project.id), "--table", "traces", "--format", "CSV",
-                     *bad, "--wait", cwd=tmp_path)
+def test_a_bad_filter_or_order_exits_2_naming_what_is_valid_and_creates_nothing(api, client, owner_token, project,
+                                                                               terminal, bad, words):
+    result = terminal.run("export", *connection(api.url, owner_token, project.id), "--table", "traces",
+                          "--format", "CSV", *bad, "--wait")
     assert result.returncode == 2
     for text in words:
         assert text in result.stderr
@@ -293,8 +320,8 @@ def test_a_bad_filter_or_order_exits_2_naming_what_is_valid_and_creates_nothing(
     assert client.result("batchExport.all", {"projectId": project.id}, token=owner_token)["totalCount"] == 0
 
 
-def test_no_token_is_a_usage_error(api, project, tmp_path):
-    result = run_cli("exports", "list", "--api", api.url, "--project", project.id, cwd=tmp_path)
+def test_no_token_is_a_usage_error(api, project, terminal):
+    result = terminal.run("exports", "list", "--api", api.url, "--project", project.id)
     assert result.returncode == 2
     assert "no session token: pass --token or set BATCH_EXPORT_TOKEN" in result.stderr
 
@@ -302,25 +329,25 @@ def test_no_token_is_a_usage_error(api, project, tmp_path):
 # --- what the API refuses -----------------------------------------------------------------------------
 
 
-def test_a_viewer_gets_exit_4_with_forbidden_in_words(api, client, project, tmp_path):
+def test_a_viewer_gets_exit_4_with_forbidden_in_words(api, project, terminal):
     viewer = project.member("VIEWER")
-    result = run_cli("export", *connection(api.url, viewer, project.id), "--table", "traces", "--format", "CSV",
-                     "--wait", cwd=tmp_path)
+    result = terminal.run("export", *connection(api.url, viewer, project.id), "--table", "traces", "--format", "CSV",
+                          "--wait")
     assert result.returncode == 4
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("batch-export: batchExport.create: ") and line.endswith("(FORBIDDEN)")
     assert result.stdout == ""
 
 
-def test_an_unknown_token_gets_exit_4_with_unauthorized(api, project, tmp_path):
-    result = run_cli("exports", "list", *connection(api.url, "bx_not-a-real-token", project.id), cwd=tmp_path)
+def test_an_unknown_token_gets_exit_4_with_unauthorized(api, project, terminal):
+    result = terminal.run("exports", "list", *connection(api.url, "bx_not-a-real-token", project.id))
     assert result.returncode == 4
     assert "(UNAUTHORIZED)" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_an_unreachable_api_gets_exit_4_naming_the_address(project, tmp_path):
+def test_an_unreachable_api_gets_exit_4_naming_the_address(project, terminal):
     nowhere = f"http://127.0.0.1:{free_port()}"
-    result = run_cli("exports", "list", *connection(nowhere, "bx_token", project.id), cwd=tmp_path)
+    result = terminal.run("exports", "list", *connection(nowhere, "bx_token", project.id))
     assert result.returncode == 4
     assert f"cannot reach the API at {nowhere}" in result.stderr and "Traceback" not in result.stderr
 
@@ -328,7 +355,7 @@ def test_an_unreachable_api_gets_exit_4_naming_the_address(project, tmp_path):
 # --- listing -----------------------------------------------------------------------------------------
 
 
-def test_exports_list_prints_the_projects_exports_as_an_aligned_table(api, client, owner_token, project, tmp_path):
+def test_exports_list_prints_the_projects_exports_as_an_aligned_table(api, client, owner_token, project, terminal):
     def create(name: str, table: str, fmt: str) -> dict:
         query = {"tableName": table}
         return client.result("batchExport.create", {"projectId": project.id, "name": name, "format": fmt, "query": query},
@@ -338,7 +365,7 @@ def test_exports_list_prints_the_projects_exports_as_an_aligned_table(api, clien
     second = create("second\nline", "scores", "JSONL")
     client.result("batchExport.cancel", {"projectId": project.id, "batchExportId": first["id"]}, token=owner_token)
 
-    result = run_cli("exports", "list", *connection(api.url, owner_token, project.id), cwd=tmp_path)
+    result = terminal.run("exports", "list", *connection(api.url, owner_token, project.id))
     assert result.returncode == 0, result.stderr
     header, newest, oldest = result.stdout.splitlines()
     assert header.split() == ["ID", "NAME", "TABLE", "FORMAT", "STATUS", "PROGRESS", "CREATED", "BY", "CREATED", "AT",
