@@ -53,7 +53,7 @@ class BatchExportQuery(_Input):
     tableName: TableName
     filter: Annotated[list[Filter], Field(max_length=50)] | None = None
     searchQuery: Annotated[str, StringConstraints(max_length=1000)] | None = None
-    searchType: list[SearchType] | None = None
+    searchType: Annotated[list[SearchType], Field(fail_fast=True)] | None = None
     orderBy: OrderBy | None = None
     # The page the user was looking at; an export always covers every matching row, as in Langfuse.
     limit: Annotated[int, Field(ge=1)] | None = None
