@@ -1,0 +1,166 @@
+"""No secret ever reaches a log, a reply, an export's log or an email: not a bearer token, not SECRET_KEY,
+not the database's or Redis's password.
+
+A deployment of its own (Postgres and Redis that require passwords, `batch-export serve` and
+`batch-export worker` as operators run them) is driven through everything that makes it talk:
+bad tokens, bad params, a completed and a failed export, Redis down, Postgres down, bad
+configuration. Then every byte it wrote is searched for every secret.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import redis as redis_lib
+
+import db
+from db import access, batch_exports
+from tests.abuse.conftest import (
+    ServedApi,
+    add_password_user_to_postgres,
+    add_password_user_to_redis,
+    assert_reply,
+    serve_api,
+)
+from tests.conftest import running_postgres, running_redis
+from workers.queue import enqueue_export
+
+pytestmark = pytest.mark.slow
+
+
+def _rpc(api: ServedApi, method: str, params, token: str | None, said: list[str], timeout: float = 30) -> dict:
+    response = api.post(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode(), token=token, timeout=timeout)
+    said.append(response.text)
+    assert response.status_code == 200, response.text
+    reply = response.json()
+    assert_reply(reply, allow_internal=True)
+    return reply
+
+
+def _cli(args: list[str], env: dict[str, str], cwd: Path, said: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "procedures.cli", *args], env={**os.environ, **env}, cwd=cwd,
+                            capture_output=True, text=True, timeout=timeout)
+    said.extend([result.stdout, result.stderr])
+    return result
+
+
+def test_no_secret_in_any_log_reply_export_log_or_email(tmp_path, settings):
+    said: list[str] = []  # every reply body and every line any process printed
+    values = {
+        "database password": "pgpw-" + secrets.token_hex(12),
+        "redis password": "rdpw-" + secrets.token_hex(12),
+        "SECRET_KEY": "sk-" + secrets.token_hex(20),
+    }
+    with contextlib.ExitStack() as stack:
+        postgres = stack.enter_context(running_postgres("bx-secrets-pg-"))
+        redis_server = stack.enter_context(running_redis("bx-secrets-redis-"))
+        storage = tmp_path / "exports"
+        env = {
+            "DATABASE_URL": add_password_user_to_postgres(postgres, "bx_app", values["database password"]),
+            "REDIS_URL": add_password_user_to_redis(redis_server.url, "bx_app", values["redis password"]),
+            "SECRET_KEY": values["SECRET_KEY"],
+            "EXPORT_STORAGE_URL": storage.as_uri(),
+            "BATCH_EXPORT_JOB_RETRIES": "0",
+            "SMTP_URL": "",
+        }
+        conn = stack.enter_context(db.connect(postgres.url, autocommit=True))
+        project = access.create_project(conn, "secrets")
+        user = access.upsert_user(conn, "owner@example.com", "Owner")
+        access.set_project_role(conn, project["id"], user["id"], "OWNER")
+        token = access.create_session(conn, user["id"], timedelta(hours=1))
+        revoked = access.create_session(conn, user["id"], timedelta(hours=1))
+        access.revoke_session(conn, revoked)
+        values["bearer token"] = token.removeprefix("bx_")
+        values["revoked bearer token"] = revoked.removeprefix("bx_")
+        conn.execute("INSERT INTO traces (id, project_id, timestamp, name) VALUES ('t-1', %s, now() - interval '1 minute', 'one')",
+                     (project["id"],))
+        api = stack.enter_context(serve_api(env, tmp_path, values))
+        env["PUBLIC_BASE_URL"] = api.url
+        pid = project["id"]
+        create = {"projectId": pid, "name": "ok", "format": "CSV", "query": {"tableName": "traces"}}
+
+        # Callers getting it wrong.
+        for bad in (None, "bx_wrong", revoked, token + "x", token[:-1]):
+            _rpc(api, "batchExport.all", {"projectId": pid}, bad, said)
+        _rpc(api, "batchExport.all", {"projectId": "not mine"}, token, said)
+        _rpc(api, "batchExport.create", {**create, "format": "XLS"}, token, said)
+        _rpc(api, "batchExport.nope", {}, token, said)
+        said.append(api.post(b"{not json", token=token).text)
+
+        # A completed export, its link and its email; and one that fails for good.
+        done = _rpc(api, "batchExport.create", create, token, said)["result"]
+        failing = conn.execute(batch_exports.INSERT_SQL, batch_exports.insert_params(
+            project_id=pid, user_id=user["id"], name="doomed", format="CSV",
+            query={"tableName": "traces", "filter": [{"column": "gone", "type": "string", "operator": "=", "value": "x"}]},
+        )).fetchone()["id"]
+        with contextlib.closing(redis_lib.Redis.from_url(env["REDIS_URL"])) as client:
+            enqueue_export(client, failing, _settings_for(env))
+        result = _cli(["worker", "--burst"], env, tmp_path, said)
+        assert result.returncode == 0, result.stderr[-2000:]
+        states = {r["id"]: r for r in conn.execute("SELECT id, status, log FROM batch_exports WHERE project_id = %s", (pid,))}
+        assert states[done["id"]]["status"] == "COMPLETED" and states[failing]["status"] == "FAILED", states
+        link = _rpc(api, "batchExport.downloadUrl", {"projectId": pid, "batchExportId": done["id"]}, token, said)["result"]["url"]
+        assert httpx.get(link, timeout=30).status_code == 200
+
+        # Redis down: create is still accepted (the sweep enqueues it later), healthz says 503.
+        redis_server.stop()
+        _rpc(api, "batchExport.create", create, token, said)
+        _rpc(api, "batchExport.cancel", {"projectId": pid, "batchExportId": done["id"]}, token, said)
+        said.append(httpx.get(f"{api.url}/healthz", timeout=30).text)
+        said.append(_cli(["worker", "--burst"], env, tmp_path, said, timeout=60).stderr)
+        redis_server.start()
+        add_password_user_to_redis(redis_server.url, "bx_app", values["redis password"])  # a restart forgets ACL users
+
+        # Bad configuration, each with a password in it: one line, naming no secret.
+        broken_url = f"mysql://bx_app:{values['database password']}@127.0.0.1:1/x"
+        values["wrong database password"] = "wrongpw-" + secrets.token_hex(8)
+        wrong_password = env["DATABASE_URL"].replace(values["database password"], values["wrong database password"])
+        for overrides in ({"DATABASE_URL": broken_url}, {"REDIS_URL": broken_url.replace("mysql", "http")},
+                          {"DATABASE_URL": wrong_password}):
+            assert _cli(["migrate"], {**env, **overrides}, tmp_path, said, timeout=60).returncode != 0
+        assert "password authentication failed" in said[-1], said[-1][-2000:]
+
+        # Postgres down: every call is an internal error, with nothing about why in the reply.
+        postgres.stop(mode="immediate")
+        with ThreadPoolExecutor(4) as pool:
+            replies = list(pool.map(lambda args: _rpc(api, *args, said=said, timeout=60), [
+                ("batchExport.all", {"projectId": pid}, token),
+                ("batchExport.create", create, token),
+                ("batchExport.downloadUrl", {"projectId": pid, "batchExportId": done["id"]}, token),
+            ]))
+        for reply in replies:
+            assert reply["error"]["data"]["code"] == "INTERNAL_SERVER_ERROR", reply
+            assert set(reply["error"]["data"]) <= {"code", "httpStatus", "path", "requestId"}, reply
+        said.append(httpx.get(f"{api.url}/healthz", timeout=30).text)
+        _cli(["worker", "--burst"], env, tmp_path, said, timeout=60)  # its sweep meets the dead Postgres
+        api_log = api.log()
+        stored = [f"{r['status']} {r['log']}" for r in states.values()]
+
+    emails = [p.read_text(errors="replace") for p in tmp_path.rglob("*.eml")]
+    assert emails, "the worker should have written the completion and failure emails to its outbox"
+    assert "Traceback" in api_log, "Postgres being down should have been logged with its traceback"
+    for where, text in [("API log", api_log), *(("reply or CLI output", t) for t in said),
+                        *(("export log", t) for t in stored), *(("email", t) for t in emails)]:
+        for name, value in values.items():
+            assert value not in text, f"the {name} appears in a {where}:\n{_around(text, value)}"
+
+
+def _settings_for(env: dict[str, str]):
+    from schemas.settings import Settings
+
+    return Settings(**{k: v for k, v in env.items() if k in Settings.model_fields})
+
+
+def _around(text: str, value: str) -> str:
+    at = text.index(value)
+    return text[max(0, at - 300):at + 300]
