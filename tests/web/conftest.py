@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -68,18 +69,37 @@ def page(browser: Browser, api) -> Iterator[Page]:
     assert script_errors == [], script_errors
 
 
+@dataclass
+class RunningWorker:
+    process: subprocess.Popen
+    log: Path
+
+    def assert_alive(self) -> None:
+        """A dead worker fails the test at once, with the reason from its log, not after a long wait."""
+        if self.process.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-3000:]
+            raise AssertionError(f"the export worker exited with {self.process.returncode}:\n{tail}")
+
+
+# What the worker must share with the API under test: the database, the queue, the files and the link signing.
+WORKER_SETTINGS = ("DATABASE_URL", "REDIS_URL", "EXPORT_STORAGE_URL", "PUBLIC_BASE_URL", "SECRET_KEY")
+
+
 @pytest.fixture
-def export_worker(settings, redis_client, tmp_path: Path) -> Iterator[subprocess.Popen]:
+def export_worker(settings, redis_client, tmp_path: Path) -> Iterator["RunningWorker"]:
     """`batch-export worker`, the operators' RQ worker, as its own process for one test."""
-    log = open(tmp_path / "worker.log", "wb")
+    # The api fixture's own settings, named explicitly: what another test left in os.environ does not count.
+    env = {**os.environ, **{name: str(getattr(settings, name)) for name in WORKER_SETTINGS}}
+    log_path = tmp_path / "worker.log"
+    log = open(log_path, "wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "procedures.cli", "worker"],
-        env=dict(os.environ),  # the suite's settings: its Postgres, Redis and storage folder
+        env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    yield process
+    yield RunningWorker(process, log_path)
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:

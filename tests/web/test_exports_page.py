@@ -7,16 +7,18 @@ import io
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
 from db.seed import seed
 from tests.procedures.helpers import create_params
+from tests.web.conftest import RunningWorker
 from workers.tables import AUDIT_LOGS, SCORES, TRACES
 
 # Long enough for a busy two-core machine to run a small export through a real worker.
-COMPLETION_TIMEOUT_MS = 90_000
+COMPLETION_TIMEOUT_S = 90
 
 
 def sign_in_with_link(page: Page, project_id: str, token: str) -> None:
@@ -33,6 +35,19 @@ def add_filter(page: Page, column: str, operator: str, value: str | None = None,
         row.get_by_label("Filter key").fill(key)
     if value is not None:
         row.get_by_label("Filter value").fill(value)
+
+
+def wait_for_status(row, status: str, worker: RunningWorker) -> None:
+    """The row shows `status` as the list polls; a worker that died fails the test at once."""
+    deadline = time.monotonic() + COMPLETION_TIMEOUT_S
+    while True:
+        worker.assert_alive()
+        try:
+            expect(row).to_have_attribute("data-status", status, timeout=2_000)
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
 
 
 def create_from_page(page: Page, name: str, table: str, fmt: str) -> None:
@@ -80,8 +95,8 @@ def test_an_export_created_on_the_page_completes_and_its_file_downloads_with_the
     expect(page.locator("#create-status")).to_contain_text("Created “Generations”")
 
     traces_row, generations_row = export_row(page, "Staging traces"), export_row(page, "Generations")
-    expect(traces_row).to_have_attribute("data-status", "COMPLETED", timeout=COMPLETION_TIMEOUT_MS)
-    expect(generations_row).to_have_attribute("data-status", "COMPLETED", timeout=COMPLETION_TIMEOUT_MS)
+    wait_for_status(traces_row, "COMPLETED", export_worker)
+    wait_for_status(generations_row, "COMPLETED", export_worker)
 
     staging_ids = [r["id"] for r in conn.execute(
         "SELECT id FROM traces WHERE project_id = %s AND lower(environment) = 'staging' ORDER BY timestamp DESC, id DESC",
