@@ -112,37 +112,42 @@ def test_no_secret_in_any_log_reply_export_log_or_email(tmp_path, settings):
         link = _rpc(api, "batchExport.downloadUrl", {"projectId": pid, "batchExportId": done["id"]}, token, said)["result"]["url"]
         assert httpx.get(link, timeout=30).status_code == 200
 
-        # Redis down: create is still accepted (the sweep enqueues it later), healthz says 503.
+        # Redis down: create is still accepted (the sweep enqueues it later), cancel too, healthz says 503.
+        # Meanwhile, bad configuration, each with a password in it: one line, naming no secret.
         redis_server.stop()
-        _rpc(api, "batchExport.create", create, token, said)
-        _rpc(api, "batchExport.cancel", {"projectId": pid, "batchExportId": done["id"]}, token, said)
-        said.append(httpx.get(f"{api.url}/healthz", timeout=30).text)
-        said.append(_cli(["worker", "--burst"], env, tmp_path, said, timeout=60).stderr)
-        redis_server.start()
-        add_password_user_to_redis(redis_server.url, "bx_app", values["redis password"])  # a restart forgets ACL users
-
-        # Bad configuration, each with a password in it: one line, naming no secret.
         broken_url = f"mysql://bx_app:{values['database password']}@127.0.0.1:1/x"
         values["wrong database password"] = "wrongpw-" + secrets.token_hex(8)
         wrong_password = env["DATABASE_URL"].replace(values["database password"], values["wrong database password"])
-        for overrides in ({"DATABASE_URL": broken_url}, {"REDIS_URL": broken_url.replace("mysql", "http")},
-                          {"DATABASE_URL": wrong_password}):
-            assert _cli(["migrate"], {**env, **overrides}, tmp_path, said, timeout=60).returncode != 0
-        assert "password authentication failed" in said[-1], said[-1][-2000:]
+
+        def create_and_cancel() -> None:
+            accepted = _rpc(api, "batchExport.create", create, token, said)["result"]
+            _rpc(api, "batchExport.cancel", {"projectId": pid, "batchExportId": accepted["id"]}, token, said)
+
+        with ThreadPoolExecutor(6) as pool:
+            misconfigured = [pool.submit(_cli, ["migrate"], {**env, **overrides}, tmp_path, said, 60) for overrides in (
+                {"DATABASE_URL": broken_url}, {"REDIS_URL": broken_url.replace("mysql", "http")}, {"DATABASE_URL": wrong_password})]
+            for task in (pool.submit(create_and_cancel), pool.submit(lambda: said.append(httpx.get(f"{api.url}/healthz", timeout=30).text)),
+                         pool.submit(_cli, ["worker", "--burst"], env, tmp_path, said, 60)):
+                task.result()
+            assert all(task.result().returncode != 0 for task in misconfigured)
+            assert "password authentication failed" in misconfigured[-1].result().stderr
+        redis_server.start()
+        add_password_user_to_redis(redis_server.url, "bx_app", values["redis password"])  # a restart forgets ACL users
 
         # Postgres down: every call is an internal error, with nothing about why in the reply.
         postgres.stop(mode="immediate")
-        with ThreadPoolExecutor(4) as pool:
+        with ThreadPoolExecutor(5) as pool:
+            worker = pool.submit(_cli, ["worker", "--burst"], env, tmp_path, said, 60)  # its sweep meets the dead Postgres
+            health = pool.submit(lambda: said.append(httpx.get(f"{api.url}/healthz", timeout=30).text))
             replies = list(pool.map(lambda args: _rpc(api, *args, said=said, timeout=60), [
                 ("batchExport.all", {"projectId": pid}, token),
                 ("batchExport.create", create, token),
                 ("batchExport.downloadUrl", {"projectId": pid, "batchExportId": done["id"]}, token),
             ]))
+            worker.result(), health.result()
         for reply in replies:
             assert reply["error"]["data"]["code"] == "INTERNAL_SERVER_ERROR", reply
             assert set(reply["error"]["data"]) <= {"code", "httpStatus", "path", "requestId"}, reply
-        said.append(httpx.get(f"{api.url}/healthz", timeout=30).text)
-        _cli(["worker", "--burst"], env, tmp_path, said, timeout=60)  # its sweep meets the dead Postgres
         api_log = api.log()
         stored = [f"{r['status']} {r['log']}" for r in states.values()]
 
