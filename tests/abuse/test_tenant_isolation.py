@@ -72,6 +72,14 @@ def test_a_project_the_caller_has_no_role_in_is_forbidden(abuse_client, arena, m
     expect(reply, "FORBIDDEN")
 
 
+def test_owning_another_organization_grants_nothing_in_this_one(abuse_client, arena):
+    org_owner = arena.attacker.member(None, org_role="OWNER")
+    assert "result" in abuse_client.call("batchExport.all", {"projectId": arena.attacker.id}, token=org_owner)
+    for method in PROCEDURES:
+        reply = call_as(abuse_client, arena, org_owner, method, params_for(method, arena.victim.id, arena.victim_export["id"]))
+        expect(reply, "FORBIDDEN")
+
+
 @pytest.mark.parametrize("method", PROCEDURES)
 def test_a_project_that_does_not_exist_is_forbidden_like_one_without_a_role(abuse_client, arena, method):
     reply = call_as(abuse_client, arena, arena.attacker_owner, method, params_for(method, str(uuid.uuid4()), arena.victim_export["id"]))
