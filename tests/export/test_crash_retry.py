@@ -152,12 +152,18 @@ def test_sigkilled_rq_worker_export_is_retried_to_the_same_bytes(
 
     # Same rows, same order: the export under test differs only in id (and so its key).
     export_id = create_export(conn, big_project, query, "CSV", name="rq crash")
+    # Put back whatever REDIS_URL was: the session's `settings` fixture exports one that every
+    # later subprocess inherits (deleting it sent them to the demo's Redis port).
+    previous = os.environ.get("REDIS_URL")
     os.environ["REDIS_URL"] = redis_url
     try:
         get_settings.cache_clear()
         assert enqueue_export(redis_client, export_id, get_settings())
     finally:
-        del os.environ["REDIS_URL"]
+        if previous is None:
+            del os.environ["REDIS_URL"]
+        else:
+            os.environ["REDIS_URL"] = previous
         get_settings.cache_clear()
     log = tmp_path / "workers.log"
     first = start_rq_worker(env, tmp_path, log)
