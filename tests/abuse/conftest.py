@@ -127,7 +127,18 @@ def serve_api(env: dict[str, str], folder: Path, secret_values: dict[str, str]) 
             process.wait()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package", autouse=True)
+def leave_no_active_exports(database_url: str) -> Iterator[None]:
+    """Exports these tests leave QUEUED would be picked up by the sweep of a later suite's worker: finish them."""
+    with db.connect(database_url, autocommit=True) as conn:
+        started = conn.execute("SELECT now() AS t").fetchone()["t"]
+    yield
+    with db.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE batch_exports SET status = 'CANCELLED', finished_at = now(), updated_at = now()"
+                     " WHERE status IN ('QUEUED', 'PROCESSING') AND created_at >= %s", (started,))
+
+
+@pytest.fixture(scope="package")
 def abuse_api(settings: Settings, local_postgres: LocalPostgres, redis_url: str, tmp_path_factory) -> Iterator[ServedApi]:
     folder = tmp_path_factory.mktemp("abuse-api")
     values = {
@@ -251,7 +262,7 @@ def insert_attacker_rows(conn: psycopg.Connection, project_id: str) -> list[str]
     return ids
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def arena(database_url: str, settings: Settings, tmp_path_factory) -> Iterator[Arena]:
     from db.seed import seed
 
