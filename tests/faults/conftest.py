@@ -38,7 +38,7 @@ _ENV_FIELDS = (
     "SMTP_URL", "EMAIL_FROM",
 )
 TRACES_BY_TIME = {"tableName": "traces", "orderBy": {"column": "timestamp", "order": "ASC"}}
-BIG_TRACES = 100_000
+BIG_TRACES = 60_000
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -172,9 +172,13 @@ class FaultStack:
         self.settings = self.settings.model_copy(update=changes)
 
     def worker(self, name: str = "worker", **env: Any) -> WorkerProcess:
-        process = WorkerProcess(name, self.env(**env), self.folder)
-        self.processes.append(process)
-        return process.start()
+        return self.workers(name, **env)[0]
+
+    def workers(self, *names: str, **env: Any) -> list[WorkerProcess]:
+        """`batch-export worker` processes, started together; returns once all of them listen."""
+        started = [WorkerProcess(name, self.env(**env), self.folder).start(wait=False) for name in names]
+        self.processes.extend(started)
+        return [process.wait_ready() for process in started]
 
     def api(self, name: str = "api", **env: Any) -> ApiProcess:
         """`batch-export serve` on PUBLIC_BASE_URL's port, so the links it signs point at it."""
@@ -210,6 +214,12 @@ class FaultStack:
     def load(self, export_id: str) -> dict[str, Any]:
         with db.connect(self.settings.DATABASE_URL, autocommit=True) as conn:
             return batch_exports.load(conn, export_id)
+
+    def idle_seconds(self, export_id: str) -> float:
+        """How long ago the export's row last changed (a running attempt writes its progress every second)."""
+        with db.connect(self.settings.DATABASE_URL, autocommit=True) as conn:
+            row = conn.execute("SELECT extract(epoch FROM now() - updated_at) AS s FROM batch_exports WHERE id = %s", (export_id,)).fetchone()
+        return float(row["s"])
 
     def file(self, row: dict[str, Any]) -> Path:
         return self.storage / row["object_key"]

@@ -167,8 +167,13 @@ class WorkerProcess(CliProcess):
         wait_for(lambda: not is_alive(horse), 10, "the work horse to die", self, interval=0.02)
         return horse
 
-    def start(self) -> "WorkerProcess":
+    def start(self, wait: bool = True) -> "WorkerProcess":
         super().start()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self) -> "WorkerProcess":
         wait_for(lambda: "*** Listening on" in self.log(), 60, f"{self.name} to listen", self)
         return self
 

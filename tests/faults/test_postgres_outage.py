@@ -12,9 +12,11 @@ import db
 from tests.conftest import RpcClient
 from tests.faults.conftest import FaultStack, make_tenant
 from tests.faults.processes import attempts_of, wait_for
-from workers.queue import UNRECORDED_END
+from workers.queue import HEARTBEAT_GRACE_SECONDS, JOB_MONITORING_INTERVAL, UNRECORDED_END
 
 pytestmark = pytest.mark.slow
+
+STALLED_AFTER = JOB_MONITORING_INTERVAL + HEARTBEAT_GRACE_SECONDS  # with BATCH_EXPORT_SWEEP_GRACE_SECONDS=0
 
 
 def assert_clean_internal_error(reply: dict) -> None:
@@ -45,7 +47,7 @@ def test_postgres_restart_mid_request_and_mid_export(restartable_stack: FaultSta
     # sweep does with an export whose last attempt could not even record its failure.
     stack.configure(BATCH_EXPORT_JOB_RETRIES=3, BATCH_EXPORT_JOB_RETRY_DELAYS=(20,), BATCH_EXPORT_SWEEP_GRACE_SECONDS=0)
     client = RpcClient(stack.api_in_thread().url)
-    workers = [stack.worker("worker-a"), stack.worker("worker-b")]
+    workers = stack.workers("worker-a", "worker-b")
 
     def create(name: str) -> dict:
         params = {"projectId": tenant.project_id, "name": name, "format": "CSV",
@@ -97,7 +99,11 @@ def test_postgres_restart_mid_request_and_mid_export(restartable_stack: FaultSta
     assert stack.file(done).read_bytes() == undisturbed
     assert len(attempts_of(retried, *workers)) == 2
 
-    # The export without retries died with Postgres, and so did the writes that would have failed it;
-    # the workers' sweep finds it PROCESSING with nothing running it, once its lease is over.
-    gave_up = wait_for(lambda: (row := stack.load(last_chance))["status"] != "PROCESSING" and row, 60, "the sweep", *workers)
+    # The export without retries died with Postgres, and so did the writes that would have failed it.
+    # Once it has been still for a heartbeat lease, the sweep (the operators' cron here; the workers
+    # run the same one) finds it PROCESSING under a job RQ gave up on, and fails it.
+    assert stack.load(last_chance)["status"] == "PROCESSING"
+    wait_for(lambda: stack.idle_seconds(last_chance) > STALLED_AFTER, 60, "the export to be still for a lease", interval=0.5)
+    stack.cli("sweep")
+    gave_up = stack.load(last_chance)
     assert gave_up["status"] == "FAILED" and gave_up["log"] == UNRECORDED_END

@@ -98,7 +98,7 @@ def test_cancel_racing_completion_ends_as_the_canceller_was_told(stack: FaultSta
 def test_concurrent_creates_and_duplicate_enqueues_run_each_export_once_on_one_worker_at_a_time(stack: FaultStack, small_tenant: Tenant):
     stack.configure(BATCH_EXPORT_MAX_ACTIVE_PER_PROJECT=100, BATCH_EXPORT_SWEEP_GRACE_SECONDS=0)
     api = stack.api_in_thread()
-    workers = [stack.worker("worker-a"), stack.worker("worker-b")]
+    workers = stack.workers("worker-a", "worker-b")
 
     # Redis's view while it all runs: a job started twice at once would hold two executions.
     doubled: list[list[str]] = []

@@ -8,9 +8,11 @@ from rq.job import Job
 from tests.conftest import RpcClient
 from tests.faults.conftest import FaultStack, Tenant
 from tests.faults.processes import attempts_of, overlapping, wait_for
-from workers.queue import export_queue
+from workers.queue import HEARTBEAT_GRACE_SECONDS, JOB_MONITORING_INTERVAL, export_queue
 
 pytestmark = pytest.mark.slow
+
+STALLED_AFTER = JOB_MONITORING_INTERVAL + HEARTBEAT_GRACE_SECONDS  # with BATCH_EXPORT_SWEEP_GRACE_SECONDS=0
 
 
 def final(stack: FaultStack, export_ids: list[str]) -> list[dict] | None:
@@ -31,7 +33,7 @@ def test_exports_accepted_while_redis_is_down_each_run_once(stack: FaultStack, s
     assert [e["status"] for e in accepted] == ["QUEUED"] * 3
 
     stack.redis.start()  # empty: nothing was ever enqueued
-    workers = [stack.worker("worker-a"), stack.worker("worker-b")]
+    workers = stack.workers("worker-a", "worker-b")
     stack.cli("sweep")  # the operators' cron, racing the workers' own sweeps
     stack.cli("sweep")
     ids = [e["id"] for e in accepted]
@@ -68,8 +70,12 @@ def test_exports_queued_when_redis_loses_its_data_each_run_once(stack: FaultStac
         assert connection.dbsize() == 0 and not Job.exists(retrying, connection)
 
     stack.configure(BATCH_EXPORT_SWEEP_GRACE_SECONDS=0)
-    workers = [stack.worker("worker-a"), stack.worker("worker-b")]
-    rows = wait_for(lambda: final(stack, [retrying, *queued]), 90, "every export to finish", broken, *workers)
+    workers = stack.workers("worker-a", "worker-b")  # their first sweep enqueues the QUEUED exports
+    # The export waiting for its retry is PROCESSING; once it has been still for a heartbeat lease the
+    # sweep (the operators' cron here; the workers run the same one) enqueues it again.
+    wait_for(lambda: stack.idle_seconds(retrying) > STALLED_AFTER, 60, "the export to be still for a lease", interval=0.5)
+    stack.cli("sweep")
+    rows = wait_for(lambda: final(stack, [retrying, *queued]), 60, "every export to finish", broken, *workers)
 
     assert [row["status"] for row in rows] == ["COMPLETED"] * 5, [row["log"] for row in rows]
     for export_id in queued:
