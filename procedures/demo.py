@@ -166,6 +166,12 @@ List exports:
 
   curl -s {base_url}/rpc -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\
     -d '{{"jsonrpc":"2.0","id":2,"method":"batchExport.all","params":{{"projectId":"{project_id}"}}}}'
+
+From the terminal, with a progress bar:
+
+  export BATCH_EXPORT_API_URL={base_url} BATCH_EXPORT_PROJECT={project_id} BATCH_EXPORT_TOKEN={token}
+  .venv/bin/batch-export export --table traces --format CSV --wait --output traces.csv
+  .venv/bin/batch-export exports list
 """
     )
     print(page_url)
