@@ -47,6 +47,7 @@ class _Cancelled(Exception):
 def run_batch_export(batch_export_id: str) -> None:
     settings = get_settings()
     with db.connect(settings.DATABASE_URL, autocommit=True) as conn:
+        _one_attempt_at_a_time(conn, batch_export_id)
         export = batch_exports.load(conn, batch_export_id)
         if export is None or export["status"] in batch_exports.FINAL_STATUSES:
             log.info("export %s is %s: nothing to do", batch_export_id, export["status"] if export else "gone")
@@ -77,6 +78,30 @@ def run_batch_export(batch_export_id: str) -> None:
             raise ExportFailed(message) from exc
         finally:
             log.info("export %s: attempt ended in process %d", batch_export_id, os.getpid())
+
+
+# Advisory locks on (this, hashtext(export id)): a key space of the job's own.
+_ATTEMPT_LOCK_CLASS = 0x62786174  # "bxat", a positive int4
+
+
+def _one_attempt_at_a_time(conn: psycopg.Connection, export_id: str) -> None:
+    """Holds the export's lock for the whole attempt, first waiting for any earlier attempt to let go.
+
+    RQ retries a job whose worker stopped sending heartbeats, but a worker that is only frozen or cut
+    off from Redis may still have a work horse exporting: two attempts at once would take the export
+    from each other and delete each other's files. The lock belongs to this connection's session, so
+    Postgres releases it as soon as the attempt's process dies, and (with these keepalives) within
+    about half a minute when its machine vanishes.
+    """
+    key = (_ATTEMPT_LOCK_CLASS, export_id)
+    locked = conn.execute(
+        "SELECT set_config('tcp_keepalives_idle', '10', false), set_config('tcp_keepalives_interval', '5', false),"
+        " set_config('tcp_keepalives_count', '3', false), pg_try_advisory_lock(%s::int, hashtext(%s)) AS ok",
+        key,
+    ).fetchone()["ok"]
+    if not locked:
+        log.warning("export %s: an earlier attempt is still running; waiting for it to end", export_id)
+        conn.execute("SELECT pg_advisory_lock(%s::int, hashtext(%s))", key)
 
 
 def _run(settings: Settings, conn: psycopg.Connection, export: dict[str, Any]) -> None:
