@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 import redis as redis_lib
+from rq.registry import StartedJobRegistry
 
 import db
 from db import access, batch_exports
@@ -28,7 +29,7 @@ from procedures.local_services import LocalPostgres, LocalRedis, free_port
 from schemas.settings import Settings, get_settings
 from tests.conftest import ServerThread, running_postgres, running_redis
 from tests.faults.processes import ApiProcess, CliProcess, WorkerProcess
-from workers.queue import enqueue_export
+from workers.queue import enqueue_export, export_queue
 
 # What the subprocesses are told, from the stack's Settings.
 _ENV_FIELDS = (
@@ -223,6 +224,19 @@ class FaultStack:
 
     def file(self, row: dict[str, Any]) -> Path:
         return self.storage / row["object_key"]
+
+
+def lease_expired(stack: FaultStack, export_id: str) -> bool:
+    """RQ counts the export's running job as abandoned: its worker has sent no heartbeat for a lease."""
+    with stack.redis_client() as connection:
+        return export_id in StartedJobRegistry(queue=export_queue(connection)).get_expired_job_ids()
+
+
+def hold_table(database_url: str, table: str) -> psycopg.Connection:
+    """Keeps every query on `table` waiting, so an export is stuck in its query until the lock goes."""
+    blocker = psycopg.connect(database_url)
+    blocker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+    return blocker
 
 
 @pytest.fixture

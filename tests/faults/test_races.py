@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 import threading
 import time
 from collections import Counter
@@ -17,8 +19,9 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from tests.conftest import RpcClient
-from tests.faults.conftest import FaultStack, Tenant
+from tests.faults.conftest import FaultStack, Tenant, hold_table, lease_expired
 from tests.faults.processes import attempts, attempts_of, overlapping, wait_for
+from workers.batch_export import run_batch_export
 from workers.queue import enqueue_export, export_queue, sweep
 
 pytestmark = pytest.mark.slow
@@ -38,6 +41,11 @@ def job_done(stack: FaultStack, export_id: str) -> bool:
         except NoSuchJobError:
             return True
     return status in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+def finished(stack: FaultStack, export_id: str) -> dict | None:
+    row = stack.load(export_id)
+    return row if row["status"] not in ("QUEUED", "PROCESSING") else None
 
 
 def all_completed(stack: FaultStack, ids: list[str]) -> list[dict] | None:
@@ -156,3 +164,42 @@ def test_concurrent_creates_and_duplicate_enqueues_run_each_export_once_on_one_w
     assert {a.worker for a in runs} == {"worker-a", "worker-b"}, "both workers took part"
     with stack.redis_client() as connection:
         assert all(len(Job.fetch(i, connection=connection, serializer=JSONSerializer).results()) == 1 for i in ids)
+
+
+def test_a_worker_frozen_past_its_lease_never_runs_an_export_alongside_the_retry(stack: FaultStack, big_tenant: Tenant, conn):
+    stack.configure(BATCH_EXPORT_JOB_RETRIES=2)
+    reference_id = big_tenant.new_export(conn, name="frozen")
+    run_batch_export(reference_id)
+    undisturbed = stack.file(stack.load(reference_id)).read_bytes()
+
+    workers = stack.workers("worker-a", "worker-b")
+    export_id = big_tenant.new_export(conn, name="frozen")
+    blocker = hold_table(stack.settings.DATABASE_URL, "observations")  # the traces export joins it
+    try:
+        assert stack.enqueue(export_id)
+        wait_for(lambda: attempts_of(export_id, *workers), 30, "the first attempt", *workers)
+        frozen = next(w for w in workers if w.horse())
+        other = next(w for w in workers if w is not frozen)
+        # The worker stops (a paused VM, a partition from Redis): no more heartbeats, while its work
+        # horse goes on with the export. Once the lease is over, RQ hands the job to the other worker.
+        os.kill(frozen.pid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: lease_expired(stack, export_id), 60, "the frozen worker's lease to run out", interval=0.5)
+            stack.cli("sweep")  # or the other worker's own maintenance, a little later
+            wait_for(lambda: f"batch export {export_id}" in other.log(), 60, "the other worker to take the job over", *workers, interval=0.5)
+            time.sleep(2)  # its attempt is under way, or waiting
+            blocker.close()
+            done = wait_for(lambda: finished(stack, export_id), 60, "the export to finish", *workers)
+        finally:
+            os.kill(frozen.pid, signal.SIGCONT)
+    finally:
+        blocker.close()
+
+    runs = attempts_of(export_id, *workers)
+    assert overlapping(runs) == [], runs
+    assert "an earlier attempt is still running; waiting for it to end" in other.log()
+    assert [a.worker for a in runs] == [frozen.name], "the retry found the export COMPLETED when its turn came"
+    assert done["status"] == "COMPLETED", done["log"]
+    assert stack.file(done).read_bytes() == undisturbed
+    folder = stack.storage / big_tenant.project_id / export_id
+    assert sorted(p.name for p in folder.iterdir()) == [stack.file(done).name]

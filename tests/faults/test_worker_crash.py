@@ -6,11 +6,10 @@ import hashlib
 import time
 from pathlib import Path
 
-import psycopg
 import pytest
-from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.registry import FailedJobRegistry
 
-from tests.faults.conftest import BIG_TRACES, FaultStack, Tenant
+from tests.faults.conftest import BIG_TRACES, FaultStack, Tenant, hold_table, lease_expired
 from tests.faults.processes import attempts_of, overlapping, wait_for
 from workers.batch_export import run_batch_export
 from workers.queue import WORKER_DIED, export_queue
@@ -33,18 +32,6 @@ def partials(folder: Path) -> dict[str, int]:
     if not folder.is_dir():
         return {}
     return {p.name: p.stat().st_size for p in folder.glob(".*.partial")}
-
-
-def lease_expired(stack: FaultStack, export_id: str) -> bool:
-    with stack.redis_client() as connection:
-        return export_id in StartedJobRegistry(queue=export_queue(connection)).get_expired_job_ids()
-
-
-def hold_table(database_url: str, table: str) -> psycopg.Connection:
-    """Keeps every query on `table` waiting, so an export is stuck in its query until the lock goes."""
-    blocker = psycopg.connect(database_url)
-    blocker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
-    return blocker
 
 
 def test_export_killed_twice_mid_stream_completes_with_the_bytes_of_an_undisturbed_run(stack, big_tenant: Tenant, conn):
