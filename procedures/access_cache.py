@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import select
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -66,9 +67,10 @@ class AccessCache:
         self._entries: dict[Key, tuple[float, ProjectAccess]] = {}
         # The listening connection's application_name, to find it in pg_stat_activity.
         self.connection_name = f"batch-export access cache {os.getpid()}-{id(self):x}"
+        self._poller = select.poll()  # watches the listening connection's socket while it is up
 
     def get(self, key: Key) -> ProjectAccess | None:
-        if not self.enabled:
+        if not self.enabled or self._notification_waiting():
             return None
         hit = self._entries.get(key)
         if hit is None:
@@ -91,6 +93,11 @@ class AccessCache:
             self._entries.clear()  # crude but bounded; a full cache is refilled in one TTL
         self._entries[key] = (time.monotonic() + lifetime, access)
 
+    def _notification_waiting(self) -> bool:
+        """Whether a notification has reached the listening socket but not yet the listener task:
+        then the cache may be stale, and Postgres is asked (one poll(2), no round trip)."""
+        return bool(self._poller.poll(0))
+
     def invalidate(self) -> None:
         self.generation += 1
         self._entries.clear()
@@ -105,6 +112,8 @@ class AccessCache:
                     database_url, autocommit=True, application_name=self.connection_name
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    self._poller = select.poll()
+                    self._poller.register(conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
                     self.invalidate()
                     self.enabled = True
                     async for _ in conn.notifies():
@@ -114,5 +123,6 @@ class AccessCache:
             finally:
                 # Off before anything else can run: a change made while we are not listening must not be missed.
                 self.enabled = False
+                self._poller = select.poll()
                 self.invalidate()
             await asyncio.sleep(_RECONNECT_SECONDS)

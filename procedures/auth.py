@@ -40,14 +40,17 @@ async def require_session(call: Call) -> Any:
 async def require_project_access(call: Call) -> Any:
     """The session, the caller's role in `input.projectId`, and the procedure's `scope` meta.
 
-    One round trip to Postgres answers both questions, and the answer is cached briefly (see
-    procedures/access_cache.py: any change to sessions or memberships drops the cache at once).
+    One round trip to Postgres answers both questions. Queries may take the answer from a short
+    cache instead (procedures/access_cache.py: a change to sessions or memberships drops it within
+    milliseconds). Mutations, and queries marked `.meta(access_cache=False)` (a download link hands
+    out data), always ask Postgres, so a revoked token or a lowered role stops them at once.
     """
     ctx: Context = call.ctx
     project_id = call.input.projectId
     key = (_token_hash(ctx), project_id)
     cache = ctx.resources.access_cache
-    found = cache.get(key)
+    cacheable = call.kind == "query" and call.meta.get("access_cache", True)
+    found = cache.get(key) if cacheable else None
     if found is None:
         generation = cache.generation
         async with ctx.resources.pool.connection() as conn:

@@ -21,7 +21,8 @@ batch_export_router = rpc.router(
     create=scoped("batchExports:create").input(CreateBatchExport).output(BatchExport).mutation(create_export),
     cancel=scoped("batchExports:create").input(BatchExportRef).output(BatchExport).mutation(cancel_export),
     all=scoped("batchExports:read").input(ListBatchExports).output(BatchExportList).query(list_exports),
-    downloadUrl=scoped("batchExports:read").input(BatchExportRef).output(DownloadUrl).query(download_url),
+    # A link hands out the file: never on a cached (possibly just revoked) session.
+    downloadUrl=scoped("batchExports:read").meta(access_cache=False).input(BatchExportRef).output(DownloadUrl).query(download_url),
 )
 
 app_router = rpc.router(batchExport=batch_export_router)
