@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import uuid
 from typing import Any
+
+import psycopg
+from psycopg_pool import PoolTimeout
 
 from db import access
 from procedures.access_cache import ProjectAccess
 from procedures.context import Context, ProjectContext, SessionContext, User
 from rpc import Call, RPCError
+
+log = logging.getLogger(__name__)
 
 # The one place roles meet scopes (DESIGN.md, "Procedures").
 ROLE_SCOPES: dict[str, frozenset[str]] = {
@@ -84,6 +91,23 @@ def _token_hash(ctx: Context) -> bytes:
     if ctx.token is None:
         raise RPCError("UNAUTHORIZED", "Sign in first: send `Authorization: Bearer <session token>`.")
     return access.hash_token(ctx.token)
+
+
+async def report_database_outages(call: Call) -> Any:
+    """Postgres unreachable (down, restarting, pool exhausted): INTERNAL_SERVER_ERROR that says so.
+
+    The caller learns it is temporary and gets a request id; the log gets the exception's type,
+    never its text (which can hold the connection string)."""
+    try:
+        return await call.next()
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        request_id = uuid.uuid4().hex
+        log.warning("%s: database unavailable (%s) [requestId=%s]", call.path, type(exc).__name__, request_id)
+        raise RPCError(
+            "INTERNAL_SERVER_ERROR",
+            "The database is unavailable right now; try again in a moment.",
+            data={"requestId": request_id},
+        ) from None
 
 
 def require_scope(ctx: ProjectContext, scope: str, what: str) -> None:

@@ -33,7 +33,16 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     _settings()  # fail with one line, before uvicorn starts, if the configuration is bad
-    uvicorn.run("procedures.app:app", host=args.host, port=args.port, log_level="info", access_log=args.access_log)
+    # Keep idle connections longer than clients' own reuse window (httpx: 5 s, uvicorn's default
+    # too), so a client never sends on a connection the server is closing.
+    uvicorn.run(
+        "procedures.app:app",
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        access_log=args.access_log,
+        timeout_keep_alive=75,
+    )
 
 
 def cmd_worker(args: argparse.Namespace) -> None:

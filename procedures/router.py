@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from procedures.auth import require_project_access, require_session
+from procedures.auth import report_database_outages, require_project_access, require_session
 from procedures.batch_export import cancel_export, create_export, download_url, list_exports
 from rpc import RPC
 from schemas import BatchExport, BatchExportList, BatchExportRef, CreateBatchExport, DownloadUrl, ListBatchExports
 
 rpc = RPC()
-protected_procedure = rpc.procedure.use(require_session)
+# Every procedure touching Postgres answers an outage in words a caller can act on.
+database_procedure = rpc.procedure.use(report_database_outages)
+protected_procedure = database_procedure.use(require_session)
 # DESIGN.md's protected_project_procedure: a session, a role in `input.projectId`, and a scope.
-protected_project_procedure = rpc.procedure.use(require_project_access)
+protected_project_procedure = database_procedure.use(require_project_access)
 
 
 def scoped(scope: str):

@@ -24,6 +24,7 @@ def assert_clean_internal_error(reply: dict) -> None:
     error = reply["error"]
     assert error["code"] == -32603 and error["data"]["code"] == "INTERNAL_SERVER_ERROR", reply
     assert error["data"]["requestId"]
+    assert "database is unavailable" in error["message"] and "try again" in error["message"], reply
     text = str(reply).lower()
     for leak in ("traceback", "psycopg", "terminating connection", "postgres", "sql", "batch_exports"):
         assert leak not in text, reply
