@@ -7,6 +7,7 @@ The servers keep running after the command returns; `batch-export demo --stop` s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import db
 from db import access
-from procedures.local_services import LocalPostgres, LocalRedis, port_open
+from procedures.local_services import LocalPostgres, LocalRedis, port_open, postgres_can_reach
 from schemas.settings import LOCAL_POSTGRES_PORT, LOCAL_REDIS_PORT
 
 DATA = Path(".data").resolve()
@@ -75,8 +76,17 @@ def _wait_healthy(base_url: str, timeout: float = 30) -> None:
     raise SystemExit(f"the API did not become healthy at {base_url}; see {LOGS / 'api.log'}")
 
 
+def _postgres_data_dir() -> Path:
+    """`.data/pg`, unless Postgres's user cannot reach the clone (a private folder when running
+    as root): then a folder of this clone's own under /var/lib, which it can."""
+    if postgres_can_reach(DATA):
+        return DATA / "pg"
+    digest = hashlib.sha256(str(DATA).encode()).hexdigest()[:12]
+    return Path("/var/lib/batch-export-demo") / digest / "pg"
+
+
 def run_demo(*, traces: int, port: int) -> None:
-    postgres = LocalPostgres(DATA / "pg", LOCAL_POSTGRES_PORT)
+    postgres = LocalPostgres(_postgres_data_dir(), LOCAL_POSTGRES_PORT)
     redis_server = LocalRedis(DATA / "redis", LOCAL_REDIS_PORT)
     _say(f"Postgres on 127.0.0.1:{postgres.port} (data in {postgres.data_dir})")
     postgres.start()
@@ -188,5 +198,5 @@ def stop_demo() -> None:
                 pass
             pidfile.unlink()
     LocalRedis(DATA / "redis", LOCAL_REDIS_PORT).stop()
-    LocalPostgres(DATA / "pg", LOCAL_POSTGRES_PORT).stop()
+    LocalPostgres(_postgres_data_dir(), LOCAL_POSTGRES_PORT).stop()
     _say("stopped Redis and Postgres")

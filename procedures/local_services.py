@@ -54,6 +54,18 @@ def _chown_to_postgres(path: Path) -> None:
         shutil.chown(path, "postgres", "postgres")
 
 
+def postgres_can_reach(folder: Path) -> bool:
+    """Whether Postgres's system user can enter `folder` (or, if it does not exist yet, its
+    nearest existing parent). Running as root, a clone under a private folder such as /root or a
+    mktemp directory is out of its reach, and initdb there fails."""
+    if os.geteuid() != 0:
+        return True
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    return subprocess.run(_as_postgres_user(["test", "-x", str(existing)]), capture_output=True).returncode == 0
+
+
 @dataclass
 class LocalPostgres:
     data_dir: Path

@@ -83,3 +83,29 @@ def test_seed_fills_a_project_and_refuses_to_seed_it_twice(settings, conn):
     again = run_cli("seed", "--project", project_id, "--traces", "25")
     assert again.returncode == 1
     assert len(again.stderr.strip().splitlines()) == 1 and "Traceback" not in again.stderr
+
+
+def test_demo_keeps_postgres_data_where_the_postgres_user_can_reach_it():
+    """A clone in a private folder (root's home, a mktemp directory) cannot hold initdb's folder."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import pytest
+
+    from procedures.local_services import postgres_can_reach
+
+    if os.geteuid() != 0:
+        pytest.fail("this suite runs as root, as CI does")
+    base = Path(tempfile.mkdtemp(prefix="bx-reach-"))  # pytest's own tmp_path sits in a 0700 folder
+    try:
+        os.chmod(base, 0o755)
+        private = base / "private"
+        private.mkdir(mode=0o700)
+        public = base / "public"
+        public.mkdir(mode=0o755)
+        assert not postgres_can_reach(private / "clone" / ".data")
+        assert postgres_can_reach(public / "clone" / ".data")
+    finally:
+        shutil.rmtree(base)
