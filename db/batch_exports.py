@@ -14,13 +14,14 @@ from psycopg.types.json import Jsonb
 ACTIVE_STATUSES = ("QUEUED", "PROCESSING")
 FINAL_STATUSES = ("COMPLETED", "FAILED", "CANCELLED")
 
-# The columns the API returns, with the creator joined in.
-_SELECT = """
-SELECT e.id, e.project_id, e.user_id, e.name, e.status, e.format, e.query, e.object_key, e.log,
+# The columns the API returns, of an export `e` with its creator `u` joined in.
+_COLUMNS = """
+       e.id, e.project_id, e.user_id, e.name, e.status, e.format, e.query, e.object_key, e.log,
        e.rows_exported, e.rows_total, e.created_at, e.updated_at, e.finished_at, e.expires_at,
        u.name AS user_name, u.image AS user_image
-FROM batch_exports e LEFT JOIN users u ON u.id = e.user_id
 """
+_FROM = "FROM batch_exports e LEFT JOIN users u ON u.id = e.user_id\n"
+_SELECT = "SELECT" + _COLUMNS + _FROM
 
 INSERT_SQL = """
 INSERT INTO batch_exports (project_id, user_id, name, format, query)
@@ -32,7 +33,8 @@ RETURNING id
 # columns (all NULL when it was refused). Run it after LOCK_PROJECT_SQL, in the same
 # transaction, so that concurrent creates cannot both see room for one more.
 LOCK_PROJECT_SQL = "SELECT pg_advisory_xact_lock(hashtext('batch_exports:' || %(project_id)s))"
-CREATE_SQL = """
+CREATE_SQL = (
+    """
 WITH active AS (
     SELECT count(*) AS n FROM batch_exports
     WHERE project_id = %(project_id)s AND status IN ('QUEUED', 'PROCESSING')
@@ -42,16 +44,18 @@ WITH active AS (
     WHERE (SELECT n FROM active) < %(max_active)s
     RETURNING *
 )
-SELECT (SELECT n FROM active) AS active, e.id, e.project_id, e.user_id, e.name, e.status, e.format, e.query,
-       e.object_key, e.log, e.rows_exported, e.rows_total, e.created_at, e.updated_at, e.finished_at,
-       e.expires_at, u.name AS user_name, u.image AS user_image
-FROM (SELECT 1) AS one LEFT JOIN e ON true LEFT JOIN users u ON u.id = e.user_id
-"""
+SELECT (SELECT n FROM active) AS active,"""
+    + _COLUMNS
+    + "FROM (SELECT 1) AS one LEFT JOIN e ON true LEFT JOIN users u ON u.id = e.user_id\n"
+)
 GET_SQL = _SELECT + "WHERE e.id = %(id)s AND e.project_id = %(project_id)s"
 # One page, newest first, each row carrying the project's total (`total_count`) so one round
 # trip answers both; a page past the end has no rows to carry it, so COUNT_SQL answers that.
-PAGE_SQL = _SELECT.replace("SELECT e.id,", "SELECT count(*) OVER () AS total_count, e.id,", 1) + (
-    "WHERE e.project_id = %(project_id)s ORDER BY e.created_at DESC, e.id DESC LIMIT %(limit)s OFFSET %(offset)s"
+PAGE_SQL = (
+    "SELECT count(*) OVER () AS total_count,"
+    + _COLUMNS
+    + _FROM
+    + "WHERE e.project_id = %(project_id)s ORDER BY e.created_at DESC, e.id DESC LIMIT %(limit)s OFFSET %(offset)s"
 )
 COUNT_SQL = "SELECT count(*) AS n FROM batch_exports WHERE project_id = %(project_id)s"
 CANCEL_SQL = """
