@@ -37,7 +37,7 @@ def endpoint() -> RPCEndpoint:
     resources = Resources(settings=None, pool=None, redis=None, storage=None, access_cache=cache)  # type: ignore[arg-type]
 
     async def create_context(request) -> Context:
-        return Context(resources=resources, token=TOKEN, request_id="bench")
+        return Context(resources=resources, token=TOKEN)
 
     return RPCEndpoint(bench_router, create_context, max_body_bytes=2**20, max_batch=50, openrpc_info={"title": "bench", "version": "0"})
 

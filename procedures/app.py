@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -45,11 +43,8 @@ def create_app(settings: Settings | None = None, router: Router = app_router) ->
         settings=settings, pool=pool, redis=redis_client, storage=open_storage(settings), access_cache=access_cache
     )
 
-    # Request ids: unique per process start (a random prefix) and cheap (a counter, not uuid4's urandom).
-    request_prefix, request_numbers = uuid.uuid4().hex[:12], itertools.count(1)
-
     async def create_context(request: Request) -> Context:
-        return Context(resources=resources, token=bearer_token(request), request_id=f"{request_prefix}-{next(request_numbers):x}")
+        return Context(resources=resources, token=bearer_token(request))
 
     async def healthz(request: Request) -> JSONResponse:
         checks = {"postgres": False, "redis": False}

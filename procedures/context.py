@@ -33,7 +33,6 @@ class Context:
 
     resources: Resources
     token: str | None
-    request_id: str
 
 
 @dataclass(frozen=True, slots=True)
