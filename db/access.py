@@ -21,7 +21,7 @@ def new_token() -> str:
 
 # Resolve a bearer token to its user; expired and revoked sessions resolve to nothing.
 SESSION_USER_SQL = """
-SELECT u.id, u.email, u.name, u.image, s.expires_at AS session_expires_at
+SELECT u.id, u.email, u.name, u.image
 FROM auth_sessions s JOIN users u ON u.id = s.user_id
 WHERE s.token_hash = %(token_hash)s AND s.revoked_at IS NULL AND s.expires_at > now()
 """

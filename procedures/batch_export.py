@@ -101,14 +101,13 @@ async def create_export(ctx: ProjectContext, input: CreateBatchExport) -> BatchE
             )
         export = to_batch_export(row)
         await conn.execute(audit_logs.INSERT_SQL, _audit(ctx, export.id, "create", None, export))
-    export_id = export.id
 
     # The export is durable now. If Redis is unreachable the caller still gets it, QUEUED: the
     # sweep enqueues it once Redis is back, so nothing is lost and nothing runs twice.
     try:
-        await asyncio.to_thread(enqueue_export, ctx.resources.redis, export_id, settings)
+        await asyncio.to_thread(enqueue_export, ctx.resources.redis, export.id, settings)
     except redis.RedisError as exc:
-        log.warning("export %s accepted but not enqueued (Redis: %s); the sweep will enqueue it", export_id, type(exc).__name__)
+        log.warning("export %s accepted but not enqueued (Redis: %s); the sweep will enqueue it", export.id, type(exc).__name__)
     return export
 
 
