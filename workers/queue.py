@@ -160,18 +160,17 @@ def sweep(settings: Settings, connection: redis.Redis | None = None) -> list[str
     connection = connection or redis.Redis.from_url(settings.REDIS_URL)
     recover_abandoned_jobs(connection)
     grace = settings.BATCH_EXPORT_SWEEP_GRACE_SECONDS
+    orphaned = []
     with db.connect(settings.DATABASE_URL, autocommit=True) as conn:
         queued = batch_exports.queued_without_recent_activity(conn, grace)
         stalled = batch_exports.processing_without_recent_activity(conn, grace + JOB_MONITORING_INTERVAL + HEARTBEAT_GRACE_SECONDS)
-    orphaned = []
-    for export_id in stalled:
-        status = _job_status(connection, export_id)
-        if status is None:
-            orphaned.append(export_id)
-        elif status in _GIVEN_UP:
-            with db.connect(settings.DATABASE_URL, autocommit=True) as conn:
+        for export_id in stalled:
+            status = _job_status(connection, export_id)
+            if status is None:
+                orphaned.append(export_id)
+            elif status in _GIVEN_UP:
                 batch_exports.mark_failed(conn, export_id, UNRECORDED_END)
-            log.warning("sweep: export %s was PROCESSING although its job is %s; marked FAILED", export_id, status.value)
+                log.warning("sweep: export %s was PROCESSING although its job is %s; marked FAILED", export_id, status.value)
     enqueued = [export_id for export_id in queued + orphaned if enqueue_export(connection, export_id, settings)]
     if enqueued:
         log.warning("sweep re-enqueued %d export(s) that had no job: %s", len(enqueued), ", ".join(enqueued))
