@@ -32,11 +32,20 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn, TextIO, get_args
 
 from pydantic import TypeAdapter, ValidationError
 
 from schemas import BatchExportQuery, Filter
+from schemas.filters import (
+    ArrayOptionsOperator,
+    BooleanOperator,
+    DatetimeOperator,
+    NullOperator,
+    NumberOperator,
+    OptionsOperator,
+    StringOperator,
+)
 from workers.tables import TABLES, Column, ExportTable
 
 EXIT_OK = 0
@@ -199,25 +208,29 @@ def _umask() -> int:
 
 # --- filters and order, from the command line to the wire --------------------------------------------
 
-_STRING_OPS = ("=", "contains", "does not contain", "starts with", "ends with")
-_NULL_OPS = ("is null", "is not null")
+# The operator lists are schemas.filters' own, so the command line offers exactly what the API takes.
+_STRING_OPS = get_args(StringOperator)
+_NULL_OPS = get_args(NullOperator)
+_OPTIONS_OPS = get_args(OptionsOperator)
+_NUMBER_OPS = get_args(NumberOperator)
+# On a JSON column, `=` compares text; the orderings compare numbers.
+_ORDERING_OPS = tuple(op for op in _NUMBER_OPS if op not in _STRING_OPS)
 
 # For each declared column type (workers.tables), the operators the command line offers and the
 # wire filter type each one becomes. The API accepts these combinations (workers.filters'
 # ACCEPTED_FILTER_TYPES); the local check below runs that same compiler before anything is sent.
 CLI_OPERATORS: dict[str, dict[str, str]] = {
-    "string": {**dict.fromkeys(_STRING_OPS, "string"), "any of": "stringOptions", "none of": "stringOptions"},
-    "stringOptions": {"any of": "stringOptions", "none of": "stringOptions", **dict.fromkeys(_STRING_OPS, "string")},
+    "string": {**dict.fromkeys(_STRING_OPS, "string"), **dict.fromkeys(_OPTIONS_OPS, "stringOptions")},
+    "stringOptions": {**dict.fromkeys(_OPTIONS_OPS, "stringOptions"), **dict.fromkeys(_STRING_OPS, "string")},
     "stringObject": {
         **dict.fromkeys(_STRING_OPS, "stringObject"),
-        **dict.fromkeys((">", "<", ">=", "<="), "numberObject"),
-        "any of": "categoryOptions",
-        "none of": "categoryOptions",
+        **dict.fromkeys(_ORDERING_OPS, "numberObject"),
+        **dict.fromkeys(_OPTIONS_OPS, "categoryOptions"),
     },
-    "number": dict.fromkeys(("=", ">", "<", ">=", "<="), "number"),
-    "datetime": dict.fromkeys((">", "<", ">=", "<="), "datetime"),
-    "arrayOptions": dict.fromkeys(("any of", "none of", "all of"), "arrayOptions"),
-    "boolean": dict.fromkeys(("=", "<>"), "boolean"),
+    "number": dict.fromkeys(_NUMBER_OPS, "number"),
+    "datetime": dict.fromkeys(get_args(DatetimeOperator), "datetime"),
+    "arrayOptions": dict.fromkeys(get_args(ArrayOptionsOperator), "arrayOptions"),
+    "boolean": dict.fromkeys(get_args(BooleanOperator), "boolean"),
 }
 for _operators in CLI_OPERATORS.values():
     _operators.update(dict.fromkeys(_NULL_OPS, "null"))
