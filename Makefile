@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install system-deps demo demo-stop test types web screenshot bench-export bench-memory bench-rpc
+.PHONY: install system-deps lint demo demo-stop test types web screenshot bench-export bench-memory bench-rpc
 
 # `make install` only builds .venv (with the project, editable, and its test tools).
 install: $(VENV)/.installed
@@ -30,8 +30,13 @@ demo-stop: install
 
 # pytest starts its own Postgres and Redis on free ports. Its exit code passes through unchanged,
 # so "no tests collected" (5) fails the build like any other failure.
-test: install system-deps
+test: install system-deps lint
 	$(BIN)/python -m pytest
+
+# The gates before the tests: lint and formatting (ruff).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # Regenerate clients/ts/src/types.ts and clients/ts/openrpc.json from the procedures; commit the result
 # (tests/ts fails while they are stale).

@@ -15,10 +15,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import db
 from export_runs import WorkerProcess, export_settings
 from export_throughput import seeded_project
 from harness import Report, local_servers, peak_rss_kib, table
+
+import db
 
 FORMATS = ("CSV", "JSON", "JSONL")
 MB = 1_000_000  # the target says MB; RSS is reported in MB = 10^6 bytes
@@ -27,7 +28,9 @@ MB = 1_000_000  # the target says MB; RSS is reported in MB = 10^6 bytes
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="traces to seed, and the smaller export's rows")
-    parser.add_argument("--reuse", type=Path, help="keep Postgres's data here and reuse an earlier seed of the same size")
+    parser.add_argument(
+        "--reuse", type=Path, help="keep Postgres's data here and reuse an earlier seed of the same size"
+    )
     args = parser.parse_args()
 
     report = Report(f"Export memory, {args.rows:,} traces seeded")
@@ -53,8 +56,11 @@ def main() -> None:
                 for table_name, fmt in jobs:
                     run, _ = worker.run_export(conn, caller, table_name, fmt)
                     results[(size, f"{table_name} {fmt}")] = (run.rows, run.peak_rss_kib, run.seconds)
-                    print(f"{table_name:12} {fmt:5} {run.rows:>10,} rows  {run.seconds:6.1f} s"
-                          f"  work horse peak RSS {run.peak_rss_kib * 1024 / MB:6.1f} MB", flush=True)
+                    print(
+                        f"{table_name:12} {fmt:5} {run.rows:>10,} rows  {run.seconds:6.1f} s"
+                        f"  work horse peak RSS {run.peak_rss_kib * 1024 / MB:6.1f} MB",
+                        flush=True,
+                    )
                 idle_kib.append(peak_rss_kib(worker.process.pid) or 0)
             finally:
                 worker.stop()
@@ -66,13 +72,21 @@ def main() -> None:
         large_rows, large_kib, _ = results[("large", name)]
         growth = large_kib / small_kib - 1
         small_mb, large_mb = small_kib * 1024 / MB, large_kib * 1024 / MB
-        rows.append([name, f"{small_rows:,}", f"{small_mb:.1f} MB", f"{large_rows:,}", f"{large_mb:.1f} MB", f"{growth:+.1%}"])
+        rows.append(
+            [name, f"{small_rows:,}", f"{small_mb:.1f} MB", f"{large_rows:,}", f"{large_mb:.1f} MB", f"{growth:+.1%}"]
+        )
         ok = small_mb <= 150 and growth <= 0.10
-        verdicts.append(f"{name.split()[1]} {small_mb:.0f} MB → {large_mb:.0f} MB ({growth:+.1%}, {'meets' if ok else 'MISSES'})")
+        verdicts.append(
+            f"{name.split()[1]} {small_mb:.0f} MB → {large_mb:.0f} MB ({growth:+.1%}, {'meets' if ok else 'MISSES'})"
+        )
     trace_rows, trace_kib, _ = results[("small", "traces CSV")]
     rows.append(["traces CSV", f"{trace_rows:,}", f"{trace_kib * 1024 / MB:.1f} MB", "", "", ""])
-    report.add(table(["export", "rows (cut at --rows)", "work horse peak RSS", "rows (all)", "work horse peak RSS",
-                      "growth"], rows))
+    report.add(
+        table(
+            ["export", "rows (cut at --rows)", "work horse peak RSS", "rows (all)", "work horse peak RSS", "growth"],
+            rows,
+        )
+    )
     report.add(
         "The real job through `batch-export worker` (file storage); peak RSS is the work horse's VmHWM (RQ forks it"
         " from the worker, so it includes the worker's own interpreter and imports: the worker process itself peaked at "
@@ -80,7 +94,9 @@ def main() -> None:
         + " MB). The smaller observations exports are cut at the row limit (BATCH_EXPORT_ROW_LIMIT = rows); the larger"
         " are every observation of the seed."
         + (f" Seed: {seed_seconds:.0f} s." if seed_seconds is not None else "")
-        + "\n\nTargets (≤ 150 MB at 1M rows, ≤ 10% more at 3M): " + "; ".join(verdicts) + "."
+        + "\n\nTargets (≤ 150 MB at 1M rows, ≤ 10% more at 3M): "
+        + "; ".join(verdicts)
+        + "."
     )
     report.save()
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import psycopg
 import redis
-
 from harness import REPO, Caller, children, peak_rss_kib, stop
+
 from db import batch_exports
 from schemas import BatchExportQuery
 from schemas.settings import Settings
@@ -70,7 +70,10 @@ class WorkerProcess:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [str(REPO / ".venv" / "bin" / "batch-export"), "worker"],
-                cwd=self.folder, env=env, stdout=log, stderr=subprocess.STDOUT,
+                cwd=self.folder,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         # Ready once RQ has registered the worker in Redis.
         deadline = time.monotonic() + 60
@@ -84,14 +87,20 @@ class WorkerProcess:
             stop(self.process, timeout=30)
         self.redis.close()
 
-    def run_export(self, conn: psycopg.Connection, caller: Caller, table: str, fmt: str) -> tuple[JobRun, dict[str, Any]]:
+    def run_export(
+        self, conn: psycopg.Connection, caller: Caller, table: str, fmt: str
+    ) -> tuple[JobRun, dict[str, Any]]:
         """One export through the worker; returns its run and its batch_exports row."""
         assert self.process is not None
         query = {"tableName": table, "filter": [], "orderBy": None}
         export_id = conn.execute(
             batch_exports.INSERT_SQL,
             batch_exports.insert_params(
-                project_id=caller.project_id, user_id=caller.user_id, name=f"bench {table} {fmt}", format=fmt, query=query
+                project_id=caller.project_id,
+                user_id=caller.user_id,
+                name=f"bench {table} {fmt}",
+                format=fmt,
+                query=query,
             ),
         ).fetchone()["id"]
         conn.commit()
@@ -102,7 +111,9 @@ class WorkerProcess:
         enqueue_export(self.redis, export_id, self.settings)
         try:
             while True:
-                status = conn.execute("SELECT status FROM batch_exports WHERE id = %s", (export_id,)).fetchone()["status"]
+                status = conn.execute("SELECT status FROM batch_exports WHERE id = %s", (export_id,)).fetchone()[
+                    "status"
+                ]
                 conn.commit()
                 if status in batch_exports.FINAL_STATUSES:
                     break
@@ -155,8 +166,9 @@ def copy_to_file(database_url: str, statement: str, path: Path) -> tuple[float, 
     """psql runs the COPY and writes its output into `path`; (seconds, bytes)."""
     with path.open("wb") as out:
         started = time.monotonic()
-        subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database_url, "-c", statement],
-                       stdout=out, check=True)
+        subprocess.run(
+            ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database_url, "-c", statement], stdout=out, check=True
+        )
         seconds = time.monotonic() - started
     size = path.stat().st_size
     path.unlink()

@@ -19,10 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import db
-from db.seed import seed
 from export_runs import WorkerProcess, copy_statement_sql, copy_to_file, export_settings, psycopg_copy_to_file
 from harness import Caller, Report, local_servers, median, project_with_member, table
+
+import db
+from devstack.seed import seed
 
 FORMATS = ("CSV", "JSONL")
 TARGET_RATIO = 0.8
@@ -51,7 +52,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="traces to seed and export (default 1,000,000)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--reuse", type=Path, help="keep Postgres's data here and reuse an earlier seed of the same size")
+    parser.add_argument(
+        "--reuse", type=Path, help="keep Postgres's data here and reuse an earlier seed of the same size"
+    )
     args = parser.parse_args()
 
     report = Report(f"Export throughput, {args.rows:,} traces")
@@ -87,8 +90,11 @@ def main() -> None:
                             seconds, size = run_copy(servers.database_url, statement, work / f"baseline.{fmt.lower()}")
                             result = (seconds, args.rows, size)
                         runs.setdefault((fmt, way), []).append(result)
-                        print(f"round {round_no + 1} {fmt:5} {way:8} {result[0]:7.2f} s  {result[1] / result[0]:>10,.0f} rows/s"
-                              f"  {result[2] / 2**20:8.1f} MiB", flush=True)
+                        print(
+                            f"round {round_no + 1} {fmt:5} {way:8} {result[0]:7.2f} s  {result[1] / result[0]:>10,.0f} rows/s"
+                            f"  {result[2] / 2**20:8.1f} MiB",
+                            flush=True,
+                        )
         finally:
             worker.stop()
 
@@ -101,25 +107,47 @@ def main() -> None:
         exported = runs[(fmt, "job")][0][1]
         ratio = copy_s / job_s
         peak_mib = max(peaks[fmt]) / 1024
-        rows.append([
-            fmt, f"{exported:,}", f"{runs[(fmt, 'job')][0][2] / 2**20:,.0f} MiB",
-            f"{exported / job_s:,.0f} ({job_s:.2f} s)", f"{exported / copy_s:,.0f} ({copy_s:.2f} s)",
-            f"{exported / pg_s:,.0f} ({pg_s:.2f} s)", f"**{ratio:.2f}**",
-            " / ".join(f"{c[0] / j[0]:.2f}" for j, c in zip(runs[(fmt, "job")], runs[(fmt, "copy")])),
-            f"{peak_mib:.0f} MiB",
-        ])
-        verdicts.append(f"{fmt}: job/COPY {ratio:.2f} ({'meets' if ratio >= TARGET_RATIO else 'MISSES'} ≥ {TARGET_RATIO})")
-    report.add(table(
-        ["format", "rows", "file", "job rows/s", "psql COPY rows/s", "psycopg copy rows/s", "job/COPY", "job/COPY each round", "work horse peak RSS"],
-        rows,
-    ))
+        rows.append(
+            [
+                fmt,
+                f"{exported:,}",
+                f"{runs[(fmt, 'job')][0][2] / 2**20:,.0f} MiB",
+                f"{exported / job_s:,.0f} ({job_s:.2f} s)",
+                f"{exported / copy_s:,.0f} ({copy_s:.2f} s)",
+                f"{exported / pg_s:,.0f} ({pg_s:.2f} s)",
+                f"**{ratio:.2f}**",
+                " / ".join(f"{c[0] / j[0]:.2f}" for j, c in zip(runs[(fmt, "job")], runs[(fmt, "copy")])),
+                f"{peak_mib:.0f} MiB",
+            ]
+        )
+        verdicts.append(
+            f"{fmt}: job/COPY {ratio:.2f} ({'meets' if ratio >= TARGET_RATIO else 'MISSES'} ≥ {TARGET_RATIO})"
+        )
+    report.add(
+        table(
+            [
+                "format",
+                "rows",
+                "file",
+                "job rows/s",
+                "psql COPY rows/s",
+                "psycopg copy rows/s",
+                "job/COPY",
+                "job/COPY each round",
+                "work horse peak RSS",
+            ],
+            rows,
+        )
+    )
     report.add(
         f"Medians of {args.rounds} rounds (job/COPY is the ratio of the medians), order alternating each round. Job: `batch-export worker` (RQ forks a work horse),"
         " timed from `enqueue_export` to the row's COMPLETED, file storage, export of all traces in the default order."
         " COPY: psql running the job's own COPY statement (same SELECT, columns, filter, order, cut-off) into a file."
         " psycopg copy: that statement through psycopg with a plain read/write loop."
         + (f" Seed: {seed_seconds:.0f} s." if seed_seconds is not None else "")
-        + "\n\nTargets: " + "; ".join(verdicts) + "."
+        + "\n\nTargets: "
+        + "; ".join(verdicts)
+        + "."
     )
     report.save()
 
@@ -131,8 +159,9 @@ def _template_export(conn, caller: Caller, fmt: str) -> dict:
     query = {"tableName": "traces", "filter": [], "orderBy": None}
     export_id = conn.execute(
         batch_exports.INSERT_SQL,
-        batch_exports.insert_params(project_id=caller.project_id, user_id=caller.user_id, name="bench baseline",
-                                    format=fmt, query=query),
+        batch_exports.insert_params(
+            project_id=caller.project_id, user_id=caller.user_id, name="bench baseline", format=fmt, query=query
+        ),
     ).fetchone()["id"]
     conn.execute("UPDATE batch_exports SET status = 'CANCELLED' WHERE id = %s", (export_id,))
     conn.commit()

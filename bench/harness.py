@@ -18,14 +18,14 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 
 import db
 from db import access
-from procedures.local_services import LocalPostgres, LocalRedis, free_port
+from devstack.servers import LocalPostgres, LocalRedis, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "RESULTS.md"
@@ -122,7 +122,7 @@ def peak_rss_kib(pid: int) -> int | None:
 
 
 def wait_for_port(port: int, timeout: float = 30) -> None:
-    from procedures.local_services import port_open
+    from devstack.servers import port_open
 
     deadline = time.monotonic() + timeout
     while not port_open(port):
@@ -168,7 +168,10 @@ def git_commit() -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = [line[3:] for line in git("status", "--porcelain", "--", "rpc", "procedures", "workers", "db", "schemas").splitlines()]
+    dirty = [
+        line[3:]
+        for line in git("status", "--porcelain", "--", "rpc", "procedures", "workers", "db", "schemas").splitlines()
+    ]
     return commit + (f" (plus uncommitted changes to {', '.join(dirty)})" if dirty else "")
 
 
@@ -188,7 +191,7 @@ class Report:
 
     def __init__(self, title: str) -> None:
         self.title = title
-        self.started = datetime.now(timezone.utc)
+        self.started = datetime.now(UTC)
         self.machine = machine()
         self.commit = git_commit()
         self.command = command_line()
@@ -204,7 +207,7 @@ class Report:
             f"- command: `{self.command}`\n"
             f"- commit: {self.commit}\n"
             f"- machine: {self.machine}\n"
-            f"- wall time: {(datetime.now(timezone.utc) - self.started).total_seconds():.0f} s\n"
+            f"- wall time: {(datetime.now(UTC) - self.started).total_seconds():.0f} s\n"
         )
         text = header + "\n" + "\n\n".join(self.parts) + "\n\n"
         if not RESULTS.exists():

@@ -1,6 +1,6 @@
 """Summarises a py-spy raw profile (`py-spy record -f raw`): the hottest leaf frames and the inclusive cost of frames.
 
-    .venv/bin/python bench/pyspy_summary.py profile.txt [--leaves 15] [--inclusive 30] [--match workers/]
+.venv/bin/python bench/pyspy_summary.py profile.txt [--leaves 15] [--inclusive 30] [--match workers/]
 """
 
 from __future__ import annotations

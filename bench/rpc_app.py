@@ -40,7 +40,9 @@ async def ping(ctx: ProjectContext, input: Ping) -> Pong:
 
 
 bench_router = rpc.router(
-    bench=rpc.router(ping=protected_project_procedure.meta(scope="batchExports:read").input(Ping).output(Pong).query(ping)),
+    bench=rpc.router(
+        ping=protected_project_procedure.meta(scope="batchExports:read").input(Ping).output(Pong).query(ping)
+    ),
     batchExport=batch_export_router,
 )
 

@@ -14,14 +14,15 @@ import asyncio
 import cProfile
 import pstats
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+
+from rpc_app import bench_router
 
 from db import access
 from procedures.access_cache import AccessCache, ProjectAccess
 from procedures.context import Context, Resources, User
 from rpc import protocol
 from rpc.endpoint import RPCEndpoint
-from rpc_app import bench_router
 
 TOKEN = "bx_bench"
 BODY = b'{"jsonrpc":"2.0","id":1,"method":"bench.ping","params":{"projectId":"p1"}}'
@@ -31,15 +32,23 @@ def endpoint() -> RPCEndpoint:
     cache = AccessCache(ttl_seconds=3600)
     cache.enabled = True  # as if its LISTEN connection were up
     user = User(id="u1", email="bench@example.com", name=None, image=None)
-    expires = datetime.now(timezone.utc) + timedelta(days=1)
-    answer = ProjectAccess(user=user, org_id="o1", role="MEMBER", org_role=None, project_role="MEMBER", session_expires_at=expires)
+    expires = datetime.now(UTC) + timedelta(days=1)
+    answer = ProjectAccess(
+        user=user, org_id="o1", role="MEMBER", org_role=None, project_role="MEMBER", session_expires_at=expires
+    )
     cache.put((access.hash_token(TOKEN), "p1"), answer, cache.generation)
     resources = Resources(settings=None, pool=None, redis=None, storage=None, access_cache=cache)  # type: ignore[arg-type]
 
     async def create_context(request) -> Context:
         return Context(resources=resources, token=TOKEN)
 
-    return RPCEndpoint(bench_router, create_context, max_body_bytes=2**20, max_batch=50, openrpc_info={"title": "bench", "version": "0"})
+    return RPCEndpoint(
+        bench_router,
+        create_context,
+        max_body_bytes=2**20,
+        max_batch=50,
+        openrpc_info={"title": "bench", "version": "0"},
+    )
 
 
 async def calls(rpc: RPCEndpoint, n: int) -> None:
@@ -58,7 +67,9 @@ def main() -> None:
     assert "result" in first[0], first
     started = time.perf_counter()
     asyncio.run(calls(rpc, args.calls))
-    print(f"{(time.perf_counter() - started) / args.calls * 1e6:.1f} µs per call (parse + dispatch + encode), {args.calls:,} calls")
+    print(
+        f"{(time.perf_counter() - started) / args.calls * 1e6:.1f} µs per call (parse + dispatch + encode), {args.calls:,} calls"
+    )
     if args.profile:
         profiler = cProfile.Profile()
         profiler.runcall(asyncio.run, calls(rpc, min(args.calls, 5_000)))

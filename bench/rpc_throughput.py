@@ -27,18 +27,21 @@ import tempfile
 import threading
 import urllib.parse
 import urllib.request
-from datetime import timedelta
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+
+from harness import REPO, Report, free_port, local_servers, median, stop, table, wait_for_port
 
 import db
 from db import access, batch_exports
-from harness import REPO, Report, free_port, local_servers, median, stop, table, wait_for_port
 
 BENCH = REPO / "bench"
 CREATE_PROJECTS = 32
-CREATE_PARAMS = ('{"projectId":"$PROJECT","name":"bench export","format":"CSV",'
-                 '"query":{"tableName":"traces","filter":[],"orderBy":null}}')
+CREATE_PARAMS = (
+    '{"projectId":"$PROJECT","name":"bench export","format":"CSV",'
+    '"query":{"tableName":"traces","filter":[],"orderBy":null}}'
+)
 
 
 @dataclass
@@ -67,7 +70,9 @@ def parse_wrk(output: str) -> WrkRun:
     p50 = ms(re.search(r"^\s+50%\s+(\S+)", output, re.M).group(1))
     p99 = ms(re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1))
     requests = int(re.search(r"(\d+) requests in", output).group(1))
-    errors = "; ".join(m.strip() for m in re.findall(r"^\s*(Socket errors:.*|Non-2xx or 3xx responses:.*)$", output, re.M))
+    errors = "; ".join(
+        m.strip() for m in re.findall(r"^\s*(Socket errors:.*|Non-2xx or 3xx responses:.*)$", output, re.M)
+    )
     return WrkRun(rps, p50, p99, requests, errors)
 
 
@@ -84,9 +89,15 @@ def call_once(target: Target, token: str) -> dict:
     """One request like wrk's; the benchmark refuses to measure an endpoint that answers with an error."""
     if target.script.endswith("jsonrpc.lua"):
         params = target.env["BENCH_PARAMS"].replace("$PROJECT", target.env["BENCH_PROJECTS"].split()[0])
-        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": target.env["BENCH_METHOD"], "params": json.loads(params)})
-        request = urllib.request.Request(target.url, body.encode(), method="POST", headers={
-            "Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+        body = json.dumps(
+            {"jsonrpc": "2.0", "id": 1, "method": target.env["BENCH_METHOD"], "params": json.loads(params)}
+        )
+        request = urllib.request.Request(
+            target.url,
+            body.encode(),
+            method="POST",
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        )
     else:
         request = urllib.request.Request(target.url, headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(request, timeout=10) as response:
@@ -101,8 +112,11 @@ def start_profile(pid: int, folder: Path, name: str, seconds: int) -> subprocess
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ".txt")
     py_spy = shutil.which("py-spy") or str(REPO / ".venv" / "bin" / "py-spy")
-    return subprocess.Popen([py_spy, "record", "-p", str(pid), "-d", str(max(1, seconds - 1)), "-r", "200",
-                             "-f", "raw", "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [py_spy, "record", "-p", str(pid), "-d", str(max(1, seconds - 1)), "-r", "200", "-f", "raw", "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 class ExportDrain(threading.Thread):
@@ -116,7 +130,9 @@ class ExportDrain(threading.Thread):
     def run(self) -> None:
         with db.connect(self.database_url, autocommit=True) as conn:
             while not self._stopping.wait(0.1):
-                conn.execute("UPDATE batch_exports SET status = 'COMPLETED', finished_at = now() WHERE status = 'QUEUED'")
+                conn.execute(
+                    "UPDATE batch_exports SET status = 'COMPLETED', finished_at = now() WHERE status = 'QUEUED'"
+                )
 
     def stop(self) -> None:
         self._stopping.set()
@@ -150,9 +166,16 @@ def main() -> None:
                 access.set_project_role(conn, project["id"], user["id"], "MEMBER")
             token = access.create_session(conn, user["id"], timedelta(days=1))
             for i in range(20):
-                conn.execute(batch_exports.INSERT_SQL, batch_exports.insert_params(
-                    project_id=list_project["id"], user_id=user["id"], name=f"export {i}", format="CSV",
-                    query={"tableName": "traces", "filter": [], "orderBy": None}))
+                conn.execute(
+                    batch_exports.INSERT_SQL,
+                    batch_exports.insert_params(
+                        project_id=list_project["id"],
+                        user_id=user["id"],
+                        name=f"export {i}",
+                        format="CSV",
+                        query={"tableName": "traces", "filter": [], "orderBy": None},
+                    ),
+                )
             conn.execute("UPDATE batch_exports SET status = 'COMPLETED', finished_at = now(), rows_exported = 1000")
             conn.commit()
 
@@ -167,38 +190,98 @@ def main() -> None:
             "BENCH_TOKEN": token,
         }
         ports = {name: free_port() for name in ("full", "bare", "trpc")}
-        uvicorn = [str(REPO / ".venv" / "bin" / "uvicorn"), "--app-dir", str(BENCH), "--factory", "--workers", "1",
-                   "--no-access-log", "--log-level", "warning", "--host", "127.0.0.1"]
+        uvicorn = [
+            str(REPO / ".venv" / "bin" / "uvicorn"),
+            "--app-dir",
+            str(BENCH),
+            "--factory",
+            "--workers",
+            "1",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--host",
+            "127.0.0.1",
+        ]
         try:
             log = (work / "servers.log").open("ab")
-            processes.append(subprocess.Popen([*uvicorn, "--port", str(ports["full"]), "rpc_app:full_stack_app"],
-                                              env=env, cwd=work, stdout=log, stderr=log))
-            processes.append(subprocess.Popen([*uvicorn, "--port", str(ports["bare"]), "rpc_app:bare_app"],
-                                              env=env, cwd=work, stdout=log, stderr=log))
-            processes.append(subprocess.Popen(["node", str(BENCH / "trpc" / "server.mjs")],
-                                              env={**env, "BENCH_PORT": str(ports["trpc"]), "NODE_ENV": "production"},
-                                              cwd=BENCH / "trpc", stdout=log, stderr=log))
+            processes.append(
+                subprocess.Popen(
+                    [*uvicorn, "--port", str(ports["full"]), "rpc_app:full_stack_app"],
+                    env=env,
+                    cwd=work,
+                    stdout=log,
+                    stderr=log,
+                )
+            )
+            processes.append(
+                subprocess.Popen(
+                    [*uvicorn, "--port", str(ports["bare"]), "rpc_app:bare_app"],
+                    env=env,
+                    cwd=work,
+                    stdout=log,
+                    stderr=log,
+                )
+            )
+            processes.append(
+                subprocess.Popen(
+                    ["node", str(BENCH / "trpc" / "server.mjs")],
+                    env={**env, "BENCH_PORT": str(ports["trpc"]), "NODE_ENV": "production"},
+                    cwd=BENCH / "trpc",
+                    stdout=log,
+                    stderr=log,
+                )
+            )
             for port in ports.values():
                 wait_for_port(port)
 
             def rpc_target(name: str, port: int, method: str, params: str, projects: list[str]) -> Target:
-                return Target(name, f"http://127.0.0.1:{port}/rpc", str(BENCH / "wrk" / "jsonrpc.lua"),
-                              {"BENCH_METHOD": method, "BENCH_PARAMS": params, "BENCH_TOKEN": token,
-                               "BENCH_PROJECTS": " ".join(projects)})
+                return Target(
+                    name,
+                    f"http://127.0.0.1:{port}/rpc",
+                    str(BENCH / "wrk" / "jsonrpc.lua"),
+                    {
+                        "BENCH_METHOD": method,
+                        "BENCH_PARAMS": params,
+                        "BENCH_TOKEN": token,
+                        "BENCH_PROJECTS": " ".join(projects),
+                    },
+                )
 
             ping_params = '{"projectId":"$PROJECT"}'
             trpc_input = urllib.parse.quote(json.dumps({"projectId": ping_project["id"]}, separators=(",", ":")))
             targets = [
                 rpc_target("bench.ping, full stack", ports["full"], "bench.ping", ping_params, [ping_project["id"]]),
-                rpc_target("bare Starlette, same reply", ports["bare"], "bench.ping", ping_params, [ping_project["id"]]),
-                Target("tRPC v11 bench.ping (Node)", f"http://127.0.0.1:{ports['trpc']}/bench.ping?input={trpc_input}",
-                       str(BENCH / "wrk" / "trpc_query.lua"), {"BENCH_TOKEN": token}),
-                rpc_target("batchExport.all, 20 rows", ports["full"], "batchExport.all",
-                           '{"projectId":"$PROJECT","limit":20}', [list_project["id"]]),
-                rpc_target(f"batchExport.create, {CREATE_PROJECTS} projects", ports["full"], "batchExport.create",
-                           CREATE_PARAMS, [p["id"] for p in create_projects]),
-                rpc_target("batchExport.create, 1 project", ports["full"], "batchExport.create",
-                           CREATE_PARAMS, [create_projects[0]["id"]]),
+                rpc_target(
+                    "bare Starlette, same reply", ports["bare"], "bench.ping", ping_params, [ping_project["id"]]
+                ),
+                Target(
+                    "tRPC v11 bench.ping (Node)",
+                    f"http://127.0.0.1:{ports['trpc']}/bench.ping?input={trpc_input}",
+                    str(BENCH / "wrk" / "trpc_query.lua"),
+                    {"BENCH_TOKEN": token},
+                ),
+                rpc_target(
+                    "batchExport.all, 20 rows",
+                    ports["full"],
+                    "batchExport.all",
+                    '{"projectId":"$PROJECT","limit":20}',
+                    [list_project["id"]],
+                ),
+                rpc_target(
+                    f"batchExport.create, {CREATE_PROJECTS} projects",
+                    ports["full"],
+                    "batchExport.create",
+                    CREATE_PARAMS,
+                    [p["id"] for p in create_projects],
+                ),
+                rpc_target(
+                    "batchExport.create, 1 project",
+                    ports["full"],
+                    "batchExport.create",
+                    CREATE_PARAMS,
+                    [create_projects[0]["id"]],
+                ),
             ]
             if args.only:
                 targets = [t for t in targets if any(o in t.name for o in args.only)]
@@ -227,8 +310,11 @@ def main() -> None:
                             if created < run.requests:
                                 run.errors += f" only {created} of {run.requests} calls created an export"
                         runs[target.name].append(run)
-                        print(f"round {round_no + 1} {target.name:34} {run.requests_per_s:9,.0f} req/s"
-                              f"  p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:7.2f} ms {run.errors}", flush=True)
+                        print(
+                            f"round {round_no + 1} {target.name:34} {run.requests_per_s:9,.0f} req/s"
+                            f"  p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:7.2f} ms {run.errors}",
+                            flush=True,
+                        )
             drain.stop()
         finally:
             for process in processes:
@@ -244,12 +330,20 @@ def main() -> None:
     rows = []
     for target in targets:
         rs = runs[target.name]
-        rows.append([
-            target.name, f"{med[target.name]:,.0f}", f"{median([r.p50_ms for r in rs]):.2f}",
-            f"{median([r.p99_ms for r in rs]):.2f}", f"{med[target.name] / bare:.2f}",
-            " / ".join(f"{r.requests_per_s:,.0f}" for r in rs), "; ".join(r.errors for r in rs if r.errors) or "none",
-        ])
-    report.add(table(["server / call", "req/s (median)", "p50 ms", "p99 ms", "× bare Starlette", "rounds", "errors"], rows))
+        rows.append(
+            [
+                target.name,
+                f"{med[target.name]:,.0f}",
+                f"{median([r.p50_ms for r in rs]):.2f}",
+                f"{median([r.p99_ms for r in rs]):.2f}",
+                f"{med[target.name] / bare:.2f}",
+                " / ".join(f"{r.requests_per_s:,.0f}" for r in rs),
+                "; ".join(r.errors for r in rs if r.errors) or "none",
+            ]
+        )
+    report.add(
+        table(["server / call", "req/s (median)", "p50 ms", "p99 ms", "× bare Starlette", "rounds", "errors"], rows)
+    )
     create = next(t.name for t in targets if t.name.startswith("batchExport.create"))
     create_rps, create_p99 = med[create], median([r.p99_ms for r in runs[create]])
     verdicts = [

@@ -50,7 +50,9 @@ def create_project(conn: psycopg.Connection, name: str, org_name: str | None = N
     ).fetchone()
 
 
-def upsert_user(conn: psycopg.Connection, email: str, name: str | None = None, image: str | None = None) -> dict[str, Any]:
+def upsert_user(
+    conn: psycopg.Connection, email: str, name: str | None = None, image: str | None = None
+) -> dict[str, Any]:
     return conn.execute(
         "INSERT INTO users (email, name, image) VALUES (%s, %s, %s)"
         " ON CONFLICT (email) DO UPDATE SET name = coalesce(EXCLUDED.name, users.name),"

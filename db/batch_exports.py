@@ -66,7 +66,9 @@ RETURNING id
 """
 
 
-def insert_params(*, project_id: str, user_id: str | None, name: str, format: str, query: dict[str, Any]) -> dict[str, Any]:
+def insert_params(
+    *, project_id: str, user_id: str | None, name: str, format: str, query: dict[str, Any]
+) -> dict[str, Any]:
     return {"project_id": project_id, "user_id": user_id, "name": name, "format": format, "query": Jsonb(query)}
 
 
@@ -97,7 +99,13 @@ def record_progress(conn: psycopg.Connection, export_id: str, rows_exported: int
 
 
 def mark_completed(
-    conn: psycopg.Connection, export_id: str, *, object_key: str, rows_exported: int, expires_hours: float, log: str | None
+    conn: psycopg.Connection,
+    export_id: str,
+    *,
+    object_key: str,
+    rows_exported: int,
+    expires_hours: float,
+    log: str | None,
 ) -> dict[str, Any] | None:
     """PROCESSING → COMPLETED; None when a cancel got there first."""
     return conn.execute(

@@ -18,7 +18,7 @@ import os
 import select
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -85,7 +85,7 @@ class AccessCache:
         """Store an answer read while `self.generation` was `generation` (else it may be stale)."""
         if not self.enabled or generation != self.generation:
             return
-        session_left = (access.session_expires_at - datetime.now(timezone.utc)).total_seconds()
+        session_left = (access.session_expires_at - datetime.now(UTC)).total_seconds()
         lifetime = min(self.ttl_seconds, session_left)
         if lifetime <= 0:
             return

@@ -113,7 +113,9 @@ async def report_database_outages(call: Call) -> Any:
 def require_scope(ctx: ProjectContext, scope: str, what: str) -> None:
     """A second scope some inputs need (exporting audit logs needs `auditLogs:read`)."""
     if scope not in ctx.scopes:
-        raise RPCError("FORBIDDEN", f"Your role in this project ({ctx.role}) lacks the `{scope}` permission needed {what}.")
+        raise RPCError(
+            "FORBIDDEN", f"Your role in this project ({ctx.role}) lacks the `{scope}` permission needed {what}."
+        )
 
 
 def _fields(ctx: Context) -> dict[str, Any]:

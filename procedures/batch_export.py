@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
@@ -37,7 +37,7 @@ DOWNLOAD_LINK_LIFETIME = timedelta(minutes=10)
 
 
 def to_batch_export(row: dict[str, Any], now: datetime | None = None) -> BatchExport:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     is_expired = row["expires_at"] is not None and row["expires_at"] <= now
     return BatchExport(
         id=row["id"],
@@ -58,7 +58,9 @@ def to_batch_export(row: dict[str, Any], now: datetime | None = None) -> BatchEx
     )
 
 
-def _audit(ctx: ProjectContext, export_id: str, action: str, before: BatchExport | None, after: BatchExport | None) -> dict[str, Any]:
+def _audit(
+    ctx: ProjectContext, export_id: str, action: str, before: BatchExport | None, after: BatchExport | None
+) -> dict[str, Any]:
     return audit_logs.entry_params(
         user_id=ctx.user.id,
         org_id=ctx.org_id,
@@ -85,7 +87,11 @@ async def create_export(ctx: ProjectContext, input: CreateBatchExport) -> BatchE
 
     limit = settings.BATCH_EXPORT_MAX_ACTIVE_PER_PROJECT
     params = batch_exports.insert_params(
-        project_id=ctx.project_id, user_id=ctx.user.id, name=input.name, format=input.format, query=query.model_dump(mode="json")
+        project_id=ctx.project_id,
+        user_id=ctx.user.id,
+        name=input.name,
+        format=input.format,
+        query=query.model_dump(mode="json"),
     )
     # Pipelined: the lock and the insert go in one round trip, the audit entry and COMMIT in another.
     async with ctx.resources.pool.connection() as conn, conn.pipeline(), conn.transaction():
@@ -107,7 +113,9 @@ async def create_export(ctx: ProjectContext, input: CreateBatchExport) -> BatchE
     try:
         await asyncio.to_thread(enqueue_export, ctx.resources.redis, export.id, settings)
     except redis.RedisError as exc:
-        log.warning("export %s accepted but not enqueued (Redis: %s); the sweep will enqueue it", export.id, type(exc).__name__)
+        log.warning(
+            "export %s accepted but not enqueued (Redis: %s); the sweep will enqueue it", export.id, type(exc).__name__
+        )
     return export
 
 
@@ -160,7 +168,7 @@ async def list_exports(ctx: ProjectContext, input: ListBatchExports) -> BatchExp
         else:  # an empty project, or a page past the end
             cur = await conn.execute(batch_exports.COUNT_SQL, params)
             total = (await cur.fetchone())["n"]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return BatchExportList(exports=[to_batch_export(r, now) for r in rows], totalCount=total)
 
 
@@ -183,7 +191,7 @@ async def download_url(ctx: ProjectContext, input: BatchExportRef) -> DownloadUr
                 f"This export's file expired at {export.expiresAt.isoformat()}; create the export again.",
             )
         # Never longer than the file itself will exist.
-        expires_at = min(datetime.now(timezone.utc) + DOWNLOAD_LINK_LIFETIME, row["expires_at"])
+        expires_at = min(datetime.now(UTC) + DOWNLOAD_LINK_LIFETIME, row["expires_at"])
         settings = ctx.resources.settings
         url = await asyncio.to_thread(ctx.resources.storage.download_url, row["object_key"], expires_at, settings)
         await conn.execute(audit_logs.INSERT_SQL, _audit(ctx, export.id, "download", export, export))

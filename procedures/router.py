@@ -24,7 +24,11 @@ batch_export_router = rpc.router(
     cancel=scoped("batchExports:create").input(BatchExportRef).output(BatchExport).mutation(cancel_export),
     all=scoped("batchExports:read").input(ListBatchExports).output(BatchExportList).query(list_exports),
     # A link hands out the file: never on a cached (possibly just revoked) session.
-    downloadUrl=scoped("batchExports:read").meta(access_cache=False).input(BatchExportRef).output(DownloadUrl).query(download_url),
+    downloadUrl=scoped("batchExports:read")
+    .meta(access_cache=False)
+    .input(BatchExportRef)
+    .output(DownloadUrl)
+    .query(download_url),
 )
 
 app_router = rpc.router(batchExport=batch_export_router)

@@ -92,9 +92,7 @@ class RPCEndpoint:
         self.max_batch = max_batch
         self.document = openrpc_document(router, openrpc_info)
         self._document_body = protocol.encode(self.document)
-        self.methods = _MethodTable(
-            {path: compile_method(path, procedure) for path, procedure in procedures.items()}
-        )
+        self.methods = _MethodTable({path: compile_method(path, procedure) for path, procedure in procedures.items()})
         document = self.document
 
         async def discover(ctx: Any, /, *args: Any, **params: Any) -> Any:
@@ -110,9 +108,7 @@ class RPCEndpoint:
         """POST {path}: one request, a batch, or notifications."""
         body = await self._read_body(request)
         if body is None:
-            too_large = error_object(
-                "PAYLOAD_TOO_LARGE", f"Request body exceeds {self.max_body_bytes} bytes"
-            )
+            too_large = error_object("PAYLOAD_TOO_LARGE", f"Request body exceeds {self.max_body_bytes} bytes")
             return _json(protocol.failure(None, too_large), status_code=413)
         try:
             message = protocol.parse(body)

@@ -97,13 +97,9 @@ class RPCError(Exception):
     act on; anything else raised is logged and reported as a generic internal error.
     """
 
-    def __init__(
-        self, code_key: str, message: str, *, data: Mapping[str, Any] | None = None
-    ) -> None:
+    def __init__(self, code_key: str, message: str, *, data: Mapping[str, Any] | None = None) -> None:
         if code_key not in ERROR_CODES:
-            raise ValueError(
-                f"unknown RPC error key {code_key!r}; expected one of {', '.join(ERROR_CODES)}"
-            )
+            raise ValueError(f"unknown RPC error key {code_key!r}; expected one of {', '.join(ERROR_CODES)}")
         super().__init__(message)
         self.code_key = code_key
         self.message = message

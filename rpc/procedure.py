@@ -43,7 +43,7 @@ Middleware = Callable[[Call], Awaitable[Any]]
 
 def _require_async(function: Any, role: str) -> None:
     # Caught at import time rather than as a confusing "object is not awaitable" per call.
-    call = getattr(function, "__call__", None)
+    call = getattr(function, "__call__", None)  # noqa: B004 (the bound __call__ itself, to test it for a coroutine)
     if not (inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(call)):
         raise TypeError(f"a {role} must be an async function, got {function!r}")
 
@@ -87,9 +87,7 @@ class Procedure:
         """Set the result type: a pydantic model or anything pydantic's TypeAdapter accepts."""
         self._require_unfinished("output")
         # Built here, once, so no call ever pays for building a validator.
-        return dataclasses.replace(
-            self, output_type=output_type, output_adapter=TypeAdapter(output_type)
-        )
+        return dataclasses.replace(self, output_type=output_type, output_adapter=TypeAdapter(output_type))
 
     def query(self, handler: Handler) -> Procedure:
         """Finish as a query: a call that reads."""

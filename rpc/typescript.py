@@ -98,7 +98,7 @@ def _without_titles(schema: Any) -> Any:
 def _renamed_refs(schema: Any, names: Mapping[str, str]) -> Any:
     if isinstance(schema, dict):
         return {
-            key: REF_PREFIX + names[value[len(REF_PREFIX):]]
+            key: REF_PREFIX + names[value[len(REF_PREFIX) :]]
             if key == "$ref" and isinstance(value, str) and value.startswith(REF_PREFIX)
             else _renamed_refs(value, names)
             for key, value in schema.items()
@@ -282,7 +282,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--version", required=True, help="OpenRPC info.version")
     args = parser.parse_args(argv)
     try:
-        written = write_client(_load_router(args.router), args.out_dir, info={"title": args.title, "version": args.version})
+        written = write_client(
+            _load_router(args.router), args.out_dir, info={"title": args.title, "version": args.version}
+        )
     except RuntimeError as exc:
         print(f"rpc.typescript: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -1,6 +1,8 @@
 """Pydantic wire models: the single source of truth for procedure inputs and outputs."""
 
 from schemas.batch_exports import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
     BatchExport,
     BatchExportList,
     BatchExportQuery,
@@ -18,6 +20,8 @@ from schemas.batch_exports import (
 from schemas.filters import Filter
 
 __all__ = [
+    "ACTIVE_STATUSES",
+    "FINAL_STATUSES",
     "BatchExport",
     "BatchExportList",
     "BatchExportQuery",

@@ -21,8 +21,10 @@ TableName = Literal[
 ]
 ExportFormat = Literal["CSV", "JSON", "JSONL"]
 ExportStatus = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
+# An active export may still change; a final one never does (and a final status never overwrites CANCELLED).
+ACTIVE_STATUSES: tuple[ExportStatus, ...] = ("QUEUED", "PROCESSING")
+FINAL_STATUSES: tuple[ExportStatus, ...] = ("COMPLETED", "FAILED", "CANCELLED")
 SearchType = Literal["id", "content"]
-
 
 
 def _no_nul(value: str) -> str:
@@ -34,7 +36,9 @@ def _no_nul(value: str) -> str:
 
 ProjectId = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_no_nul)]
 BatchExportId = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_no_nul)]
-ExportName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), AfterValidator(_no_nul)]
+ExportName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), AfterValidator(_no_nul)
+]
 
 
 class _Input(BaseModel):

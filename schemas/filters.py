@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -94,17 +94,15 @@ class NullFilter(_Filter):
 
 
 Filter = Annotated[
-    Union[
-        DatetimeFilter,
-        StringFilter,
-        StringObjectFilter,
-        NumberFilter,
-        NumberObjectFilter,
-        StringOptionsFilter,
-        CategoryOptionsFilter,
-        ArrayOptionsFilter,
-        BooleanFilter,
-        NullFilter,
-    ],
+    DatetimeFilter
+    | StringFilter
+    | StringObjectFilter
+    | NumberFilter
+    | NumberObjectFilter
+    | StringOptionsFilter
+    | CategoryOptionsFilter
+    | ArrayOptionsFilter
+    | BooleanFilter
+    | NullFilter,
     Field(discriminator="type"),
 ]

@@ -15,10 +15,11 @@ import pytest
 import redis as redis_lib
 
 import db
-from procedures.local_services import LocalPostgres, LocalRedis, free_port
+import devstack
+from devstack.servers import LocalPostgres, LocalRedis, free_port
 
 # The project ships a copy of ../shared/fixtures/awkward_values.json for the seed; tests use the same one.
-AWKWARD_VALUES = json.loads((Path(db.__file__).parent / "fixtures" / "awkward_values.json").read_text(encoding="utf-8"))
+AWKWARD_VALUES = json.loads((Path(devstack.__file__).parent / "fixtures" / "awkward_values.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="session")
@@ -135,14 +136,16 @@ class ServerThread:
 
     def __init__(self, app, port: int | None = None) -> None:
         self.port = port or free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         self.thread.start()
         deadline = time.monotonic() + 20
         while not self.server.started:
@@ -209,7 +212,9 @@ class Project:
     org_id: str
     conn: psycopg.Connection
 
-    def member(self, role: str | None, *, org_role: str = "NONE", name: str | None = None, ttl=timedelta(hours=1)) -> str:
+    def member(
+        self, role: str | None, *, org_role: str = "NONE", name: str | None = None, ttl=timedelta(hours=1)
+    ) -> str:
         import uuid
 
         user = access.upsert_user(self.conn, f"{uuid.uuid4().hex}@example.com", name or f"{role or org_role} user")

@@ -11,9 +11,7 @@ from tests.conftest import RpcClient
 
 def run_cli(*args: str, env_overrides: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, **(env_overrides or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "procedures.cli", *args], capture_output=True, text=True, env=env, timeout=120
-    )
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, env=env, timeout=120)
 
 
 def last_line(result: subprocess.CompletedProcess) -> str:
@@ -28,7 +26,11 @@ def test_migrate_is_idempotent(settings):
 
 def test_project_and_user_create_print_an_id_and_a_working_token(settings, api):
     project_id = last_line(run_cli("project", "create", "--name", "CLI project"))
-    token = last_line(run_cli("user", "create", "--email", "cli@example.com", "--name", "Cli", "--project", project_id, "--role", "MEMBER"))
+    token = last_line(
+        run_cli(
+            "user", "create", "--email", "cli@example.com", "--name", "Cli", "--project", project_id, "--role", "MEMBER"
+        )
+    )
     assert token.startswith("bx_")
     listing = RpcClient(api.url).result("batchExport.all", {"projectId": project_id}, token=token)
     assert listing == {"exports": [], "totalCount": 0}
@@ -36,7 +38,9 @@ def test_project_and_user_create_print_an_id_and_a_working_token(settings, api):
 
 def test_user_create_with_viewer_role_gets_forbidden(settings, api):
     project_id = last_line(run_cli("project", "create", "--name", "CLI project 2"))
-    token = last_line(run_cli("user", "create", "--email", "viewer@example.com", "--project", project_id, "--role", "VIEWER"))
+    token = last_line(
+        run_cli("user", "create", "--email", "viewer@example.com", "--project", project_id, "--role", "VIEWER")
+    )
     error = RpcClient(api.url).error("batchExport.all", {"projectId": project_id}, token=token)
     assert error["data"]["code"] == "FORBIDDEN"
 
@@ -94,7 +98,7 @@ def test_demo_keeps_postgres_data_where_the_postgres_user_can_reach_it():
 
     import pytest
 
-    from procedures.local_services import postgres_can_reach
+    from devstack.servers import postgres_can_reach
 
     if os.geteuid() != 0:
         pytest.fail("this suite runs as root, as CI does")

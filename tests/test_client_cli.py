@@ -18,16 +18,15 @@ import httpx
 import pytest
 from psycopg.types.json import Jsonb
 
-from db import access
-from procedures.client_cli import progress_line
-from procedures.local_services import free_port
+from cli.progress import progress_line
+from devstack.servers import free_port
 from tests.conftest import RpcClient, ServerThread
 from tests.export.conftest import BASE_TIME
 from workers.batch_export import run_batch_export
 from workers.tables import TABLES
 
 REPO = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "procedures.cli"]
+CLI = [sys.executable, "-m", "cli"]
 
 
 @dataclass
@@ -38,8 +37,9 @@ class Terminal:
     env: dict[str, str]
 
     def run(self, *args: str, **env: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*CLI, *args], capture_output=True, text=True, env={**self.env, **env}, cwd=self.cwd,
-                              timeout=90)
+        return subprocess.run(
+            [*CLI, *args], capture_output=True, text=True, env={**self.env, **env}, cwd=self.cwd, timeout=90
+        )
 
     def start(self, *args: str, **popen) -> subprocess.Popen:
         popen.setdefault("stdout", subprocess.PIPE)
@@ -59,8 +59,10 @@ def terminal(settings, tmp_path) -> Terminal:
     # Told explicitly, from the suite's Settings: what another test left in os.environ must not matter.
     client_variables = ("BATCH_EXPORT_API_URL", "BATCH_EXPORT_TOKEN", "BATCH_EXPORT_PROJECT")
     env = {k: v for k, v in os.environ.items() if k not in client_variables}
-    service = {name: str(getattr(settings, name)) for name in
-               ("DATABASE_URL", "REDIS_URL", "EXPORT_STORAGE_URL", "PUBLIC_BASE_URL", "SECRET_KEY")}
+    service = {
+        name: str(getattr(settings, name))
+        for name in ("DATABASE_URL", "REDIS_URL", "EXPORT_STORAGE_URL", "PUBLIC_BASE_URL", "SECRET_KEY")
+    }
     return Terminal(tmp_path, {**env, **service, "PYTHONPATH": str(REPO)})
 
 
@@ -122,14 +124,27 @@ def traces(project, awkward_values) -> list[dict]:
 # --- waiting, progress, downloads ---------------------------------------------------------------------
 
 
-def test_export_wait_output_downloads_a_csv_whose_rows_match_the_database(api, client, conn, redis_client, terminal,
-                                                                          project, owner_token, traces, tmp_path):
+def test_export_wait_output_downloads_a_csv_whose_rows_match_the_database(
+    api, client, conn, redis_client, terminal, project, owner_token, traces, tmp_path
+):
     target = tmp_path / "out" / "traces.csv"
     target.parent.mkdir()
     process = terminal.start(
-        "export", *connection(api.url, owner_token, project.id), "--table", "traces", "--format", "csv",
-        "--filter", "environment any of production", "--order-by", "timestamp:ASC",
-        "--wait", "--output", str(target), "--interval", "0.2",
+        "export",
+        *connection(api.url, owner_token, project.id),
+        "--table",
+        "traces",
+        "--format",
+        "csv",
+        "--filter",
+        "environment any of production",
+        "--order-by",
+        "timestamp:ASC",
+        "--wait",
+        "--output",
+        str(target),
+        "--interval",
+        "0.2",
     )
     the_export(client, project.id, owner_token, process)
     terminal.worker()
@@ -147,7 +162,9 @@ def test_export_wait_output_downloads_a_csv_whose_rows_match_the_database(api, c
         f.seek(0)
         rows = list(csv.DictReader(f))
     assert header == TABLES["traces"].keys
-    assert [(r["id"], r["release"], r["version"]) for r in rows] == [(e["id"], e["release"], e["version"]) for e in expected]
+    assert [(r["id"], r["release"], r["version"]) for r in rows] == [
+        (e["id"], e["release"], e["version"]) for e in expected
+    ]
     assert len(rows) > 10
     # Not a terminal: plain progress lines, ending at 100 %, and no half-written file left beside the result.
     assert "\r" not in err
@@ -155,8 +172,9 @@ def test_export_wait_output_downloads_a_csv_whose_rows_match_the_database(api, c
     assert sorted(p.name for p in target.parent.iterdir()) == ["traces.csv"]
 
 
-def test_a_finished_export_is_fetched_later_with_exports_wait_and_download(api, client, owner_token, project, terminal,
-                                                                           tmp_path):
+def test_a_finished_export_is_fetched_later_with_exports_wait_and_download(
+    api, client, owner_token, project, terminal, tmp_path
+):
     created = client.result(
         "batchExport.create",
         {"projectId": project.id, "name": "later", "format": "JSONL", "query": {"tableName": "sessions"}},
@@ -188,8 +206,17 @@ def test_progress_line_shows_percentage_rows_rate_and_eta():
 
 
 def test_an_export_cancelled_while_waiting_exits_3(api, client, owner_token, project, terminal):
-    process = terminal.start("export", *connection(api.url, owner_token, project.id), "--table", "traces",
-                             "--format", "JSON", "--wait", "--interval", "0.2")
+    process = terminal.start(
+        "export",
+        *connection(api.url, owner_token, project.id),
+        "--table",
+        "traces",
+        "--format",
+        "JSON",
+        "--wait",
+        "--interval",
+        "0.2",
+    )
     export = the_export(client, project.id, owner_token, process)
     cancelled = terminal.run("exports", "cancel", *connection(api.url, owner_token, project.id), export["id"])
     assert cancelled.returncode == 0, cancelled.stderr
@@ -201,7 +228,9 @@ def test_an_export_cancelled_while_waiting_exits_3(api, client, owner_token, pro
     assert out == ""
 
 
-def test_a_failing_export_exits_1_with_the_reason(settings, conn, redis_client, project, owner_token, terminal, tmp_path):
+def test_a_failing_export_exits_1_with_the_reason(
+    settings, conn, redis_client, project, owner_token, terminal, tmp_path
+):
     from procedures.app import create_app
 
     # An API whose jobs get no retries, so the worker's first failure is final.
@@ -210,8 +239,19 @@ def test_a_failing_export_exits_1_with_the_reason(settings, conn, redis_client, 
     blocker.write_text("storage cannot live here")
     with ServerThread(create_app(no_retries), free_port()) as other_api:
         rpc = RpcClient(other_api.url)
-        process = terminal.start("export", *connection(other_api.url, owner_token, project.id), "--table", "scores",
-                                 "--format", "CSV", "--wait", "--output", "scores.csv", "--interval", "0.2")
+        process = terminal.start(
+            "export",
+            *connection(other_api.url, owner_token, project.id),
+            "--table",
+            "scores",
+            "--format",
+            "CSV",
+            "--wait",
+            "--output",
+            "scores.csv",
+            "--interval",
+            "0.2",
+        )
         the_export(rpc, project.id, owner_token, process)
         terminal.worker(EXPORT_STORAGE_URL=blocker.as_uri())
         code, out, err = finish(process)
@@ -223,11 +263,22 @@ def test_a_failing_export_exits_1_with_the_reason(settings, conn, redis_client, 
     assert out == ""
 
 
-def test_ctrl_c_while_waiting_on_a_terminal_stops_waiting_and_says_how_to_cancel(api, client, owner_token, project,
-                                                                                 terminal):
+def test_ctrl_c_while_waiting_on_a_terminal_stops_waiting_and_says_how_to_cancel(
+    api, client, owner_token, project, terminal
+):
     master, slave = pty.openpty()
-    process = terminal.start("export", *connection(api.url, owner_token, project.id), "--table", "events",
-                             "--format", "JSONL", "--wait", "--interval", "0.2", stderr=slave)
+    process = terminal.start(
+        "export",
+        *connection(api.url, owner_token, project.id),
+        "--table",
+        "events",
+        "--format",
+        "JSONL",
+        "--wait",
+        "--interval",
+        "0.2",
+        stderr=slave,
+    )
     os.close(slave)
     chunks: list[bytes] = []
 
@@ -259,7 +310,10 @@ def test_ctrl_c_while_waiting_on_a_terminal_stops_waiting_and_says_how_to_cancel
     assert f"batch-export exports cancel --api {api.url} --project {project.id} {export['id']}" in screen
     assert "Traceback" not in screen
     # Stopping the wait does not stop the export.
-    assert client.result("batchExport.all", {"projectId": project.id}, token=owner_token)["exports"][0]["status"] == "QUEUED"
+    assert (
+        client.result("batchExport.all", {"projectId": project.id}, token=owner_token)["exports"][0]["status"]
+        == "QUEUED"
+    )
 
 
 # --- what is sent, and what is refused before sending --------------------------------------------------
@@ -268,17 +322,35 @@ def test_ctrl_c_while_waiting_on_a_terminal_stops_waiting_and_says_how_to_cancel
 def test_filters_search_and_order_are_sent_as_the_filter_model(api, client, owner_token, project, terminal):
     env = {"BATCH_EXPORT_API_URL": api.url, "BATCH_EXPORT_TOKEN": owner_token, "BATCH_EXPORT_PROJECT": project.id}
     result = terminal.run(
-        "export", "--table", "traces", "--format", "JSONL", "--name", "filtered",
-        "--filter", "timestamp >= 2026-01-01",
-        "--filter", "tags any of a, \"b,c\"",
-        "--filter", "metadata.customer = acme corp",
-        "--filter", "metadata.rank > 3",
-        "--filter", "Latency (s) <= 2.5",
-        "--filter", "bookmarked != false",
-        "--filter", "User ID does not contain bob",
-        "--filter", "release is null",
-        "--search", "needle", "--search-in", "content",
-        "--order-by", "latency:DESC",
+        "export",
+        "--table",
+        "traces",
+        "--format",
+        "JSONL",
+        "--name",
+        "filtered",
+        "--filter",
+        "timestamp >= 2026-01-01",
+        "--filter",
+        'tags any of a, "b,c"',
+        "--filter",
+        "metadata.customer = acme corp",
+        "--filter",
+        "metadata.rank > 3",
+        "--filter",
+        "Latency (s) <= 2.5",
+        "--filter",
+        "bookmarked != false",
+        "--filter",
+        "User ID does not contain bob",
+        "--filter",
+        "release is null",
+        "--search",
+        "needle",
+        "--search-in",
+        "content",
+        "--order-by",
+        "latency:DESC",
         **env,
     )
     assert result.returncode == 0, result.stderr
@@ -309,10 +381,12 @@ def test_filters_search_and_order_are_sent_as_the_filter_model(api, client, owne
         (["--order-by", "input:DESC"], ["cannot order traces by 'input'. Sortable columns: id, timestamp"]),
     ],
 )
-def test_a_bad_filter_or_order_exits_2_naming_what_is_valid_and_creates_nothing(api, client, owner_token, project,
-                                                                               terminal, bad, words):
-    result = terminal.run("export", *connection(api.url, owner_token, project.id), "--table", "traces",
-                          "--format", "CSV", *bad, "--wait")
+def test_a_bad_filter_or_order_exits_2_naming_what_is_valid_and_creates_nothing(
+    api, client, owner_token, project, terminal, bad, words
+):
+    result = terminal.run(
+        "export", *connection(api.url, owner_token, project.id), "--table", "traces", "--format", "CSV", *bad, "--wait"
+    )
     assert result.returncode == 2
     for text in words:
         assert text in result.stderr
@@ -331,8 +405,9 @@ def test_no_token_is_a_usage_error(api, project, terminal):
 
 def test_a_viewer_gets_exit_4_with_forbidden_in_words(api, project, terminal):
     viewer = project.member("VIEWER")
-    result = terminal.run("export", *connection(api.url, viewer, project.id), "--table", "traces", "--format", "CSV",
-                          "--wait")
+    result = terminal.run(
+        "export", *connection(api.url, viewer, project.id), "--table", "traces", "--format", "CSV", "--wait"
+    )
     assert result.returncode == 4
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("batch-export: batchExport.create: ") and line.endswith("(FORBIDDEN)")
@@ -358,8 +433,11 @@ def test_an_unreachable_api_gets_exit_4_naming_the_address(project, terminal):
 def test_exports_list_prints_the_projects_exports_as_an_aligned_table(api, client, owner_token, project, terminal):
     def create(name: str, table: str, fmt: str) -> dict:
         query = {"tableName": table}
-        return client.result("batchExport.create", {"projectId": project.id, "name": name, "format": fmt, "query": query},
-                             token=owner_token)
+        return client.result(
+            "batchExport.create",
+            {"projectId": project.id, "name": name, "format": fmt, "query": query},
+            token=owner_token,
+        )
 
     first = create("first one", "traces", "CSV")
     second = create("second\nline", "scores", "JSONL")
@@ -368,13 +446,26 @@ def test_exports_list_prints_the_projects_exports_as_an_aligned_table(api, clien
     result = terminal.run("exports", "list", *connection(api.url, owner_token, project.id))
     assert result.returncode == 0, result.stderr
     header, newest, oldest = result.stdout.splitlines()
-    assert header.split() == ["ID", "NAME", "TABLE", "FORMAT", "STATUS", "PROGRESS", "CREATED", "BY", "CREATED", "AT",
-                              "(UTC)", "EXPIRES", "(UTC)"]
+    assert header.split() == [
+        "ID",
+        "NAME",
+        "TABLE",
+        "FORMAT",
+        "STATUS",
+        "PROGRESS",
+        "CREATED",
+        "BY",
+        "CREATED",
+        "AT",
+        "(UTC)",
+        "EXPIRES",
+        "(UTC)",
+    ]
     assert newest.startswith(second["id"]) and "second line" in newest and "scores" in newest and "QUEUED" in newest
     assert oldest.startswith(first["id"]) and "first one" in oldest and "CANCELLED" in oldest
     assert "Olive Owner" in newest and "Olive Owner" in oldest
     # Aligned: every column starts at the same place on every line.
     for column in ("TABLE", "STATUS", "CREATED BY"):
         at = header.index(column)
-        assert newest[at - 2:at] == "  " and oldest[at - 2:at] == "  " and newest[at] != " " and oldest[at] != " "
+        assert newest[at - 2 : at] == "  " and oldest[at - 2 : at] == "  " and newest[at] != " " and oldest[at] != " "
     assert "exports 1-2 of 2, newest first" in result.stderr

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -10,9 +10,9 @@ from psycopg.types.json import Jsonb
 
 import db
 from db import access
-from db.seed import SEEDED_TABLES, SeedError, seed
+from devstack.seed import SEEDED_TABLES, SeedError, seed
 
-NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 TRACES = 200  # well over the 44 awkward strings: each gets a trace of its own, and the rest stay realistic
 
 
@@ -141,7 +141,7 @@ def test_the_same_seed_gives_the_same_rows_in_another_project(conn):
 
 
 def test_a_seed_written_over_two_connections_equals_one_written_over_one(conn, monkeypatch):
-    import db.seed as seed_module
+    import devstack.seed as seed_module
 
     helpers = []
     start_helper = seed_module._start_helper
@@ -159,7 +159,7 @@ def test_a_seed_written_over_two_connections_equals_one_written_over_one(conn, m
 
 
 def test_a_seed_that_fails_leaves_nothing_behind_on_either_connection(conn, monkeypatch):
-    import db.seed as seed_module
+    import devstack.seed as seed_module
 
     def fail(*args, **kwargs):
         raise RuntimeError("disk full")
@@ -169,7 +169,7 @@ def test_a_seed_that_fails_leaves_nothing_behind_on_either_connection(conn, monk
     project_id = access.create_project(conn, "failing")["id"]
     with pytest.raises(RuntimeError, match="disk full"):
         seed(conn, project_id, traces=300, now=NOW)
-    assert {t: _count(conn, t, project_id) for t in SEEDED_TABLES} == {t: 0 for t in SEEDED_TABLES}
+    assert {t: _count(conn, t, project_id) for t in SEEDED_TABLES} == dict.fromkeys(SEEDED_TABLES, 0)
 
 
 def test_another_seed_gives_other_rows(conn):
@@ -202,7 +202,9 @@ def test_the_default_now_is_the_database_clock_so_a_later_export_sees_every_row(
     seed(conn, project_id, traces=5)
     after = conn.execute("SELECT now() AS now").fetchone()["now"]
     for table in SEEDED_TABLES:
-        row = conn.execute(f"SELECT max(created_at) AS last FROM {table} WHERE project_id = %s", (project_id,)).fetchone()
+        row = conn.execute(
+            f"SELECT max(created_at) AS last FROM {table} WHERE project_id = %s", (project_id,)
+        ).fetchone()
         assert row["last"] <= after, table
 
 
@@ -248,7 +250,9 @@ def test_scores_and_dataset_rows_point_at_rows_that_exist(module_conn, seeded):
 
 def test_trace_sessions_hold_one_row_per_distinct_session_id(module_conn, seeded):
     project_id, _ = seeded
-    sessions = {r["id"] for r in module_conn.execute("SELECT id FROM trace_sessions WHERE project_id = %s", (project_id,))}
+    sessions = {
+        r["id"] for r in module_conn.execute("SELECT id FROM trace_sessions WHERE project_id = %s", (project_id,))
+    }
     used = {
         r["session_id"]
         for r in module_conn.execute(
@@ -314,7 +318,12 @@ def test_the_data_is_varied(module_conn, seeded):
     assert len(distinct("SELECT environment AS v FROM traces WHERE project_id = %s")) >= 3
     assert distinct("SELECT type AS v FROM observations WHERE project_id = %s") == {"SPAN", "GENERATION", "EVENT"}
     assert {"WARNING", "ERROR"} <= distinct("SELECT level AS v FROM observations WHERE project_id = %s")
-    assert distinct("SELECT data_type AS v FROM scores WHERE project_id = %s") == {"NUMERIC", "BOOLEAN", "CATEGORICAL", "TEXT"}
+    assert distinct("SELECT data_type AS v FROM scores WHERE project_id = %s") == {
+        "NUMERIC",
+        "BOOLEAN",
+        "CATEGORICAL",
+        "TEXT",
+    }
     assert distinct("SELECT source AS v FROM scores WHERE project_id = %s") == {"API", "EVAL", "ANNOTATION"}
     targets = distinct(
         "SELECT CASE WHEN observation_id IS NOT NULL THEN 'observation' WHEN trace_id IS NULL THEN 'session'"
@@ -328,7 +337,9 @@ def test_the_data_is_varied(module_conn, seeded):
 def test_audit_logs_belong_to_the_project_and_its_organization(module_conn, seeded):
     project_id, _ = seeded
     org_id = access.project_org_id(module_conn, project_id)
-    orgs = {r["org_id"] for r in module_conn.execute("SELECT org_id FROM audit_logs WHERE project_id = %s", (project_id,))}
+    orgs = {
+        r["org_id"] for r in module_conn.execute("SELECT org_id FROM audit_logs WHERE project_id = %s", (project_id,))
+    }
     assert orgs == {org_id}
 
 

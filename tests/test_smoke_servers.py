@@ -2,7 +2,10 @@
 
 
 def test_postgres_is_migrated(conn):
-    tables = {r["table_name"] for r in conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema='public'")}
+    tables = {
+        r["table_name"]
+        for r in conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema='public'")
+    }
     assert {"batch_exports", "audit_logs", "traces", "observations", "auth_sessions"} <= tables
 
 

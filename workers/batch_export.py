@@ -20,7 +20,8 @@ from urllib.parse import unquote, urlparse
 
 import psycopg
 import rq
-from psycopg import IsolationLevel, errors as pg_errors
+from psycopg import IsolationLevel
+from psycopg import errors as pg_errors
 
 import db
 from db import batch_exports
@@ -249,7 +250,9 @@ class _RowCounter(threading.Thread):
                 conn.isolation_level = IsolationLevel.REPEATABLE_READ
                 conn.read_only = True
                 with conn.transaction():
-                    conn.execute(psycopg.sql.SQL("SET TRANSACTION SNAPSHOT {}").format(psycopg.sql.Literal(self.snapshot)))
+                    conn.execute(
+                        psycopg.sql.SQL("SET TRANSACTION SNAPSHOT {}").format(psycopg.sql.Literal(self.snapshot))
+                    )
                     self.total = conn.execute(self.statement, self.params).fetchone()["n"]
         except psycopg.Error as exc:
             if not self._done.is_set():
@@ -331,12 +334,19 @@ def _fail(settings: Settings, conn: psycopg.Connection, export: dict[str, Any], 
         return  # cancelled meanwhile: no email about a failure the user no longer waits for
     user = batch_exports.creator(conn, export["id"])
     if user and user["email"]:
-        notifications.send(notifications.failed_message(to=user["email"], export=export, reason=message, settings=settings), settings)
+        notifications.send(
+            notifications.failed_message(to=user["email"], export=export, reason=message, settings=settings), settings
+        )
 
 
 def _notify_completed(
-    settings: Settings, conn: psycopg.Connection, export: dict[str, Any], storage: Any, key: str,
-    result: PumpResult, truncated_at: int | None,
+    settings: Settings,
+    conn: psycopg.Connection,
+    export: dict[str, Any],
+    storage: Any,
+    key: str,
+    result: PumpResult,
+    truncated_at: int | None,
 ) -> None:
     user = batch_exports.creator(conn, export["id"])
     if not user or not user["email"]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import timezone
+from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
@@ -109,8 +109,7 @@ def resolve_filter_column(table: ExportTable, name: str) -> Column:
     column = table.find_column(name)
     if column is None or column.filter is None:
         raise InvalidExportQuery(
-            f'Unknown filter column "{name}" for table {table.name}. '
-            f"Valid columns: {', '.join(table.filter_names())}."
+            f'Unknown filter column "{name}" for table {table.name}. Valid columns: {", ".join(table.filter_names())}.'
         )
     return column
 
@@ -134,8 +133,7 @@ def compile_filter(table: ExportTable, f: Any, params: _Params) -> sql.Composabl
     accepted = ACCEPTED_FILTER_TYPES[column.filter]
     if f.type != "null" and f.type not in accepted:
         raise InvalidExportQuery(
-            f'Column "{column.key}" of {table.name} takes {" or ".join(accepted + ("null",))} filters, '
-            f'not "{f.type}".'
+            f'Column "{column.key}" of {table.name} takes {" or ".join(accepted + ("null",))} filters, not "{f.type}".'
         )
     _check_text(getattr(f, "key", None), "filter key")
 
@@ -148,7 +146,7 @@ def compile_filter(table: ExportTable, f: Any, params: _Params) -> sql.Composabl
         return sql.SQL("({} {})").format(_expr(column), nullness)
 
     if isinstance(f, DatetimeFilter):
-        value = f.value if f.value.tzinfo else f.value.replace(tzinfo=timezone.utc)
+        value = f.value if f.value.tzinfo else f.value.replace(tzinfo=UTC)
         return _compare(_expr(column), f.operator, params.add(value))
 
     if isinstance(f, NumberFilter):
@@ -227,7 +225,9 @@ def _options_test(expr: sql.Composable, operator: str, values: list[str], params
 
 def _json_key(key: str | None, column: Column) -> str:
     if not key or not key.strip():
-        raise InvalidExportQuery(f'A filter on "{column.key}" needs the key of the JSON value to test (e.g. "customer").')
+        raise InvalidExportQuery(
+            f'A filter on "{column.key}" needs the key of the JSON value to test (e.g. "customer").'
+        )
     return key
 
 

@@ -12,7 +12,7 @@ import logging
 import smtplib
 import ssl
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
@@ -42,14 +42,21 @@ def completed_message(
             " Narrow the filters (for example the time range) and export again for the rest.",
         ]
     lines += ["", f"Download (link valid until {expires}):", url, ""]
-    return _message(settings, to, f'Export ready: {export["name"]}', "\n".join(lines))
+    return _message(settings, to, f"Export ready: {export['name']}", "\n".join(lines))
 
 
 def failed_message(*, to: str, export: dict[str, Any], reason: str, settings: Settings) -> EmailMessage:
     body = "\n".join(
-        [f'Your export "{export["name"]}" failed.', "", "What went wrong:", reason, "", "You can start the export again."]
+        [
+            f'Your export "{export["name"]}" failed.',
+            "",
+            "What went wrong:",
+            reason,
+            "",
+            "You can start the export again.",
+        ]
     )
-    return _message(settings, to, f'Export failed: {export["name"]}', body)
+    return _message(settings, to, f"Export failed: {export['name']}", body)
 
 
 def send(message: EmailMessage, settings: Settings, *, outbox: Path = OUTBOX) -> None:
@@ -60,7 +67,7 @@ def send(message: EmailMessage, settings: Settings, *, outbox: Path = OUTBOX) ->
             log.info("emailed %s: %s", message["To"], message["Subject"])
         else:
             outbox.mkdir(parents=True, exist_ok=True)
-            path = outbox / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.eml"
+            path = outbox / f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.eml"
             path.write_bytes(bytes(message))
             log.info("SMTP_URL is not set: wrote the email to %s instead of sending it", path.resolve())
     except Exception:
@@ -98,4 +105,4 @@ def _send_smtp(message: EmailMessage, smtp_url: str) -> None:
 
 
 def _when(value: datetime | None) -> str:
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if value else "the export expires"
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if value else "the export expires"

@@ -95,7 +95,9 @@ def _record_attempt_failure(job: Job, message: str) -> None:
     """The attempt's end in the export row: a retry note while RQ retries, FAILED after the last attempt."""
     with db.connect(get_settings().DATABASE_URL, autocommit=True) as conn:
         if job.retries_left:
-            batch_exports.note_retry(conn, job.id, f"{message} Retrying automatically ({job.retries_left} attempts left).")
+            batch_exports.note_retry(
+                conn, job.id, f"{message} Retrying automatically ({job.retries_left} attempts left)."
+            )
         else:
             batch_exports.mark_failed(conn, job.id, message)
 
@@ -163,14 +165,18 @@ def sweep(settings: Settings, connection: redis.Redis | None = None) -> list[str
     orphaned = []
     with db.connect(settings.DATABASE_URL, autocommit=True) as conn:
         queued = batch_exports.queued_without_recent_activity(conn, grace)
-        stalled = batch_exports.processing_without_recent_activity(conn, grace + JOB_MONITORING_INTERVAL + HEARTBEAT_GRACE_SECONDS)
+        stalled = batch_exports.processing_without_recent_activity(
+            conn, grace + JOB_MONITORING_INTERVAL + HEARTBEAT_GRACE_SECONDS
+        )
         for export_id in stalled:
             status = _job_status(connection, export_id)
             if status is None:
                 orphaned.append(export_id)
             elif status in _GIVEN_UP:
                 batch_exports.mark_failed(conn, export_id, UNRECORDED_END)
-                log.warning("sweep: export %s was PROCESSING although its job is %s; marked FAILED", export_id, status.value)
+                log.warning(
+                    "sweep: export %s was PROCESSING although its job is %s; marked FAILED", export_id, status.value
+                )
     enqueued = [export_id for export_id in queued + orphaned if enqueue_export(connection, export_id, settings)]
     if enqueued:
         log.warning("sweep re-enqueued %d export(s) that had no job: %s", len(enqueued), ", ".join(enqueued))

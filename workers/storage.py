@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 from urllib.parse import quote, unquote, urlencode, urlparse
@@ -63,7 +63,11 @@ def safe_name(name: str, *, max_length: int = 100, fallback: str = "export") -> 
 
 def object_key(project_id: str, export_id: str, name: str, extension: str) -> str:
     return "/".join(
-        (safe_name(project_id, fallback="project"), safe_name(export_id, fallback="export"), f"{safe_name(name)}.{extension}")
+        (
+            safe_name(project_id, fallback="project"),
+            safe_name(export_id, fallback="export"),
+            f"{safe_name(name)}.{extension}",
+        )
     )
 
 
@@ -106,7 +110,7 @@ def verify_download_signature(key: str, expires: str | int, sig: str, settings: 
         return False
     expected = _signature(key, expires_int, settings.SECRET_KEY)
     valid = hmac.compare_digest(expected.encode(), str(sig).encode())
-    return valid and expires_int >= int(datetime.now(timezone.utc).timestamp())
+    return valid and expires_int >= int(datetime.now(UTC).timestamp())
 
 
 # --- the storage interface -------------------------------------------------------------------------
@@ -139,7 +143,9 @@ def open_storage(settings: Settings) -> Storage:
         return S3Storage(url.netloc, url.path.strip("/"), _s3_endpoint(settings))
     if url.scheme == "file":
         return FileStorage(Path(unquote(url.path)))
-    raise StorageError(f"EXPORT_STORAGE_URL must be file:///abs/path or s3://bucket/prefix, not {settings.EXPORT_STORAGE_URL!r}")
+    raise StorageError(
+        f"EXPORT_STORAGE_URL must be file:///abs/path or s3://bucket/prefix, not {settings.EXPORT_STORAGE_URL!r}"
+    )
 
 
 def _s3_endpoint(settings: Settings) -> str | None:
@@ -277,7 +283,7 @@ class S3Storage:
         return self.client.get_object(Bucket=self.bucket, Key=self.full_key(key))["Body"]
 
     def download_url(self, key: str, expires_at: datetime, settings: Settings) -> str:
-        seconds = int((expires_at - datetime.now(timezone.utc)).total_seconds())
+        seconds = int((expires_at - datetime.now(UTC)).total_seconds())
         return self.client.generate_presigned_url(
             "get_object",
             Params={
@@ -306,7 +312,9 @@ class _MultipartUpload:
 
     def _upload_part(self) -> None:
         if self.upload_id is None:
-            created = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key, ContentType=self.content_type)
+            created = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=self.key, ContentType=self.content_type
+            )
             self.upload_id = created["UploadId"]
         number = len(self.parts) + 1
         body = self.buffer.getvalue()
@@ -334,7 +342,11 @@ class _MultipartUpload:
             try:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
             except Exception:
-                log.warning("could not abort the multipart upload of %s; the bucket's lifecycle rule must", self.key, exc_info=True)
+                log.warning(
+                    "could not abort the multipart upload of %s; the bucket's lifecycle rule must",
+                    self.key,
+                    exc_info=True,
+                )
 
 
 # --- expiry ---------------------------------------------------------------------------------------
@@ -351,7 +363,9 @@ def delete_expired_exports(conn: psycopg.Connection, storage: Storage, *, batch_
             try:
                 storage.delete(row["object_key"])
             except Exception:
-                log.exception("could not delete the expired export object %s; will retry at the next sweep", row["object_key"])
+                log.exception(
+                    "could not delete the expired export object %s; will retry at the next sweep", row["object_key"]
+                )
                 return deleted
             batch_exports.forget_object(conn, row["id"], row["object_key"])
             deleted += 1

@@ -93,8 +93,15 @@ class ExportTable:
         return [c.key for c in self.columns if c.sortable]
 
 
-def _c(key: str, sql: str, kind: Kind = "text", display: str | None = None, filter: FilterType | None = None,
-       aliases: tuple[str, ...] = (), exported: bool = True) -> Column:
+def _c(
+    key: str,
+    sql: str,
+    kind: Kind = "text",
+    display: str | None = None,
+    filter: FilterType | None = None,
+    aliases: tuple[str, ...] = (),
+    exported: bool = True,
+) -> Column:
     return Column(key, sql, kind, display, filter, aliases, exported)
 
 
@@ -212,8 +219,13 @@ _O = {
         _c("promptName", "o.prompt_name", display="Prompt Name", filter="stringOptions"),
         _c("promptVersion", "o.prompt_version", "number", "Prompt Version", "number"),
         _c("latency", _seconds("o.start_time", "o.end_time"), "number", "Latency (s)", "number"),
-        _c("timeToFirstToken", _seconds("o.start_time", "o.completion_start_time"), "number",
-           "Time To First Token (s)", "number"),
+        _c(
+            "timeToFirstToken",
+            _seconds("o.start_time", "o.completion_start_time"),
+            "number",
+            "Time To First Token (s)",
+            "number",
+        ),
         _c("providedUsageDetails", "o.provided_usage_details", "json"),
         _c("usageDetails", "o.usage_details", "json"),
         _c("costDetails", "o.cost_details", "json"),
@@ -276,8 +288,14 @@ EVENTS = ExportTable(
         _c("inputTokens", _OBS_INPUT_USAGE, "number", "Input Tokens", "number", exported=False),
         _c("outputTokens", _OBS_OUTPUT_USAGE, "number", "Output Tokens", "number", exported=False),
         _c("totalTokens", _OBS_TOTAL_USAGE, "number", "Total Tokens", "number", exported=False),
-        _c("isRootObservation", "(o.parent_observation_id IS NULL)", "boolean", "Is Root Observation", "boolean",
-           exported=False),
+        _c(
+            "isRootObservation",
+            "(o.parent_observation_id IS NULL)",
+            "boolean",
+            "Is Root Observation",
+            "boolean",
+            exported=False,
+        ),
     ),
     time_column="startTime",
     default_order=("startTime", "DESC"),
@@ -448,8 +466,7 @@ AUDIT_LOGS = ExportTable(
 )
 
 TABLES: dict[str, ExportTable] = {
-    t.name: t
-    for t in (TRACES, OBSERVATIONS, EVENTS, SCORES, SESSIONS, DATASET_RUN_ITEMS, DATASET_ITEMS, AUDIT_LOGS)
+    t.name: t for t in (TRACES, OBSERVATIONS, EVENTS, SCORES, SESSIONS, DATASET_RUN_ITEMS, DATASET_ITEMS, AUDIT_LOGS)
 }
 
 

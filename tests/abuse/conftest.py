@@ -29,13 +29,20 @@ from psycopg.types.json import Jsonb
 
 import db
 from db import access, batch_exports
-from procedures.local_services import LocalPostgres, free_port
+from devstack.servers import LocalPostgres, free_port
 from rpc.errors import ERROR_CODES
 from schemas.settings import Settings
 from tests.conftest import Project, RpcClient
 
 # Text that only a crash, a stack trace or a leaked internal can put into a reply.
-LEAK_MARKERS = ("Traceback (most recent call last)", 'File "/', "site-packages", "psycopg.", "jsonrpcserver", "pydantic_core")
+LEAK_MARKERS = (
+    "Traceback (most recent call last)",
+    'File "/',
+    "site-packages",
+    "psycopg.",
+    "jsonrpcserver",
+    "pydantic_core",
+)
 WIRE_ERRORS = {(row.code, row.data_code, row.http_status) for row in ERROR_CODES.values()}
 INTERNAL = ERROR_CODES["INTERNAL_SERVER_ERROR"].code
 
@@ -64,7 +71,9 @@ class ServedApi:
         # Writing 5 to clear_refs resets VmHWM to the current RSS (Linux ≥ 4.0).
         Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
 
-    def post(self, body: bytes, *, token: str | None = None, timeout: float = 30, headers: dict | None = None) -> httpx.Response:
+    def post(
+        self, body: bytes, *, token: str | None = None, timeout: float = 30, headers: dict | None = None
+    ) -> httpx.Response:
         sent = {"Content-Type": "application/json", **(headers or {})}
         if token is not None:
             sent["Authorization"] = f"Bearer {token}"
@@ -80,7 +89,9 @@ class ServedApi:
 def add_password_user_to_postgres(server: LocalPostgres, user: str, password: str) -> str:
     """A superuser who must authenticate with a password over TCP; returns its DATABASE_URL."""
     with psycopg.connect(server.admin_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(sql.Identifier(user), sql.Literal(password)))
+        admin.execute(
+            sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(sql.Identifier(user), sql.Literal(password))
+        )
         hba = server.data_dir / "pg_hba.conf"
         # The first matching line wins: this user gets a password check, everybody else keeps trust.
         hba.write_text(f"host all {user} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
@@ -106,8 +117,11 @@ def serve_api(env: dict[str, str], folder: Path, secret_values: dict[str, str]) 
     env = {**os.environ, **env, "PUBLIC_BASE_URL": url, "SMTP_URL": ""}
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "procedures.cli", "serve", "--port", str(port)],
-            env=env, cwd=folder, stdout=log_file, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "cli", "serve", "--port", str(port)],
+            env=env,
+            cwd=folder,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
     served = ServedApi(url, process, log_path, secret_values)
     try:
@@ -134,12 +148,17 @@ def leave_no_active_exports(database_url: str) -> Iterator[None]:
         started = conn.execute("SELECT now() AS t").fetchone()["t"]
     yield
     with db.connect(database_url, autocommit=True) as conn:
-        conn.execute("UPDATE batch_exports SET status = 'CANCELLED', finished_at = now(), updated_at = now()"
-                     " WHERE status IN ('QUEUED', 'PROCESSING') AND created_at >= %s", (started,))
+        conn.execute(
+            "UPDATE batch_exports SET status = 'CANCELLED', finished_at = now(), updated_at = now()"
+            " WHERE status IN ('QUEUED', 'PROCESSING') AND created_at >= %s",
+            (started,),
+        )
 
 
 @pytest.fixture(scope="package")
-def abuse_api(settings: Settings, local_postgres: LocalPostgres, redis_url: str, tmp_path_factory) -> Iterator[ServedApi]:
+def abuse_api(
+    settings: Settings, local_postgres: LocalPostgres, redis_url: str, tmp_path_factory
+) -> Iterator[ServedApi]:
     folder = tmp_path_factory.mktemp("abuse-api")
     values = {
         "database password": "pgpw-" + secrets.token_hex(12),
@@ -251,8 +270,18 @@ def insert_attacker_rows(conn: psycopg.Connection, project_id: str) -> list[str]
         conn.execute(
             """INSERT INTO traces (id, project_id, timestamp, name, user_id, session_id, tags, environment, input, metadata)
                VALUES (%s, %s, now() - %s * interval '1 minute', %s, %s, %s, %s, %s, %s, %s)""",
-            (trace_id, project_id, i, f"mine trace {i}", f"mine-user-{i % 2}", "mine-session", ["mine"],
-             "production", Jsonb("hello"), Jsonb({"tier": "gold"})),
+            (
+                trace_id,
+                project_id,
+                i,
+                f"mine trace {i}",
+                f"mine-user-{i % 2}",
+                "mine-session",
+                ["mine"],
+                "production",
+                Jsonb("hello"),
+                Jsonb({"tier": "gold"}),
+            ),
         )
         conn.execute(
             """INSERT INTO observations (id, project_id, trace_id, start_time, name, input)
@@ -264,7 +293,7 @@ def insert_attacker_rows(conn: psycopg.Connection, project_id: str) -> list[str]
 
 @pytest.fixture(scope="package")
 def arena(database_url: str, settings: Settings, tmp_path_factory) -> Iterator[Arena]:
-    from db.seed import seed
+    from devstack.seed import seed
 
     with db.connect(database_url, autocommit=True) as conn:
         victim = new_project(conn, f"victim {CANARY}")
@@ -278,30 +307,52 @@ def arena(database_url: str, settings: Settings, tmp_path_factory) -> Iterator[A
         attacker_owner = attacker.member("OWNER", name="Mallory")
         row = conn.execute(
             batch_exports.INSERT_SQL,
-            batch_exports.insert_params(project_id=victim.id, user_id=None, name=f"victim export {CANARY}",
-                                        format="CSV", query={"tableName": "traces"}),
+            batch_exports.insert_params(
+                project_id=victim.id,
+                user_id=None,
+                name=f"victim export {CANARY}",
+                format="CSV",
+                query={"tableName": "traces"},
+            ),
         ).fetchone()
         finished = run_export(conn, row["id"], tmp_path_factory.mktemp("victim-export"))
         assert finished["status"] == "COMPLETED", finished["log"]
         storage_root = Path(urlparse(settings.EXPORT_STORAGE_URL).path)
         assert CANARY.encode() in (storage_root / finished["object_key"]).read_bytes()
-        yield Arena(victim, attacker, victim_owner, attacker_owner, finished,
-                    insert_attacker_rows(conn, attacker.id), storage_root)
+        yield Arena(
+            victim,
+            attacker,
+            victim_owner,
+            attacker_owner,
+            finished,
+            insert_attacker_rows(conn, attacker.id),
+            storage_root,
+        )
 
 
 def table_fingerprints(conn: psycopg.Connection, *, except_project: str) -> dict[str, Any]:
     """Every table's columns, row count and a checksum of its rows (the rows `except_project` may
     legitimately add to batch_exports and audit_logs left out): any write an attack slipped in changes it."""
-    columns_of = {r["name"]: tuple(r["columns"]) for r in conn.execute(
-        """SELECT c.relname::text AS name, array_agg(a.attname::text ORDER BY a.attnum) AS columns
+    columns_of = {
+        r["name"]: tuple(r["columns"])
+        for r in conn.execute(
+            """SELECT c.relname::text AS name, array_agg(a.attname::text ORDER BY a.attnum) AS columns
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
            JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-           WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') GROUP BY c.relname""")}
+           WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') GROUP BY c.relname"""
+        )
+    }
     prints: dict[str, Any] = {}
     for table, columns in sorted(columns_of.items()):
-        where = sql.SQL("WHERE project_id IS DISTINCT FROM {}").format(sql.Literal(except_project)) \
-            if table in ("batch_exports", "audit_logs") else sql.SQL("")
-        row = conn.execute(sql.SQL("SELECT count(*) AS n, sum(hashtextextended(t::text, 0)) AS h FROM {} t {}").format(
-            sql.Identifier(table), where)).fetchone()
+        where = (
+            sql.SQL("WHERE project_id IS DISTINCT FROM {}").format(sql.Literal(except_project))
+            if table in ("batch_exports", "audit_logs")
+            else sql.SQL("")
+        )
+        row = conn.execute(
+            sql.SQL("SELECT count(*) AS n, sum(hashtextextended(t::text, 0)) AS h FROM {} t {}").format(
+                sql.Identifier(table), where
+            )
+        ).fetchone()
         prints[table] = (tuple(columns), row["n"], row["h"])
     return prints

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from datetime import timezone
+from datetime import UTC
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings, strategies as st
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from db import access, batch_exports
 from tests.abuse.conftest import ServedApi, assert_no_leak, assert_reply, json_body, new_project
@@ -23,14 +24,19 @@ from workers.tables import TABLES
 # Bounded and derandomized, so CI is quick and reproducible; ABUSE_FUZZ_EXAMPLES=2000 explores further (and randomly).
 _EXAMPLES = os.environ.get("ABUSE_FUZZ_EXAMPLES")
 FUZZ = settings(
-    max_examples=int(_EXAMPLES or 150), deadline=None, derandomize=not _EXAMPLES, database=None,
+    max_examples=int(_EXAMPLES or 150),
+    deadline=None,
+    derandomize=not _EXAMPLES,
+    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
 )
 # Batches cost several calls each: fewer of them.
 FUZZ_BATCHES = settings(FUZZ, max_examples=int(_EXAMPLES or 60))
 TIMEOUT = 20  # seconds: a reply slower than this is a hang
 
-json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=30)
+json_scalars = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=30)
+)
 json_values = st.recursive(
     json_scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
@@ -46,7 +52,9 @@ def world(module_conn, abuse_api: ServedApi) -> dict[str, Any]:
     other = new_project(module_conn, "someone else's project")
     owner = mine.member("OWNER")
     exports = [
-        batch_exports.insert_params(project_id=p.id, user_id=None, name="seeded", format="CSV", query={"tableName": "traces"})
+        batch_exports.insert_params(
+            project_id=p.id, user_id=None, name="seeded", format="CSV", query={"tableName": "traces"}
+        )
         for p in (mine, other)
     ]
     ids = [module_conn.execute(batch_exports.INSERT_SQL, params).fetchone()["id"] for params in exports]
@@ -56,14 +64,22 @@ def world(module_conn, abuse_api: ServedApi) -> dict[str, Any]:
     return {
         "conn": module_conn,
         "project": mine,
-        "tokens": {"owner": owner, "viewer": mine.member("VIEWER"), "outsider": other.member("OWNER"),
-                   "revoked": revoked, "unknown": "bx_" + uuid.uuid4().hex, "none": None},
+        "tokens": {
+            "owner": owner,
+            "viewer": mine.member("VIEWER"),
+            "outsider": other.member("OWNER"),
+            "revoked": revoked,
+            "unknown": "bx_" + uuid.uuid4().hex,
+            "none": None,
+        },
         "hints": {"projectId": [mine.id] * 6 + [other.id, "", "nope"], "batchExportId": ids, "column": COLUMN_NAMES},
         "document": document,
     }
 
 
-def schema_values(schema: dict, components: dict, hints: dict[str, list], name: str | None = None, depth: int = 0) -> st.SearchStrategy:
+def schema_values(
+    schema: dict, components: dict, hints: dict[str, list], name: str | None = None, depth: int = 0
+) -> st.SearchStrategy:
     """Values for a JSON Schema (the subset pydantic emits), mixing in known-good values by property name."""
     if "$ref" in schema:
         return schema_values(components[schema["$ref"].rsplit("/", 1)[-1]], components, hints, name, depth)
@@ -86,7 +102,7 @@ def _schema_values(schema: dict, components: dict, hints: dict, depth: int) -> s
     kind = schema.get("type")
     if kind == "string":
         if schema.get("format") == "date-time":
-            return st.datetimes(timezones=st.none() | st.just(timezone.utc)).map(lambda d: d.isoformat())
+            return st.datetimes(timezones=st.none() | st.just(UTC)).map(lambda d: d.isoformat())
         return st.text(min_size=schema.get("minLength", 0), max_size=min(schema.get("maxLength", 40), 40))
     if kind == "integer":
         return st.integers(schema.get("minimum"), schema.get("maximum"))
@@ -217,7 +233,9 @@ def test_arbitrary_params_for_every_method_get_a_result_or_a_documented_error(ab
     assert_reply(reply, request_id=request["id"])
     # `pytest --hypothesis-show-statistics` shows how deep the calls got.
     known = any(m["name"] == request["method"] for m in world["document"]["methods"])
-    event(f"{request['method'] if known else '(other)'} as {token}: {reply['error']['data']['code'] if 'error' in reply else 'result'}")
+    event(
+        f"{request['method'] if known else '(other)'} as {token}: {reply['error']['data']['code'] if 'error' in reply else 'result'}"
+    )
     _tidy(world, reply)
     if "error" in reply and reply["error"]["data"]["path"] is not None:
         assert reply["error"]["data"]["path"] == request["method"], reply
@@ -242,10 +260,15 @@ def test_a_batch_of_fuzzed_requests_gets_one_reply_per_request_in_order(abuse_ap
 
 
 @FUZZ
-@given(header=st.one_of(ascii_text, ascii_text.map(lambda t: "Bearer " + t), ascii_text.map(lambda t: "bearer  bx_" + t))
-       .map(str.strip))
+@given(
+    header=st.one_of(
+        ascii_text, ascii_text.map(lambda t: "Bearer " + t), ascii_text.map(lambda t: "bearer  bx_" + t)
+    ).map(str.strip)
+)
 def test_any_authorization_header_is_unauthorized_not_a_crash(abuse_api, world, header):
-    body = json_body({"jsonrpc": "2.0", "id": 1, "method": "batchExport.all", "params": {"projectId": world["project"].id}})
+    body = json_body(
+        {"jsonrpc": "2.0", "id": 1, "method": "batchExport.all", "params": {"projectId": world["project"].id}}
+    )
     response = abuse_api.post(body, headers={"Authorization": header}, timeout=TIMEOUT)
     assert response.status_code == 200
     reply = response.json()
@@ -257,8 +280,14 @@ def test_the_service_is_still_up_and_quiet_after_the_fuzzing(abuse_api, world):
     assert abuse_api.healthy()
     assert abuse_api.process.poll() is None
     owner = world["tokens"]["owner"]
-    reply = json.loads(abuse_api.post(json_body({"jsonrpc": "2.0", "id": 7, "method": "batchExport.all",
-                                                  "params": {"projectId": world["project"].id}}), token=owner).text)
+    reply = json.loads(
+        abuse_api.post(
+            json_body(
+                {"jsonrpc": "2.0", "id": 7, "method": "batchExport.all", "params": {"projectId": world["project"].id}}
+            ),
+            token=owner,
+        ).text
+    )
     assert reply["result"]["totalCount"] >= 1
     # Nothing the fuzzers sent was an internal error, so nothing was logged as one.
     assert "Traceback" not in abuse_api.log(), abuse_api.log()[-5000:]

@@ -23,14 +23,22 @@ APP_PACKAGES = ("rpc", "schemas", "procedures", "workers", "db")
 
 
 def _create_body(project_id: str, n: int) -> dict:
-    return {"jsonrpc": "2.0", "id": n, "method": "batchExport.create",
-            "params": {"projectId": project_id, "name": f"race {n}", "format": "CSV", "query": {"tableName": "traces"}}}
+    return {
+        "jsonrpc": "2.0",
+        "id": n,
+        "method": "batchExport.create",
+        "params": {"projectId": project_id, "name": f"race {n}", "format": "CSV", "query": {"tableName": "traces"}},
+    }
 
 
 def _race(urls: list[str], project_id: str, token: str, callers: int) -> list[dict]:
     def one(n: int) -> dict:
-        response = httpx.post(f"{urls[n % len(urls)]}/rpc", json=_create_body(project_id, n),
-                              headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        response = httpx.post(
+            f"{urls[n % len(urls)]}/rpc",
+            json=_create_body(project_id, n),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -39,8 +47,10 @@ def _race(urls: list[str], project_id: str, token: str, callers: int) -> list[di
 
 
 def _active(conn: psycopg.Connection, project_id: str) -> int:
-    return conn.execute("SELECT count(*) AS n FROM batch_exports WHERE project_id = %s AND status IN ('QUEUED', 'PROCESSING')",
-                        (project_id,)).fetchone()["n"]
+    return conn.execute(
+        "SELECT count(*) AS n FROM batch_exports WHERE project_id = %s AND status IN ('QUEUED', 'PROCESSING')",
+        (project_id,),
+    ).fetchone()["n"]
 
 
 def test_thirty_concurrent_creates_on_two_api_processes_never_exceed_the_cap(abuse_api: ServedApi, api, conn, settings):
@@ -68,7 +78,12 @@ def test_finishing_or_cancelling_one_export_makes_room_for_exactly_one_more(abus
     assert len(exports) == cap and all(e["status"] == "QUEUED" for e in exports)
     conn.execute("UPDATE batch_exports SET status = 'PROCESSING' WHERE id = %s", (exports[0]["id"],))
     conn.execute("UPDATE batch_exports SET status = 'COMPLETED' WHERE id = %s", (exports[1]["id"],))
-    cancel = {"jsonrpc": "2.0", "id": 1, "method": "batchExport.cancel", "params": {"projectId": project.id, "batchExportId": exports[2]["id"]}}
+    cancel = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "batchExport.cancel",
+        "params": {"projectId": project.id, "batchExportId": exports[2]["id"]},
+    }
     assert "result" in abuse_api.post(_json(cancel), token=token).json()
     replies = _race([abuse_api.url], project.id, token, 5)
     assert sum("result" in r for r in replies) == 2  # the completed one and the cancelled one freed a place each
@@ -89,18 +104,28 @@ def test_a_token_is_stored_nowhere_only_its_sha256(abuse_api: ServedApi, conn, r
     token = project.member("OWNER")
     # Use it for everything, so any place that might keep it has had the chance.
     created = abuse_api.post(_json(_create_body(project.id, 1)), token=token).json()["result"]
-    for method, params in (("batchExport.all", {"projectId": project.id}),
-                           ("batchExport.downloadUrl", {"projectId": project.id, "batchExportId": created["id"]}),
-                           ("batchExport.cancel", {"projectId": project.id, "batchExportId": created["id"]})):
+    for method, params in (
+        ("batchExport.all", {"projectId": project.id}),
+        ("batchExport.downloadUrl", {"projectId": project.id, "batchExportId": created["id"]}),
+        ("batchExport.cancel", {"projectId": project.id, "batchExportId": created["id"]}),
+    ):
         abuse_api.post(_json({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}), token=token)
-    row = conn.execute("SELECT token_hash FROM auth_sessions WHERE token_hash = %s", (hashlib.sha256(token.encode()).digest(),)).fetchone()
+    row = conn.execute(
+        "SELECT token_hash FROM auth_sessions WHERE token_hash = %s", (hashlib.sha256(token.encode()).digest(),)
+    ).fetchone()
     assert row is not None
     secret_part = token.removeprefix("bx_")
-    for table in [r["relname"] for r in conn.execute(
+    for table in [
+        r["relname"]
+        for r in conn.execute(
             "SELECT c.relname::text AS relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = 'public' AND c.relkind = 'r'")]:
-        found = conn.execute(sql.SQL("SELECT count(*) AS n FROM {} t WHERE strpos(t::text, %s) > 0").format(sql.Identifier(table)),
-                             (secret_part,)).fetchone()["n"]
+            " WHERE n.nspname = 'public' AND c.relkind = 'r'"
+        )
+    ]:
+        found = conn.execute(
+            sql.SQL("SELECT count(*) AS n FROM {} t WHERE strpos(t::text, %s) > 0").format(sql.Identifier(table)),
+            (secret_part,),
+        ).fetchone()["n"]
         assert found == 0, f"the raw token is stored in {table}"
     for key in redis_client.scan_iter(count=1000):
         for value in _redis_values(redis_client, key):
@@ -116,7 +141,9 @@ def _redis_values(client, key: bytes) -> list[bytes]:
     elif kind == b"list":
         values = client.lrange(key, 0, -1)
     elif kind in (b"set", b"zset"):
-        values = list(client.smembers(key)) if kind == b"set" else [m for m, _ in client.zrange(key, 0, -1, withscores=True)]
+        values = (
+            list(client.smembers(key)) if kind == b"set" else [m for m, _ in client.zrange(key, 0, -1, withscores=True)]
+        )
     else:
         values = []
     expanded = []
@@ -130,14 +157,19 @@ def _redis_values(client, key: bytes) -> list[bytes]:
 
 
 def _app_sources() -> list[tuple[Path, ast.Module]]:
-    return [(path, ast.parse(path.read_text(encoding="utf-8"))) for package in APP_PACKAGES
-            for path in sorted((REPO / package).rglob("*.py"))]
+    return [
+        (path, ast.parse(path.read_text(encoding="utf-8")))
+        for package in APP_PACKAGES
+        for path in sorted((REPO / package).rglob("*.py"))
+    ]
 
 
 def _names_in(node: ast.AST) -> set[str]:
-    return {n.id.lower() for n in ast.walk(node) if isinstance(n, ast.Name)} | \
-        {n.attr.lower() for n in ast.walk(node) if isinstance(n, ast.Attribute)} | \
-        {n.arg.lower() for n in ast.walk(node) if isinstance(n, ast.arg)}
+    return (
+        {n.id.lower() for n in ast.walk(node) if isinstance(n, ast.Name)}
+        | {n.attr.lower() for n in ast.walk(node) if isinstance(n, ast.Attribute)}
+        | {n.arg.lower() for n in ast.walk(node) if isinstance(n, ast.arg)}
+    )
 
 
 SECRET_WORDS = ("token", "sig", "signature", "secret", "digest", "password", "hmac")
@@ -166,4 +198,3 @@ def test_download_signatures_are_checked_with_compare_digest():
     assert "hmac.compare_digest" in calls
     downloads = (REPO / "procedures" / "downloads.py").read_text(encoding="utf-8")
     assert "verify_download_signature(" in downloads
-

@@ -7,7 +7,7 @@ And export names chosen to escape the storage folder end up as one harmless file
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlparse
 
@@ -39,21 +39,32 @@ def get(url: str) -> httpx.Response:
 
 
 def refused(response: httpx.Response) -> bool:
-    return (response.status_code == 403 and response.json()["error"]["code"] == "FORBIDDEN"
-            and CANARY.encode() not in response.content)
+    return (
+        response.status_code == 403
+        and response.json()["error"]["code"] == "FORBIDDEN"
+        and CANARY.encode() not in response.content
+    )
 
 
-def finished_export(client: RpcClient, arena: Arena, conn, workdir: Path, *, name: str = "mine", table: str = "traces") -> dict:
-    created = client.result("batchExport.create", {"projectId": arena.attacker.id, "name": name, "format": "CSV",
-                                                   "query": {"tableName": table}}, token=arena.attacker_owner)
+def finished_export(
+    client: RpcClient, arena: Arena, conn, workdir: Path, *, name: str = "mine", table: str = "traces"
+) -> dict:
+    created = client.result(
+        "batchExport.create",
+        {"projectId": arena.attacker.id, "name": name, "format": "CSV", "query": {"tableName": table}},
+        token=arena.attacker_owner,
+    )
     row = run_export(conn, created["id"], workdir)
     assert row["status"] == "COMPLETED", row["log"]
     return row
 
 
 def link_for(client: RpcClient, arena: Arena, export_id: str) -> Link:
-    answer = client.result("batchExport.downloadUrl", {"projectId": arena.attacker.id, "batchExportId": export_id},
-                           token=arena.attacker_owner)
+    answer = client.result(
+        "batchExport.downloadUrl",
+        {"projectId": arena.attacker.id, "batchExportId": export_id},
+        token=arena.attacker_owner,
+    )
     return Link(answer["url"])
 
 
@@ -76,10 +87,24 @@ def test_forged_signatures_are_refused(abuse_client, arena, two_exports, abuse_a
     key, expires = link.params["key"], link.params["expires"]
     sig = link.params["sig"]
     forged = [
-        "0" * 64, "f" * 64, "", sig[:-1], sig + "0", sig.upper(), sig[:32], " " + sig, sig * 2, "%00", "null",
+        "0" * 64,
+        "f" * 64,
+        "",
+        sig[:-1],
+        sig + "0",
+        sig.upper(),
+        sig[:32],
+        " " + sig,
+        sig * 2,
+        "%00",
+        "null",
         # Signed with secrets the attacker might guess: the development default, the test suite's own.
-        *(parse_qs(signed_download_query(key, datetime.fromtimestamp(int(expires), timezone.utc),
-                                         _settings_with(secret)))["sig"][0] for secret in (INSECURE_DEV_SECRET, TEST_SECRET_KEY)),
+        *(
+            parse_qs(signed_download_query(key, datetime.fromtimestamp(int(expires), UTC), _settings_with(secret)))[
+                "sig"
+            ][0]
+            for secret in (INSECURE_DEV_SECRET, TEST_SECRET_KEY)
+        ),
     ]
     for bad in forged:
         assert refused(get(link.with_(sig=bad))), bad
@@ -92,12 +117,26 @@ def test_each_altered_parameter_is_refused(abuse_client, arena, two_exports):
     key, expires = link.params["key"], int(link.params["expires"])
     project, export, filename = key.split("/")
     altered = [
-        {"key": key.replace(".csv", ".json")}, {"key": f"{project}/{export}/other.csv"}, {"key": key + "/"},
-        {"key": f"{project}/../{project}/{export}/{filename}"}, {"key": "../" * 8 + "etc/passwd"}, {"key": "/" + key},
-        {"key": key.upper()}, {"key": arena.victim_export["object_key"]}, {"key": ""},
-        {"expires": str(expires + 1)}, {"expires": str(expires - 1)}, {"expires": str(expires + 10**9)},
-        {"expires": "-1"}, {"expires": "1e12"}, {"expires": "9" * 400}, {"expires": ""}, {"expires": "now"},
-        {"key": None}, {"expires": None}, {"sig": None},
+        {"key": key.replace(".csv", ".json")},
+        {"key": f"{project}/{export}/other.csv"},
+        {"key": key + "/"},
+        {"key": f"{project}/../{project}/{export}/{filename}"},
+        {"key": "../" * 8 + "etc/passwd"},
+        {"key": "/" + key},
+        {"key": key.upper()},
+        {"key": arena.victim_export["object_key"]},
+        {"key": ""},
+        {"expires": str(expires + 1)},
+        {"expires": str(expires - 1)},
+        {"expires": str(expires + 10**9)},
+        {"expires": "-1"},
+        {"expires": "1e12"},
+        {"expires": "9" * 400},
+        {"expires": ""},
+        {"expires": "now"},
+        {"key": None},
+        {"expires": None},
+        {"sig": None},
     ]
     for change in altered:
         assert refused(get(link.with_(**change))), change
@@ -115,7 +154,9 @@ def test_a_signature_of_one_export_opens_no_other(abuse_client, arena, two_expor
 def test_a_link_replayed_after_it_expired_is_refused(abuse_client, arena, two_exports, module_conn):
     export_id = two_exports[1]["id"]
     # The file itself expires in two seconds, so the link handed out does too.
-    module_conn.execute("UPDATE batch_exports SET expires_at = now() + interval '2 seconds' WHERE id = %s", (export_id,))
+    module_conn.execute(
+        "UPDATE batch_exports SET expires_at = now() + interval '2 seconds' WHERE id = %s", (export_id,)
+    )
     link = link_for(abuse_client, arena, export_id)
     assert get(link.with_()).status_code == 200
     deadline = time.monotonic() + 10
@@ -128,14 +169,25 @@ def test_a_link_replayed_after_it_expired_is_refused(abuse_client, arena, two_ex
 
 def test_a_link_signed_by_the_server_but_already_expired_is_refused(abuse_api, two_exports):
     key = two_exports[0]["object_key"]
-    stale = signed_download_query(key, datetime.now(timezone.utc) - timedelta(seconds=2),
-                                  _settings_with(abuse_api.secrets["SECRET_KEY"]))
+    stale = signed_download_query(
+        key, datetime.now(UTC) - timedelta(seconds=2), _settings_with(abuse_api.secrets["SECRET_KEY"])
+    )
     assert refused(get(f"{abuse_api.url}/exports/download?{stale}"))
 
 
 HOSTILE_NAMES = [
-    "../../../../etc/passwd", "..", "/absolute/path", "a/../../b", "..\\..\\windows\\win.ini", "%2e%2e%2fescape",
-    "．．／fullwidth", "name\r\nSet-Cookie: x=1", 'quote"; filename="evil.exe', "CON", "~/.ssh/id_rsa", "a" * 255,
+    "../../../../etc/passwd",
+    "..",
+    "/absolute/path",
+    "a/../../b",
+    "..\\..\\windows\\win.ini",
+    "%2e%2e%2fescape",
+    "．．／fullwidth",
+    "name\r\nSet-Cookie: x=1",
+    'quote"; filename="evil.exe',
+    "CON",
+    "~/.ssh/id_rsa",
+    "a" * 255,
 ]
 
 
@@ -144,7 +196,7 @@ def test_hostile_export_names_become_one_safe_file_under_the_exports_prefix(abus
         row = finished_export(abuse_client, arena, conn, tmp_path, name=name, table="scores")
         project, export, filename = row["object_key"].split("/")
         assert (project, export) == (arena.attacker.id, row["id"]), row["object_key"]
-        assert filename.endswith(".csv") and ".." not in filename and not set(filename) & set("/\\\r\n\"%")
+        assert filename.endswith(".csv") and ".." not in filename and not set(filename) & set('/\\\r\n"%')
         path = (arena.storage_root / row["object_key"]).resolve()
         assert path.is_file() and path.parent == (arena.storage_root / arena.attacker.id / row["id"]).resolve()
         response = get(link_for(abuse_client, arena, row["id"]).with_())
@@ -162,4 +214,4 @@ def _settings_with(secret: str):
 
 
 def _sign(key: str, expires: int, secret: str) -> str:
-    return parse_qs(signed_download_query(key, datetime.fromtimestamp(expires, timezone.utc), _settings_with(secret)))["sig"][0]
+    return parse_qs(signed_download_query(key, datetime.fromtimestamp(expires, UTC), _settings_with(secret)))["sig"][0]

@@ -19,8 +19,22 @@ from psycopg.types.json import Jsonb
 from tests.abuse.conftest import ServedApi, assert_no_leak, assert_reply, json_body, new_project, run_export
 
 MIB = 1024 * 1024
-FORMULAS = ["=SUM(A1:A9)", "+1+1", "-2+3", "@cmd", "\t=HIDDEN()", "\r=CR()", '=HYPERLINK("http://x","y")',
-            "=cmd|' /C calc'!A0", "-", "+", "@", "=", "\t", "\r"]
+FORMULAS = [
+    "=SUM(A1:A9)",
+    "+1+1",
+    "-2+3",
+    "@cmd",
+    "\t=HIDDEN()",
+    "\r=CR()",
+    '=HYPERLINK("http://x","y")',
+    "=cmd|' /C calc'!A0",
+    "-",
+    "+",
+    "@",
+    "=",
+    "\t",
+    "\r",
+]
 
 
 def test_formula_cells_are_neutralized_in_the_downloaded_csv(abuse_client, conn, tmp_path, awkward_values):
@@ -33,10 +47,15 @@ def test_formula_cells_are_neutralized_in_the_downloaded_csv(abuse_client, conn,
                VALUES (%s, %s, now() - interval '1 minute', %s, %s, %s, %s, %s, %s, %s)""",
             (f"f-{i:02d}", project.id, value, value, value, value, value, [value], Jsonb({"k": value})),
         )
-    export = abuse_client.result("batchExport.create", {"projectId": project.id, "name": "=formulas", "format": "CSV",
-                                                        "query": {"tableName": "traces"}}, token=token)
+    export = abuse_client.result(
+        "batchExport.create",
+        {"projectId": project.id, "name": "=formulas", "format": "CSV", "query": {"tableName": "traces"}},
+        token=token,
+    )
     assert run_export(conn, export["id"], tmp_path)["status"] == "COMPLETED"
-    link = abuse_client.result("batchExport.downloadUrl", {"projectId": project.id, "batchExportId": export["id"]}, token=token)
+    link = abuse_client.result(
+        "batchExport.downloadUrl", {"projectId": project.id, "batchExportId": export["id"]}, token=token
+    )
     data = httpx.get(link["url"], timeout=30).content.decode("utf-8")
     rows = {r["id"]: r for r in csv.DictReader(io.StringIO(data, newline=""))}
     assert len(rows) == len(values)
@@ -48,7 +67,7 @@ def test_formula_cells_are_neutralized_in_the_downloaded_csv(abuse_client, conn,
         assert row["tags"] == json.dumps([value]) and json.loads(row["metadata"]) == {"k": value}
     for record in csv.reader(io.StringIO(data, newline="")):
         for cell in record:
-            assert not cell[:1] in ("=", "+", "@", "\t", "\r") and not (cell[:1] == "-" and not _number(cell)), cell
+            assert cell[:1] not in ("=", "+", "@", "\t", "\r") and not (cell[:1] == "-" and not _number(cell)), cell
 
 
 def _number(text: str) -> bool:
@@ -103,7 +122,9 @@ def test_a_body_over_one_mebibyte_is_413(abuse_api, owner):
         for _ in range(20):
             yield b" " * (MIB // 8)
 
-    chunked = httpx.post(f"{abuse_api.url}/rpc", content=chunks(), headers={"Content-Type": "application/json"}, timeout=60)
+    chunked = httpx.post(
+        f"{abuse_api.url}/rpc", content=chunks(), headers={"Content-Type": "application/json"}, timeout=60
+    )
     assert chunked.status_code == 413
 
 
@@ -119,11 +140,15 @@ def test_a_batch_of_ten_thousand_members_is_one_bad_request(abuse_api, owner):
         assert reply["error"]["data"]["code"] == "BAD_REQUEST" and "50" in reply["error"]["message"]
 
 
-@pytest.mark.parametrize("body", [
-    b"[" * 100_000,
-    b"[" * 100_000 + b"]" * 100_000,
-    b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
-], ids=["unclosed", "balanced arrays", "balanced objects"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000,
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+    ],
+    ids=["unclosed", "balanced arrays", "balanced objects"],
+)
 def test_json_nested_a_hundred_thousand_deep_is_a_parse_error(abuse_api, owner, body):
     _single_error(_post(abuse_api, body, owner["token"]), "PARSE_ERROR")
 
@@ -139,7 +164,9 @@ def test_deep_nesting_inside_params_is_bad_request(abuse_api, owner):
 MEGA = "\u00e9" * 500_000  # one megabyte of UTF-8
 
 
-@pytest.mark.parametrize("where", ["name", "projectId", "searchQuery", "filter value", "filter column", "orderBy", "method", "token"])
+@pytest.mark.parametrize(
+    "where", ["name", "projectId", "searchQuery", "filter value", "filter column", "orderBy", "method", "token"]
+)
 def test_a_megabyte_string_anywhere_is_one_bounded_error(abuse_api, owner, where):
     request = _create(owner)
     token = owner["token"]
@@ -172,8 +199,13 @@ def test_a_megabyte_string_anywhere_is_one_bounded_error(abuse_api, owner, where
 @pytest.mark.parametrize("shape", ["50 filters x 999 wrong options", "60,000 unknown keys"])
 def test_params_wrong_in_tens_of_thousands_of_places_get_a_small_reply(abuse_api, owner, shape):
     if shape.startswith("50"):
-        request = _create(owner, query={"tableName": "traces", "filter": [
-            {"column": "name", "type": "stringOptions", "operator": "any of", "value": [0] * 999}] * 50})
+        request = _create(
+            owner,
+            query={
+                "tableName": "traces",
+                "filter": [{"column": "name", "type": "stringOptions", "operator": "any of", "value": [0] * 999}] * 50,
+            },
+        )
     else:
         request = _create(owner)
         request["params"]["query"].update({f"x{i}": 0 for i in range(60_000)})
@@ -189,8 +221,13 @@ def test_memory_stays_bounded_under_expensive_requests(abuse_api, owner):
     """A burst of the worst payloads above, in batches; the API's peak RSS grows by a bounded amount."""
     abuse_api.reset_peak_memory()
     baseline = abuse_api.memory_kib()
-    bad_options = _create(owner, query={"tableName": "traces", "filter": [
-        {"column": "name", "type": "stringOptions", "operator": "any of", "value": [0] * 999}] * 50})
+    bad_options = _create(
+        owner,
+        query={
+            "tableName": "traces",
+            "filter": [{"column": "name", "type": "stringOptions", "operator": "any of", "value": [0] * 999}] * 50,
+        },
+    )
     extra_keys = _create(owner)
     extra_keys["params"]["query"].update({f"x{i}": 0 for i in range(60_000)})
     payloads = [

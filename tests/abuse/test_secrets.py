@@ -39,7 +39,11 @@ pytestmark = pytest.mark.slow
 
 
 def _rpc(api: ServedApi, method: str, params, token: str | None, said: list[str], timeout: float = 30) -> dict:
-    response = api.post(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode(), token=token, timeout=timeout)
+    response = api.post(
+        json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode(),
+        token=token,
+        timeout=timeout,
+    )
     said.append(response.text)
     assert response.status_code == 200, response.text
     reply = response.json()
@@ -47,9 +51,17 @@ def _rpc(api: ServedApi, method: str, params, token: str | None, said: list[str]
     return reply
 
 
-def _cli(args: list[str], env: dict[str, str], cwd: Path, said: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "procedures.cli", *args], env={**os.environ, **env}, cwd=cwd,
-                            capture_output=True, text=True, timeout=timeout)
+def _cli(
+    args: list[str], env: dict[str, str], cwd: Path, said: list[str], timeout: float = 120
+) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        env={**os.environ, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     said.extend([result.stdout, result.stderr])
     return result
 
@@ -82,8 +94,10 @@ def test_no_secret_in_any_log_reply_export_log_or_email(tmp_path, settings):
         access.revoke_session(conn, revoked)
         values["bearer token"] = token.removeprefix("bx_")
         values["revoked bearer token"] = revoked.removeprefix("bx_")
-        conn.execute("INSERT INTO traces (id, project_id, timestamp, name) VALUES ('t-1', %s, now() - interval '1 minute', 'one')",
-                     (project["id"],))
+        conn.execute(
+            "INSERT INTO traces (id, project_id, timestamp, name) VALUES ('t-1', %s, now() - interval '1 minute', 'one')",
+            (project["id"],),
+        )
         api = stack.enter_context(serve_api(env, tmp_path, values))
         env["PUBLIC_BASE_URL"] = api.url
         pid = project["id"]
@@ -99,17 +113,30 @@ def test_no_secret_in_any_log_reply_export_log_or_email(tmp_path, settings):
 
         # A completed export, its link and its email; and one that fails for good.
         done = _rpc(api, "batchExport.create", create, token, said)["result"]
-        failing = conn.execute(batch_exports.INSERT_SQL, batch_exports.insert_params(
-            project_id=pid, user_id=user["id"], name="doomed", format="CSV",
-            query={"tableName": "traces", "filter": [{"column": "gone", "type": "string", "operator": "=", "value": "x"}]},
-        )).fetchone()["id"]
+        failing = conn.execute(
+            batch_exports.INSERT_SQL,
+            batch_exports.insert_params(
+                project_id=pid,
+                user_id=user["id"],
+                name="doomed",
+                format="CSV",
+                query={
+                    "tableName": "traces",
+                    "filter": [{"column": "gone", "type": "string", "operator": "=", "value": "x"}],
+                },
+            ),
+        ).fetchone()["id"]
         with contextlib.closing(redis_lib.Redis.from_url(env["REDIS_URL"])) as client:
             enqueue_export(client, failing, _settings_for(env))
         result = _cli(["worker", "--burst"], env, tmp_path, said)
         assert result.returncode == 0, result.stderr[-2000:]
-        states = {r["id"]: r for r in conn.execute("SELECT id, status, log FROM batch_exports WHERE project_id = %s", (pid,))}
+        states = {
+            r["id"]: r for r in conn.execute("SELECT id, status, log FROM batch_exports WHERE project_id = %s", (pid,))
+        }
         assert states[done["id"]]["status"] == "COMPLETED" and states[failing]["status"] == "FAILED", states
-        link = _rpc(api, "batchExport.downloadUrl", {"projectId": pid, "batchExportId": done["id"]}, token, said)["result"]["url"]
+        link = _rpc(api, "batchExport.downloadUrl", {"projectId": pid, "batchExportId": done["id"]}, token, said)[
+            "result"
+        ]["url"]
         assert httpx.get(link, timeout=30).status_code == 200
 
         # Redis down: create is still accepted (the sweep enqueues it later), cancel too, healthz says 503.
@@ -124,10 +151,19 @@ def test_no_secret_in_any_log_reply_export_log_or_email(tmp_path, settings):
             _rpc(api, "batchExport.cancel", {"projectId": pid, "batchExportId": accepted["id"]}, token, said)
 
         with ThreadPoolExecutor(6) as pool:
-            misconfigured = [pool.submit(_cli, ["migrate"], {**env, **overrides}, tmp_path, said, 60) for overrides in (
-                {"DATABASE_URL": broken_url}, {"REDIS_URL": broken_url.replace("mysql", "http")}, {"DATABASE_URL": wrong_password})]
-            for task in (pool.submit(create_and_cancel), pool.submit(lambda: said.append(httpx.get(f"{api.url}/healthz", timeout=30).text)),
-                         pool.submit(_cli, ["worker", "--burst"], env, tmp_path, said, 60)):
+            misconfigured = [
+                pool.submit(_cli, ["migrate"], {**env, **overrides}, tmp_path, said, 60)
+                for overrides in (
+                    {"DATABASE_URL": broken_url},
+                    {"REDIS_URL": broken_url.replace("mysql", "http")},
+                    {"DATABASE_URL": wrong_password},
+                )
+            ]
+            for task in (
+                pool.submit(create_and_cancel),
+                pool.submit(lambda: said.append(httpx.get(f"{api.url}/healthz", timeout=30).text)),
+                pool.submit(_cli, ["worker", "--burst"], env, tmp_path, said, 60),
+            ):
                 task.result()
             assert all(task.result().returncode != 0 for task in misconfigured)
             assert "password authentication failed" in misconfigured[-1].result().stderr
@@ -137,13 +173,20 @@ def test_no_secret_in_any_log_reply_export_log_or_email(tmp_path, settings):
         # Postgres down: every call is an internal error, with nothing about why in the reply.
         postgres.stop(mode="immediate")
         with ThreadPoolExecutor(5) as pool:
-            worker = pool.submit(_cli, ["worker", "--burst"], env, tmp_path, said, 60)  # its sweep meets the dead Postgres
+            worker = pool.submit(
+                _cli, ["worker", "--burst"], env, tmp_path, said, 60
+            )  # its sweep meets the dead Postgres
             health = pool.submit(lambda: said.append(httpx.get(f"{api.url}/healthz", timeout=30).text))
-            replies = list(pool.map(lambda args: _rpc(api, *args, said=said, timeout=60), [
-                ("batchExport.all", {"projectId": pid}, token),
-                ("batchExport.create", create, token),
-                ("batchExport.downloadUrl", {"projectId": pid, "batchExportId": done["id"]}, token),
-            ]))
+            replies = list(
+                pool.map(
+                    lambda args: _rpc(api, *args, said=said, timeout=60),
+                    [
+                        ("batchExport.all", {"projectId": pid}, token),
+                        ("batchExport.create", create, token),
+                        ("batchExport.downloadUrl", {"projectId": pid, "batchExportId": done["id"]}, token),
+                    ],
+                )
+            )
             worker.result(), health.result()
         for reply in replies:
             assert reply["error"]["data"]["code"] == "INTERNAL_SERVER_ERROR", reply
@@ -156,8 +199,12 @@ def test_no_secret_in_any_log_reply_export_log_or_email(tmp_path, settings):
     # The outage is logged (by type and request id, procedures.auth.report_database_outages), and
     # so is every unexpected error with its traceback; neither may carry a secret.
     assert "database unavailable" in api_log, "Postgres being down should have been logged"
-    for where, text in [("API log", api_log), *(("reply or CLI output", t) for t in said),
-                        *(("export log", t) for t in stored), *(("email", t) for t in emails)]:
+    for where, text in [
+        ("API log", api_log),
+        *(("reply or CLI output", t) for t in said),
+        *(("export log", t) for t in stored),
+        *(("email", t) for t in emails),
+    ]:
         for name, value in values.items():
             assert value not in text, f"the {name} appears in a {where}:\n{_around(text, value)}"
 
@@ -170,4 +217,4 @@ def _settings_for(env: dict[str, str]):
 
 def _around(text: str, value: str) -> str:
     at = text.index(value)
-    return text[max(0, at - 300):at + 300]
+    return text[max(0, at - 300) : at + 300]

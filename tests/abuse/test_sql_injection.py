@@ -92,7 +92,9 @@ def untouched(conn, arena: Arena):
     assert table_fingerprints(conn, except_project=arena.attacker.id) == before
 
 
-def test_hostile_filter_columns_operators_and_order_columns_are_bad_request(attacker_client, arena, awkward_values, untouched):
+def test_hostile_filter_columns_operators_and_order_columns_are_bad_request(
+    attacker_client, arena, awkward_values, untouched
+):
     for text in hostile_strings(awkward_values):
         column = {"column": text, "type": "string", "operator": "=", "value": "x"}
         operator = {"column": "name", "type": "string", "operator": text, "value": "x"}
@@ -124,13 +126,17 @@ def _keep_everything_filters(text: str) -> list[dict]:
 def test_hostile_values_and_keys_are_refused_or_stored_as_data(attacker_client, arena, awkward_values, conn, untouched):
     for text in hostile_strings(awkward_values):
         name = text[:255] if text.strip() else "blank name"
-        reply = create(attacker_client, arena, {"tableName": "traces", "filter": _keep_everything_filters(text)}, name=name)
+        reply = create(
+            attacker_client, arena, {"tableName": "traces", "filter": _keep_everything_filters(text)}, name=name
+        )
         if "\x00" in text or not text.strip():
             # Postgres text cannot hold NUL; an object filter needs a key.
             assert error_code(reply) == "BAD_REQUEST", reply
             continue
         assert "result" in reply, (text, reply)
-        stored = conn.execute("SELECT name, query FROM batch_exports WHERE id = %s", (reply["result"]["id"],)).fetchone()
+        stored = conn.execute(
+            "SELECT name, query FROM batch_exports WHERE id = %s", (reply["result"]["id"],)
+        ).fetchone()
         assert stored["name"] == name.strip() and [f["value"] for f in stored["query"]["filter"]][:2] == [text, text]
         conn.execute("UPDATE batch_exports SET status = 'CANCELLED' WHERE id = %s", (reply["result"]["id"],))
 
@@ -138,9 +144,11 @@ def test_hostile_values_and_keys_are_refused_or_stored_as_data(attacker_client, 
 def test_exports_with_hostile_values_and_keys_hold_exactly_the_callers_matching_rows(
     attacker_client, arena, awkward_values, conn, tmp_path, untouched
 ):
-    mine = conn.execute("SELECT id, name FROM traces WHERE project_id = %s ORDER BY id", (arena.attacker.id,)).fetchall()
+    mine = conn.execute(
+        "SELECT id, name FROM traces WHERE project_id = %s ORDER BY id", (arena.attacker.id,)
+    ).fetchall()
     texts = [t for t in hostile_strings(awkward_values) if t.strip() and "\x00" not in t]
-    for group in (texts[i:i + 10] for i in range(0, len(texts), 10)):  # 50 filters at most per query
+    for group in (texts[i : i + 10] for i in range(0, len(texts), 10)):  # 50 filters at most per query
         filters = [f for text in group for f in _keep_everything_filters(text)]
         reply = create(attacker_client, arena, {"tableName": "traces", "filter": filters}, name=group[0][:255])
         expected = [r["id"] for r in mine if not any(t.lower() in r["name"].lower() for t in group)]
@@ -149,9 +157,13 @@ def test_exports_with_hostile_values_and_keys_hold_exactly_the_callers_matching_
         assert expected, "the filters should keep the caller's rows, or the test proves nothing"
 
 
-def test_hostile_search_text_matches_literally_within_the_callers_rows(attacker_client, arena, conn, tmp_path, untouched):
+def test_hostile_search_text_matches_literally_within_the_callers_rows(
+    attacker_client, arena, conn, tmp_path, untouched
+):
     for text in CLASSIC:
-        reply = create(attacker_client, arena, {"tableName": "traces", "searchQuery": text, "searchType": ["id", "content"]})
+        reply = create(
+            attacker_client, arena, {"tableName": "traces", "searchQuery": text, "searchType": ["id", "content"]}
+        )
         if "\x00" in text:
             assert error_code(reply) == "BAD_REQUEST"
             continue
@@ -159,26 +171,39 @@ def test_hostile_search_text_matches_literally_within_the_callers_rows(attacker_
         assert export_rows(conn, arena, reply["result"]["id"], tmp_path) == [], text
 
 
-def test_every_table_exports_only_the_callers_rows_under_hostile_search_and_filters(attacker_client, arena, conn, tmp_path, untouched):
+def test_every_table_exports_only_the_callers_rows_under_hostile_search_and_filters(
+    attacker_client, arena, conn, tmp_path, untouched
+):
     from workers.tables import TABLES
 
     for table, definition in TABLES.items():
         reply = create(attacker_client, arena, {"tableName": table, "searchQuery": "' OR project_id <> '' --"})
         assert export_rows(conn, arena, reply["result"]["id"], tmp_path) == [], table
         text_column = next(c.key for c in definition.filterable_columns if c.filter in ("string", "stringOptions"))
-        reply = create(attacker_client, arena, {"tableName": table, "filter": [
-            {"column": text_column, "type": "string", "operator": "does not contain", "value": "' OR 1=1 --"}]})
+        reply = create(
+            attacker_client,
+            arena,
+            {
+                "tableName": table,
+                "filter": [
+                    {"column": text_column, "type": "string", "operator": "does not contain", "value": "' OR 1=1 --"}
+                ],
+            },
+        )
         ids = {r["id"] for r in export_rows(conn, arena, reply["result"]["id"], tmp_path)}
         source = {"events": "SELECT id FROM observations", "sessions": "SELECT session_id AS id FROM traces"}.get(
-            table, f"SELECT id FROM {table}")
+            table, f"SELECT id FROM {table}"
+        )
         own = {r["id"] for r in conn.execute(source + " WHERE project_id = %s", (arena.attacker.id,))}
         assert ids <= own, (table, ids - own)
 
 
 def test_hostile_keys_of_number_filters_are_inert(attacker_client, arena, conn, tmp_path, untouched):
     for text in CLASSIC[:8]:
-        query = {"tableName": "observations", "filter": [
-            {"column": "metadata", "type": "numberObject", "key": text, "operator": ">=", "value": 0}]}
+        query = {
+            "tableName": "observations",
+            "filter": [{"column": "metadata", "type": "numberObject", "key": text, "operator": ">=", "value": 0}],
+        }
         # No observation has a number under that key, so nothing is selected.
         assert export_rows(conn, arena, create(attacker_client, arena, query)["result"]["id"], tmp_path) == [], text
 

@@ -24,7 +24,12 @@ from tests.conftest import RpcClient
 
 def params_for(method: str, project_id: str, export_id: str) -> dict:
     return {
-        "batchExport.create": {"projectId": project_id, "name": "grab", "format": "CSV", "query": {"tableName": "traces"}},
+        "batchExport.create": {
+            "projectId": project_id,
+            "name": "grab",
+            "format": "CSV",
+            "query": {"tableName": "traces"},
+        },
         "batchExport.cancel": {"projectId": project_id, "batchExportId": export_id},
         "batchExport.all": {"projectId": project_id},
         "batchExport.downloadUrl": {"projectId": project_id, "batchExportId": export_id},
@@ -38,7 +43,9 @@ PROCEDURES = ["batchExport.create", "batchExport.cancel", "batchExport.all", "ba
 def finish_grabbed_exports(conn, arena):
     # A call that legitimately wins a race with a revocation creates an export; keep the victim under its limit.
     yield
-    conn.execute("UPDATE batch_exports SET status = 'CANCELLED' WHERE project_id = %s AND name = 'grab'", (arena.victim.id,))
+    conn.execute(
+        "UPDATE batch_exports SET status = 'CANCELLED' WHERE project_id = %s AND name = 'grab'", (arena.victim.id,)
+    )
 
 
 def test_every_documented_procedure_is_covered(abuse_api: ServedApi):
@@ -68,7 +75,13 @@ def expect(reply: dict, code: str) -> None:
 
 @pytest.mark.parametrize("method", PROCEDURES)
 def test_a_project_the_caller_has_no_role_in_is_forbidden(abuse_client, arena, method):
-    reply = call_as(abuse_client, arena, arena.attacker_owner, method, params_for(method, arena.victim.id, arena.victim_export["id"]))
+    reply = call_as(
+        abuse_client,
+        arena,
+        arena.attacker_owner,
+        method,
+        params_for(method, arena.victim.id, arena.victim_export["id"]),
+    )
     expect(reply, "FORBIDDEN")
 
 
@@ -76,28 +89,50 @@ def test_owning_another_organization_grants_nothing_in_this_one(abuse_client, ar
     org_owner = arena.attacker.member(None, org_role="OWNER")
     assert "result" in abuse_client.call("batchExport.all", {"projectId": arena.attacker.id}, token=org_owner)
     for method in PROCEDURES:
-        reply = call_as(abuse_client, arena, org_owner, method, params_for(method, arena.victim.id, arena.victim_export["id"]))
+        reply = call_as(
+            abuse_client, arena, org_owner, method, params_for(method, arena.victim.id, arena.victim_export["id"])
+        )
         expect(reply, "FORBIDDEN")
 
 
 @pytest.mark.parametrize("method", PROCEDURES)
 def test_a_project_that_does_not_exist_is_forbidden_like_one_without_a_role(abuse_client, arena, method):
-    reply = call_as(abuse_client, arena, arena.attacker_owner, method, params_for(method, str(uuid.uuid4()), arena.victim_export["id"]))
+    reply = call_as(
+        abuse_client,
+        arena,
+        arena.attacker_owner,
+        method,
+        params_for(method, str(uuid.uuid4()), arena.victim_export["id"]),
+    )
     expect(reply, "FORBIDDEN")
-    assert reply["error"]["message"] == call_as(
-        abuse_client, arena, arena.attacker_owner, method, params_for(method, arena.victim.id, "x"))["error"]["message"]
+    assert (
+        reply["error"]["message"]
+        == call_as(abuse_client, arena, arena.attacker_owner, method, params_for(method, arena.victim.id, "x"))[
+            "error"
+        ]["message"]
+    )
 
 
 @pytest.mark.parametrize("method", ["batchExport.cancel", "batchExport.downloadUrl"])
 def test_another_projects_export_id_in_the_callers_own_project_is_not_found(abuse_client, arena, conn, method):
-    reply = call_as(abuse_client, arena, arena.attacker_owner, method, params_for(method, arena.attacker.id, arena.victim_export["id"]))
+    reply = call_as(
+        abuse_client,
+        arena,
+        arena.attacker_owner,
+        method,
+        params_for(method, arena.attacker.id, arena.victim_export["id"]),
+    )
     expect(reply, "NOT_FOUND")
-    victim = conn.execute("SELECT status, log FROM batch_exports WHERE id = %s", (arena.victim_export["id"],)).fetchone()
+    victim = conn.execute(
+        "SELECT status, log FROM batch_exports WHERE id = %s", (arena.victim_export["id"],)
+    ).fetchone()
     assert victim["status"] == "COMPLETED"
 
 
 def test_listing_the_callers_project_shows_none_of_another_projects_exports(abuse_client, arena):
-    listed = call_as(abuse_client, arena, arena.attacker_owner, "batchExport.all", {"projectId": arena.attacker.id, "limit": 100})
+    listed = call_as(
+        abuse_client, arena, arena.attacker_owner, "batchExport.all", {"projectId": arena.attacker.id, "limit": 100}
+    )
     assert all(e["projectId"] == arena.attacker.id for e in listed["result"]["exports"])
 
 
@@ -158,23 +193,37 @@ def test_a_token_revoked_after_use_is_unauthorized_from_then_on(abuse_client, ar
 def test_a_role_taken_away_after_use_is_forbidden_from_then_on(abuse_client, arena, conn, change):
     token = arena.victim.member("OWNER")
     user_id = conn.execute(
-        "SELECT user_id FROM auth_sessions WHERE token_hash = %s", (access.hash_token(token),)).fetchone()["user_id"]
+        "SELECT user_id FROM auth_sessions WHERE token_hash = %s", (access.hash_token(token),)
+    ).fetchone()["user_id"]
     params = params_for("batchExport.create", arena.victim.id, "")
     assert "result" in abuse_client.call("batchExport.all", {"projectId": arena.victim.id}, token=token)
     if change == "downgraded to VIEWER":
         access.set_project_role(conn, arena.victim.id, user_id, "VIEWER")
     else:
-        conn.execute("DELETE FROM project_memberships WHERE project_id = %s AND user_id = %s", (arena.victim.id, user_id))
+        conn.execute(
+            "DELETE FROM project_memberships WHERE project_id = %s AND user_id = %s", (arena.victim.id, user_id)
+        )
     served = refused_from_now_on(lambda: abuse_client.call("batchExport.create", params, token=token), "FORBIDDEN")
     assert served <= 1
 
 
 def test_a_filter_cannot_name_the_project_column(abuse_client, arena):
     for column in ("projectId", "project_id", "o.project_id", "t.project_id"):
-        reply = call_as(abuse_client, arena, arena.attacker_owner, "batchExport.create", {
-            "projectId": arena.attacker.id, "name": "x", "format": "CSV",
-            "query": {"tableName": "observations", "filter": [
-                {"column": column, "type": "string", "operator": "=", "value": arena.victim.id}]}})
+        reply = call_as(
+            abuse_client,
+            arena,
+            arena.attacker_owner,
+            "batchExport.create",
+            {
+                "projectId": arena.attacker.id,
+                "name": "x",
+                "format": "CSV",
+                "query": {
+                    "tableName": "observations",
+                    "filter": [{"column": column, "type": "string", "operator": "=", "value": arena.victim.id}],
+                },
+            },
+        )
         expect(reply, "BAD_REQUEST")
 
 
@@ -186,14 +235,23 @@ def attacker_link(abuse_client, arena, conn, tmp_path) -> dict:
     """A real link to a finished export of the attacker's own project."""
     from tests.abuse.conftest import run_export
 
-    created = abuse_client.result("batchExport.create", {"projectId": arena.attacker.id, "name": "mine", "format": "CSV",
-                                                         "query": {"tableName": "traces"}}, token=arena.attacker_owner)
+    created = abuse_client.result(
+        "batchExport.create",
+        {"projectId": arena.attacker.id, "name": "mine", "format": "CSV", "query": {"tableName": "traces"}},
+        token=arena.attacker_owner,
+    )
     assert run_export(conn, created["id"], tmp_path)["status"] == "COMPLETED"
-    link = abuse_client.result("batchExport.downloadUrl", {"projectId": arena.attacker.id, "batchExportId": created["id"]},
-                               token=arena.attacker_owner)
+    link = abuse_client.result(
+        "batchExport.downloadUrl",
+        {"projectId": arena.attacker.id, "batchExportId": created["id"]},
+        token=arena.attacker_owner,
+    )
     parsed = urlparse(link["url"])
-    return {"base": f"{parsed.scheme}://{parsed.netloc}{parsed.path}", "query": {k: v[0] for k, v in parse_qs(parsed.query).items()},
-            "url": link["url"]}
+    return {
+        "base": f"{parsed.scheme}://{parsed.netloc}{parsed.path}",
+        "query": {k: v[0] for k, v in parse_qs(parsed.query).items()},
+        "url": link["url"],
+    }
 
 
 def test_the_attackers_own_link_serves_only_the_attackers_rows(attacker_link, arena):

@@ -8,7 +8,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 from db import access, batch_exports
 from schemas.settings import get_settings
 
-BASE_TIME = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+BASE_TIME = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 BIG_TRACES = 300_000
 
 
@@ -39,8 +39,17 @@ class SeededProject:
 
 
 JSON_COLUMNS = {
-    "input", "output", "metadata", "model_parameters", "usage_details", "provided_usage_details", "cost_details",
-    "provided_cost_details", "before", "after", "expected_output",
+    "input",
+    "output",
+    "metadata",
+    "model_parameters",
+    "usage_details",
+    "provided_usage_details",
+    "cost_details",
+    "provided_cost_details",
+    "before",
+    "after",
+    "expected_output",
 }
 
 
@@ -57,7 +66,7 @@ def seed_project(conn: psycopg.Connection, awkward: dict[str, Any], name: str = 
     json_values: list[Any] = awkward["json_values"]
     project = access.create_project(conn, name)
     email = f"analyst-{uuid.uuid4().hex[:8]}@example.com"
-    user = access.upsert_user(conn, email, "Analyst \"=1+1\"")
+    user = access.upsert_user(conn, email, 'Analyst "=1+1"')
     seeded = SeededProject(project["id"], user["id"], email)
     pid = project["id"]
 
@@ -188,11 +197,17 @@ def seed_project(conn: psycopg.Connection, awkward: dict[str, Any], name: str = 
 
 
 def create_export(
-    conn: psycopg.Connection, project: SeededProject, query: dict[str, Any], format: str = "CSV", name: str = "my export"
+    conn: psycopg.Connection,
+    project: SeededProject,
+    query: dict[str, Any],
+    format: str = "CSV",
+    name: str = "my export",
 ) -> str:
     row = conn.execute(
         batch_exports.INSERT_SQL,
-        batch_exports.insert_params(project_id=project.project_id, user_id=project.user_id, name=name, format=format, query=query),
+        batch_exports.insert_params(
+            project_id=project.project_id, user_id=project.user_id, name=name, format=format, query=query
+        ),
     ).fetchone()
     return row["id"]
 
@@ -235,7 +250,9 @@ def storage_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def export_settings(monkeypatch: pytest.MonkeyPatch, database_url: str, storage_dir: Path, tmp_path: Path) -> Iterator[dict[str, str]]:
+def export_settings(
+    monkeypatch: pytest.MonkeyPatch, database_url: str, storage_dir: Path, tmp_path: Path
+) -> Iterator[dict[str, str]]:
     """The job reads Settings from the environment, as in production; returns the variables set."""
     env = {
         "DATABASE_URL": database_url,
@@ -256,11 +273,15 @@ def export_settings(monkeypatch: pytest.MonkeyPatch, database_url: str, storage_
 
 
 @pytest.fixture
-def run_export(conn: psycopg.Connection, export_settings: dict[str, str], storage_dir: Path) -> Callable[..., "ExportResult"]:
+def run_export(
+    conn: psycopg.Connection, export_settings: dict[str, str], storage_dir: Path
+) -> Callable[..., ExportResult]:
     """Creates an export of the seeded project, runs the job in this process, returns the row and file."""
     from workers.batch_export import run_batch_export
 
-    def run(project: SeededProject, query: dict[str, Any], format: str = "CSV", name: str = "my export") -> ExportResult:
+    def run(
+        project: SeededProject, query: dict[str, Any], format: str = "CSV", name: str = "my export"
+    ) -> ExportResult:
         export_id = create_export(conn, project, query, format, name)
         run_batch_export(export_id)
         row = batch_exports.load(conn, export_id)

@@ -7,8 +7,9 @@ compiler; ordering is each table's default (time DESC, then id DESC) unless a te
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -17,7 +18,6 @@ from schemas import BatchExportQuery
 from tests.export.conftest import BASE_TIME, SeededProject
 from workers.filters import InvalidExportQuery, compile_query, validate_query
 
-
 # --- the rows as the export should see them ---------------------------------------------------------
 
 
@@ -25,13 +25,27 @@ def trace_rows(seeded: SeededProject) -> list[dict[str, Any]]:
     rows = []
     for trace in seeded.traces:
         i = int(trace["id"][-3:])
-        rows.append({
-            "id": trace["id"], "time": trace["timestamp"], "name": trace["name"], "userId": trace["user_id"],
-            "sessionId": trace["session_id"], "release": trace["release"], "version": trace["version"],
-            "environment": trace["environment"], "tags": trace["tags"], "bookmarked": trace["bookmarked"],
-            "metadata": trace["metadata"], "input": trace["input"], "output": trace["output"],
-            "latency": 2.5, "totalCost": i / 1000 + 0.0005, "inputTokens": 10 * i, "totalTokens": 10 * i + 5,
-        })
+        rows.append(
+            {
+                "id": trace["id"],
+                "time": trace["timestamp"],
+                "name": trace["name"],
+                "userId": trace["user_id"],
+                "sessionId": trace["session_id"],
+                "release": trace["release"],
+                "version": trace["version"],
+                "environment": trace["environment"],
+                "tags": trace["tags"],
+                "bookmarked": trace["bookmarked"],
+                "metadata": trace["metadata"],
+                "input": trace["input"],
+                "output": trace["output"],
+                "latency": 2.5,
+                "totalCost": i / 1000 + 0.0005,
+                "inputTokens": 10 * i,
+                "totalTokens": 10 * i + 5,
+            }
+        )
     return rows
 
 
@@ -40,19 +54,33 @@ def observation_rows(seeded: SeededProject) -> list[dict[str, Any]]:
     rows = []
     for obs in seeded.observations:
         trace = traces[obs["trace_id"]]
-        rows.append({
-            **obs, "time": obs["start_time"], "traceTags": trace["tags"], "userId": trace["user_id"],
-            "sessionId": trace["session_id"], "release": trace["release"], "traceName": trace["name"],
-            "latency": (obs["end_time"] - obs["start_time"]).total_seconds(),
-            "inputTokens": obs.get("usage_details", {}).get("input"),
-        })
+        rows.append(
+            {
+                **obs,
+                "time": obs["start_time"],
+                "traceTags": trace["tags"],
+                "userId": trace["user_id"],
+                "sessionId": trace["session_id"],
+                "release": trace["release"],
+                "traceName": trace["name"],
+                "latency": (obs["end_time"] - obs["start_time"]).total_seconds(),
+                "inputTokens": obs.get("usage_details", {}).get("input"),
+            }
+        )
     return rows
 
 
 def score_rows(seeded: SeededProject) -> list[dict[str, Any]]:
     traces = {t["id"]: t for t in seeded.traces}
-    return [{**s, "time": s["timestamp"], "traceTags": traces[s["trace_id"]]["tags"],
-             "userId": traces[s["trace_id"]]["user_id"]} for s in seeded.scores]
+    return [
+        {
+            **s,
+            "time": s["timestamp"],
+            "traceTags": traces[s["trace_id"]]["tags"],
+            "userId": traces[s["trace_id"]]["user_id"],
+        }
+        for s in seeded.scores
+    ]
 
 
 def expected_ids(rows: list[dict[str, Any]], predicate: Callable[[dict[str, Any]], bool]) -> list[str]:
@@ -82,20 +110,34 @@ TRACE_CASES = [
     (f("userId", "string", "starts with", "="), lambda r: r["userId"].startswith("=")),
     (f("User ID", "string", "ends with", "SPACE "), lambda r: lower(r["userId"]).endswith("space ")),
     (f("sessionId", "string", "does not contain", "session"), lambda r: r["sessionId"] is None),
-    (f("traceName", "stringOptions", "any of", ["comma, inside", "CON", "%_ like wildcards %_"]),
-     lambda r: r["name"] in ("comma, inside", "CON", "%_ like wildcards %_")),
-    (f("name", "stringOptions", "none of", ["comma, inside", "CON"]), lambda r: r["name"] not in ("comma, inside", "CON")),
+    (
+        f("traceName", "stringOptions", "any of", ["comma, inside", "CON", "%_ like wildcards %_"]),
+        lambda r: r["name"] in ("comma, inside", "CON", "%_ like wildcards %_"),
+    ),
+    (
+        f("name", "stringOptions", "none of", ["comma, inside", "CON"]),
+        lambda r: r["name"] not in ("comma, inside", "CON"),
+    ),
     (f("Environment", "stringOptions", "any of", ["staging"]), lambda r: r["environment"] == "staging"),
     (f("version", "string", "=", "2.0"), lambda r: r["version"] == "2.0"),
     (f("release", "string", "=", "v1"), lambda r: r["release"] == "v1"),
     (f("tags", "arrayOptions", "any of", ["odd", "CON"]), lambda r: bool({"odd", "CON"} & set(r["tags"]))),
     (f("Tags", "arrayOptions", "all of", ["even", "CON"]), lambda r: {"even", "CON"} <= set(r["tags"])),
-    (f("traceTags", "arrayOptions", "none of", ["odd", "=SUM(A1:A9)"]), lambda r: not {"odd", "=SUM(A1:A9)"} & set(r["tags"])),
+    (
+        f("traceTags", "arrayOptions", "none of", ["odd", "=SUM(A1:A9)"]),
+        lambda r: not {"odd", "=SUM(A1:A9)"} & set(r["tags"]),
+    ),
     (f("metadata", "stringObject", "=", "CON", key="customer"), lambda r: r["metadata"]["customer"] == "CON"),
     (f("Metadata", "stringObject", "contains", "%_", key="customer"), lambda r: "%_" in r["metadata"]["customer"]),
     (f("metadata", "stringObject", "does not contain", "o", key="tier"), lambda r: "o" not in r["metadata"]["tier"]),
-    (f("metadata", "stringObject", "starts with", "'", key="customer"), lambda r: r["metadata"]["customer"].startswith("'")),
-    (f("metadata", "stringObject", "ends with", "--", key="customer"), lambda r: r["metadata"]["customer"].endswith("--")),
+    (
+        f("metadata", "stringObject", "starts with", "'", key="customer"),
+        lambda r: r["metadata"]["customer"].startswith("'"),
+    ),
+    (
+        f("metadata", "stringObject", "ends with", "--", key="customer"),
+        lambda r: r["metadata"]["customer"].endswith("--"),
+    ),
     (f("metadata", "stringObject", "=", "x", key="no such key"), lambda r: False),
     (f("metadata", "numberObject", ">=", 40, key="rank"), lambda r: r["metadata"]["rank"] >= 40),
     (f("metadata", "numberObject", "=", 3, key="rank"), lambda r: r["metadata"]["rank"] == 3),
@@ -120,7 +162,9 @@ TRACE_CASES = [
 ]
 
 
-@pytest.mark.parametrize("filter_,predicate", TRACE_CASES, ids=[f"{c[0]['column']} {c[0]['type']} {c[0]['operator']}" for c in TRACE_CASES])
+@pytest.mark.parametrize(
+    "filter_,predicate", TRACE_CASES, ids=[f"{c[0]['column']} {c[0]['type']} {c[0]['operator']}" for c in TRACE_CASES]
+)
 def test_trace_filter_exports_exactly_the_matching_rows(run_export, seeded, filter_, predicate):
     result = run_export(seeded, {"tableName": "traces", "filter": [filter_]}, "JSONL")
     assert result.row["status"] == "COMPLETED", result.row["log"]
@@ -128,17 +172,26 @@ def test_trace_filter_exports_exactly_the_matching_rows(run_export, seeded, filt
 
 
 def test_filters_combine_with_and(run_export, seeded):
-    query = {"tableName": "traces", "filter": [
-        f("environment", "stringOptions", "any of", ["production"]), f("bookmarked", "boolean", "=", False),
-        f("metadata", "stringObject", "=", "silver", key="tier"),
-    ]}
-    expected = expected_ids(trace_rows(seeded), lambda r: r["environment"] == "production" and not r["bookmarked"]
-                            and r["metadata"]["tier"] == "silver")
+    query = {
+        "tableName": "traces",
+        "filter": [
+            f("environment", "stringOptions", "any of", ["production"]),
+            f("bookmarked", "boolean", "=", False),
+            f("metadata", "stringObject", "=", "silver", key="tier"),
+        ],
+    }
+    expected = expected_ids(
+        trace_rows(seeded),
+        lambda r: r["environment"] == "production" and not r["bookmarked"] and r["metadata"]["tier"] == "silver",
+    )
     assert run_export(seeded, query, "CSV").ids() == expected and expected
 
 
 OBSERVATION_CASES = [
-    (f("id", "stringOptions", "any of", ["obs-001-gen", "obs-002-root"]), lambda r: r["id"] in ("obs-001-gen", "obs-002-root")),
+    (
+        f("id", "stringOptions", "any of", ["obs-001-gen", "obs-002-root"]),
+        lambda r: r["id"] in ("obs-001-gen", "obs-002-root"),
+    ),
     (f("Type", "stringOptions", "any of", ["GENERATION"]), lambda r: r["type"] == "GENERATION"),
     (f("level", "stringOptions", "none of", ["DEFAULT"]), lambda r: r["level"] != "DEFAULT"),
     (f("model", "stringOptions", "any of", ["claude"]), lambda r: r.get("model") == "claude"),
@@ -210,7 +263,9 @@ def test_session_filters(run_export, seeded):
     user_of = {t["session_id"]: set() for t in seeded.traces}
     for t in seeded.traces:
         user_of[t["session_id"]].add(t["user_id"])
-    assert ids(f("User IDs", "arrayOptions", "any of", ["CON"])) == sorted(s for s, u in user_of.items() if s and "CON" in u)
+    assert ids(f("User IDs", "arrayOptions", "any of", ["CON"])) == sorted(
+        s for s, u in user_of.items() if s and "CON" in u
+    )
     assert ids(f("createdAt", "datetime", ">", (BASE_TIME + timedelta(minutes=3)).isoformat())) == []
 
 
@@ -220,18 +275,24 @@ def test_dataset_and_audit_log_filters(run_export, seeded):
 
     items = sorted(seeded.dataset_items, key=lambda r: (r["created_at"], r["id"]), reverse=True)
     assert ids("dataset_items", f("Status", "stringOptions", "any of", ["ARCHIVED"])) == [
-        i["id"] for i in items if i["status"] == "ARCHIVED"]
+        i["id"] for i in items if i["status"] == "ARCHIVED"
+    ]
     assert ids("dataset_items", f("Item ID", "stringOptions", "any of", ["item-01"])) == ["item-01"]
     assert ids("dataset_items", f("metadata", "stringObject", "contains", "QUOTES", key="label")) == [
-        i["id"] for i in items if "quotes" in i["metadata"]["label"].lower()]
+        i["id"] for i in items if "quotes" in i["metadata"]["label"].lower()
+    ]
     run_items = sorted(seeded.dataset_run_items, key=lambda r: (r["created_at"], r["id"]), reverse=True)
-    assert ids("dataset_run_items", f("Dataset", "stringOptions", "any of", ["dataset-a"])) == [r["id"] for r in run_items]
+    assert ids("dataset_run_items", f("Dataset", "stringOptions", "any of", ["dataset-a"])) == [
+        r["id"] for r in run_items
+    ]
     assert ids("dataset_run_items", f("datasetId", "stringOptions", "none of", ["dataset-a"])) == []
     entries = sorted(seeded.audit_logs, key=lambda r: (r["created_at"], r["id"]), reverse=True)
     assert ids("audit_logs", f("Resource Type", "stringOptions", "any of", ["trace"])) == [
-        e["id"] for e in entries if e["resource_type"] == "trace"]
+        e["id"] for e in entries if e["resource_type"] == "trace"
+    ]
     assert ids("audit_logs", f("createdAt", "datetime", ">=", (BASE_TIME + timedelta(seconds=5)).isoformat())) == [
-        e["id"] for e in entries if e["created_at"] >= BASE_TIME + timedelta(seconds=5)]
+        e["id"] for e in entries if e["created_at"] >= BASE_TIME + timedelta(seconds=5)
+    ]
 
 
 # --- search -------------------------------------------------------------------------------------------
@@ -239,8 +300,9 @@ def test_dataset_and_audit_log_filters(run_export, seeded):
 
 def test_id_search_matches_ids_and_names_ignoring_case(run_export, seeded):
     result = run_export(seeded, {"tableName": "traces", "searchQuery": "QUOTES"}, "JSONL")
-    expected = expected_ids(trace_rows(seeded), lambda r: any(
-        "quotes" in lower(r[k]) for k in ("id", "name", "userId", "sessionId")))
+    expected = expected_ids(
+        trace_rows(seeded), lambda r: any("quotes" in lower(r[k]) for k in ("id", "name", "userId", "sessionId"))
+    )
     assert result.ids() == expected and expected
 
 
@@ -249,8 +311,9 @@ def test_content_search_matches_input_output_and_metadata(run_export, seeded):
         return json.dumps(value, ensure_ascii=False).lower()
 
     query = {"tableName": "traces", "searchQuery": "wildcards %_", "searchType": ["content"]}
-    expected = expected_ids(trace_rows(seeded), lambda r: any(
-        "wildcards %_" in jsontext(r[k]) for k in ("input", "output", "metadata")))
+    expected = expected_ids(
+        trace_rows(seeded), lambda r: any("wildcards %_" in jsontext(r[k]) for k in ("input", "output", "metadata"))
+    )
     assert run_export(seeded, query, "CSV").ids() == expected and expected
 
 
@@ -273,14 +336,20 @@ def test_order_by_is_honoured_with_id_as_tie_breaker(run_export, seeded):
     asc = run_export(seeded, {"tableName": "traces", "orderBy": {"column": "Timestamp", "order": "ASC"}}, "JSON").ids()
     assert asc == [t["id"] for t in sorted(seeded.traces, key=lambda t: (t["timestamp"], t["id"]))]
     # Every trace has the same latency: the order is decided by id alone.
-    by_latency = run_export(seeded, {"tableName": "traces", "orderBy": {"column": "latency", "order": "DESC"}}, "JSON").ids()
+    by_latency = run_export(
+        seeded, {"tableName": "traces", "orderBy": {"column": "latency", "order": "DESC"}}, "JSON"
+    ).ids()
     assert by_latency == sorted((t["id"] for t in seeded.traces), reverse=True)
 
 
 def test_order_by_a_text_column(run_export, seeded):
-    rows = run_export(seeded, {"tableName": "scores", "orderBy": {"column": "value", "order": "DESC"}}, "JSON").json_rows()
+    rows = run_export(
+        seeded, {"tableName": "scores", "orderBy": {"column": "value", "order": "DESC"}}, "JSON"
+    ).json_rows()
     assert [r["value"] for r in rows] == sorted((s["value"] for s in seeded.scores), reverse=True)
-    names = run_export(seeded, {"tableName": "observations", "orderBy": {"column": "name", "order": "ASC"}}, "JSON").json_rows()
+    names = run_export(
+        seeded, {"tableName": "observations", "orderBy": {"column": "name", "order": "ASC"}}, "JSON"
+    ).json_rows()
     assert len(names) == len(seeded.observations)
 
 
@@ -300,8 +369,17 @@ def invalid(query: BatchExportQuery) -> str:
 
 def test_valid_queries_pass_validation_without_a_database():
     validate_query(q())
-    validate_query(q(filter=[f(c[0]["column"], c[0]["type"], c[0]["operator"], c[0].get("value"), c[0].get("key")) for c in TRACE_CASES]))
-    validate_query(q(orderBy={"column": "Total Cost ($)", "order": "ASC"}, searchQuery="x", searchType=["id", "content"]))
+    validate_query(
+        q(
+            filter=[
+                f(c[0]["column"], c[0]["type"], c[0]["operator"], c[0].get("value"), c[0].get("key"))
+                for c in TRACE_CASES
+            ]
+        )
+    )
+    validate_query(
+        q(orderBy={"column": "Total Cost ($)", "order": "ASC"}, searchQuery="x", searchType=["id", "content"])
+    )
 
 
 def test_unknown_filter_column_names_the_valid_ones():
@@ -341,8 +419,12 @@ def test_bad_values_are_rejected():
 
 def test_user_values_never_become_sql_text():
     hostile = "'; DROP TABLE traces; --"
-    compiled = compile_query(q(filter=[f("name", "string", "contains", hostile), f("metadata", "stringObject", "=", "x", key=hostile)],
-                               searchQuery=hostile))
-    rendered = (compiled.where.as_string(None) if hasattr(compiled.where, "as_string") else str(compiled.where))
+    compiled = compile_query(
+        q(
+            filter=[f("name", "string", "contains", hostile), f("metadata", "stringObject", "=", "x", key=hostile)],
+            searchQuery=hostile,
+        )
+    )
+    rendered = compiled.where.as_string(None) if hasattr(compiled.where, "as_string") else str(compiled.where)
     assert "DROP TABLE" not in rendered
     assert hostile in compiled.params.values() and hostile.lower() in compiled.params.values()

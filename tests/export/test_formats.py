@@ -127,7 +127,7 @@ def test_jsonl_is_one_object_per_line_even_with_newlines_and_backslashes_in_valu
         assert row["input"] == expected["input"]
         assert row["output"] == expected["output"]
         assert row["metadata"] == expected["metadata"]
-    assert any("backslash \\ and \\n literal" == row["name"] for row in parsed)
+    assert any(row["name"] == "backslash \\ and \\n literal" for row in parsed)
 
 
 def test_observation_durations_are_seconds_and_costs_numbers(run_export, seeded):

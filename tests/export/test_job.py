@@ -17,6 +17,7 @@ from tests.export.conftest import BASE_TIME, BIG_TRACES, SeededProject, create_e
 from workers.batch_export import ExportFailed, run_batch_export
 from workers.storage import verify_download_signature
 
+
 def small_project(conn, names: list[str]) -> SeededProject:
     project = access.create_project(conn, "small")
     user = access.upsert_user(conn, f"small-{project['id'][:8]}@example.com", "Small")
@@ -50,7 +51,9 @@ def wait_for(predicate, timeout: float = 30, interval: float = 0.02):
 # --- consistent cut-off ---------------------------------------------------------------------------------
 
 
-def test_rows_created_after_the_export_was_requested_are_not_exported(conn, export_settings, storage_dir, awkward_values):
+def test_rows_created_after_the_export_was_requested_are_not_exported(
+    conn, export_settings, storage_dir, awkward_values
+):
     project = small_project(conn, awkward_values["strings"][:5])
     export_id = create_export(conn, project, {"tableName": "traces"}, "JSONL")
     # Written after the export was requested, before its job runs (a queue backlog, or a retry later).
@@ -74,7 +77,9 @@ def test_rows_created_after_the_export_was_requested_are_not_exported(conn, expo
 # --- row limit ------------------------------------------------------------------------------------------
 
 
-def test_row_limit_cuts_the_file_and_says_so_in_log_and_email(conn, export_settings, storage_dir, tmp_path, monkeypatch, caplog):
+def test_row_limit_cuts_the_file_and_says_so_in_log_and_email(
+    conn, export_settings, storage_dir, tmp_path, monkeypatch, caplog
+):
     project = small_project(conn, [f"n{i}" for i in range(8)])
     monkeypatch.setenv("BATCH_EXPORT_ROW_LIMIT", "5")
     get_settings.cache_clear()
@@ -116,7 +121,9 @@ def test_cancelled_export_is_not_started(conn, export_settings, storage_dir, see
     assert files_under(storage_dir) == []
 
 
-def test_completed_export_records_key_expiry_and_emails_a_working_link(conn, export_settings, storage_dir, tmp_path, seeded):
+def test_completed_export_records_key_expiry_and_emails_a_working_link(
+    conn, export_settings, storage_dir, tmp_path, seeded
+):
     export_id = create_export(conn, seeded, {"tableName": "scores"}, "CSV", name="Q1 scores / ../../etc")
     run_batch_export(export_id)
     row = batch_exports.load(conn, export_id)
@@ -139,8 +146,11 @@ def test_completed_export_records_key_expiry_and_emails_a_working_link(conn, exp
 
 
 def test_invalid_stored_query_fails_without_retry(conn, export_settings, seeded, tmp_path):
-    export_id = create_export(conn, seeded, {"tableName": "traces", "filter": [
-        {"column": "secret", "type": "string", "operator": "=", "value": "x"}]})
+    export_id = create_export(
+        conn,
+        seeded,
+        {"tableName": "traces", "filter": [{"column": "secret", "type": "string", "operator": "=", "value": "x"}]},
+    )
     run_batch_export(export_id)
     row = batch_exports.load(conn, export_id)
     assert row["status"] == "FAILED" and 'Unknown filter column "secret"' in row["log"]
@@ -184,7 +194,9 @@ def test_cancel_mid_export_stops_within_seconds_and_leaves_no_file(conn, export_
     assert files_under(storage_dir) == []
 
 
-def test_progress_reports_rows_and_total_while_the_object_stays_invisible(conn, export_settings, storage_dir, big_project):
+def test_progress_reports_rows_and_total_while_the_object_stays_invisible(
+    conn, export_settings, storage_dir, big_project
+):
     export_id = create_export(conn, big_project, {"tableName": "traces"}, "CSV")
     worker = threading.Thread(target=run_batch_export, args=(export_id,))
     worker.start()

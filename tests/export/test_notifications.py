@@ -8,10 +8,10 @@ from email import policy
 import pytest
 
 from db import batch_exports
-from procedures.local_services import free_port
+from devstack.servers import free_port
 from schemas.settings import get_settings
 from tests.export.conftest import create_export
-from workers.batch_export import run_batch_export
+from workers.batch_export import ExportFailed, run_batch_export
 
 
 class Inbox:
@@ -59,7 +59,7 @@ def test_failed_export_email_says_what_went_wrong(conn, smtp_inbox, seeded, tmp_
     monkeypatch.setenv("EXPORT_STORAGE_URL", blocker.as_uri())
     get_settings.cache_clear()
     export_id = create_export(conn, seeded, {"tableName": "traces"}, "CSV", name="broken")
-    with pytest.raises(Exception):
+    with pytest.raises(ExportFailed):  # a file where the export folder should be
         run_batch_export(export_id)
     [(_, _, message)] = smtp_inbox.messages
     assert message["Subject"] == "Export failed: broken"

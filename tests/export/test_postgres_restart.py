@@ -15,7 +15,7 @@ import redis
 
 import db
 from db import access, batch_exports
-from db.seed import seed
+from devstack.seed import seed
 from tests.conftest import running_postgres
 from workers.queue import enqueue_export, export_queue
 
@@ -48,7 +48,9 @@ def test_export_survives_a_postgres_restart_mid_query(own_postgres, redis_client
         "EXPORT_STORAGE_URL": storage.as_uri(),
         "PYTHONPATH": str(REPO),
     }
-    job_settings = settings.model_copy(update={"DATABASE_URL": own_postgres.url, "EXPORT_STORAGE_URL": storage.as_uri()})
+    job_settings = settings.model_copy(
+        update={"DATABASE_URL": own_postgres.url, "EXPORT_STORAGE_URL": storage.as_uri()}
+    )
     with db.connect(own_postgres.url, autocommit=True) as conn:
         project = access.create_project(conn, "restart")
         seed(conn, project["id"], traces=300)
@@ -56,8 +58,12 @@ def test_export_survives_a_postgres_restart_mid_query(own_postgres, redis_client
     def new_export(name: str) -> str:
         with db.connect(own_postgres.url, autocommit=True) as conn:
             query = {"tableName": "traces", "orderBy": {"column": "timestamp", "order": "ASC"}}
-            row = conn.execute(batch_exports.INSERT_SQL, batch_exports.insert_params(
-                project_id=project["id"], user_id=None, name=name, format="CSV", query=query)).fetchone()
+            row = conn.execute(
+                batch_exports.INSERT_SQL,
+                batch_exports.insert_params(
+                    project_id=project["id"], user_id=None, name=name, format="CSV", query=query
+                ),
+            ).fetchone()
         assert enqueue_export(redis_client, row["id"], job_settings)
         return row["id"]
 
@@ -67,12 +73,18 @@ def test_export_survives_a_postgres_restart_mid_query(own_postgres, redis_client
 
     log = tmp_path / "worker.log"
     worker = subprocess.Popen(
-        [sys.executable, "-m", "procedures.cli", "worker"], env=env, cwd=tmp_path,
-        stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        [sys.executable, "-m", "cli", "worker"],
+        env=env,
+        cwd=tmp_path,
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         reference_id = new_export("reference")
-        reference = _wait(lambda: (r := load(reference_id))["status"] == "COMPLETED" and r, 60, "the reference export", log)
+        reference = _wait(
+            lambda: (r := load(reference_id))["status"] == "COMPLETED" and r, 60, "the reference export", log
+        )
         undisturbed = (storage / reference["object_key"]).read_bytes()
 
         # Hold the export's query inside Postgres (its trace rows join observations), then restart
@@ -86,8 +98,14 @@ def test_export_survives_a_postgres_restart_mid_query(own_postgres, redis_client
         blocker.close()
         own_postgres.start()
 
-        _wait(lambda: "Retrying automatically" in (load(export_id)["log"] or "") or load(export_id)["status"] != "PROCESSING",
-              60, "the failed attempt to be noted", log)
+        _wait(
+            lambda: (
+                "Retrying automatically" in (load(export_id)["log"] or "") or load(export_id)["status"] != "PROCESSING"
+            ),
+            60,
+            "the failed attempt to be noted",
+            log,
+        )
         done = _wait(lambda: (r := load(export_id))["status"] in ("COMPLETED", "FAILED") and r, 120, "the retry", log)
     finally:
         os.killpg(worker.pid, signal.SIGTERM)

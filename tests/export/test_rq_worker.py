@@ -28,7 +28,9 @@ def test_enqueued_export_is_run_by_an_rq_worker(conn, rq_settings, redis_client,
     assert (storage_dir / row["object_key"]).read_bytes().count(b"\n") == len(seeded.observations)
 
 
-def test_failed_attempt_with_retries_left_stays_active_for_rqs_retry(conn, rq_settings, redis_client, tmp_path, monkeypatch, seeded):
+def test_failed_attempt_with_retries_left_stays_active_for_rqs_retry(
+    conn, rq_settings, redis_client, tmp_path, monkeypatch, seeded
+):
     blocker = tmp_path / "blocked"
     blocker.write_text("not a folder")
     monkeypatch.setenv("EXPORT_STORAGE_URL", blocker.as_uri())
@@ -43,7 +45,9 @@ def test_failed_attempt_with_retries_left_stays_active_for_rqs_retry(conn, rq_se
     assert export_id in ScheduledJobRegistry(queue=export_queue(redis_client)).get_job_ids()
 
 
-def test_last_attempt_failure_is_failed_with_the_actionable_message(conn, rq_settings, redis_client, tmp_path, monkeypatch, seeded):
+def test_last_attempt_failure_is_failed_with_the_actionable_message(
+    conn, rq_settings, redis_client, tmp_path, monkeypatch, seeded
+):
     blocker = tmp_path / "blocked"
     blocker.write_text("not a folder")
     monkeypatch.setenv("EXPORT_STORAGE_URL", blocker.as_uri())

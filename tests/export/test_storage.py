@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import urllib.request
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
 
 from db import batch_exports
-from procedures.local_services import free_port
+from devstack.servers import free_port
 from schemas.settings import Settings, get_settings
 from tests.export.conftest import create_export
 from workers.batch_export import run_batch_export
@@ -26,9 +25,27 @@ from workers.storage import (
     verify_download_signature,
 )
 
-HOSTILE_NAMES = ["../../etc/passwd", "..\\..\\windows", "name/with/slashes", "/abs/olute", "..", ".", "", "   ",
-                 "\x00\x01\x1f\x7f ctrl", "line\nbreak\r", "CON", "aux.txt", "a" * 500, "日本語のテキスト",
-                 "emoji 🚀🔥", ".hidden", "~user", "%2e%2e%2f", "C:\\Windows\\system32"]
+HOSTILE_NAMES = [
+    "../../etc/passwd",
+    "..\\..\\windows",
+    "name/with/slashes",
+    "/abs/olute",
+    "..",
+    ".",
+    "",
+    "   ",
+    "\x00\x01\x1f\x7f ctrl",
+    "line\nbreak\r",
+    "CON",
+    "aux.txt",
+    "a" * 500,
+    "日本語のテキスト",
+    "emoji 🚀🔥",
+    ".hidden",
+    "~user",
+    "%2e%2e%2f",
+    "C:\\Windows\\system32",
+]
 
 
 # --- keys ---------------------------------------------------------------------------------------------
@@ -86,10 +103,9 @@ def test_failed_write_leaves_nothing_and_keeps_the_previous_object(tmp_path):
     key = "p/e/out.csv"
     with storage.writer(key, "text/csv") as out:
         out.write(b"complete\n")
-    with pytest.raises(RuntimeError):
-        with storage.writer(key, "text/csv") as out:
-            out.write(b"partial")
-            raise RuntimeError("crash")
+    with pytest.raises(RuntimeError), storage.writer(key, "text/csv") as out:
+        out.write(b"partial")
+        raise RuntimeError("crash")
     assert storage.open_read(key).read() == b"complete\n"
     assert [p.name for p in (tmp_path / "p" / "e").iterdir()] == ["out.csv"]
 
@@ -132,15 +148,19 @@ def test_file_links_are_signed_and_expire(tmp_path):
     settings = settings_for()
     storage = FileStorage(tmp_path)
     key = "p/e/report é.csv"
-    link = signed(storage.download_url(key, datetime.now(timezone.utc) + timedelta(minutes=10), settings))
+    link = signed(storage.download_url(key, datetime.now(UTC) + timedelta(minutes=10), settings))
     assert link["key"] == key
     assert verify_download_signature(link["key"], link["expires"], link["sig"], settings)
     assert not verify_download_signature("p/e/other.csv", link["expires"], link["sig"], settings)
     assert not verify_download_signature(key, str(int(link["expires"]) + 60), link["sig"], settings)
-    assert not verify_download_signature(key, link["expires"], link["sig"][:-1] + ("1" if link["sig"][-1] == "0" else "0"), settings)
+    assert not verify_download_signature(
+        key, link["expires"], link["sig"][:-1] + ("1" if link["sig"][-1] == "0" else "0"), settings
+    )
     assert not verify_download_signature(key, "soon", link["sig"], settings)
-    assert not verify_download_signature(key, link["expires"], link["sig"], settings_for(SECRET_KEY="another-secret-key-123"))
-    expired = signed(storage.download_url(key, datetime.now(timezone.utc) - timedelta(seconds=1), settings))
+    assert not verify_download_signature(
+        key, link["expires"], link["sig"], settings_for(SECRET_KEY="another-secret-key-123")
+    )
+    expired = signed(storage.download_url(key, datetime.now(UTC) - timedelta(seconds=1), settings))
     assert not verify_download_signature(expired["key"], expired["expires"], expired["sig"], settings)
 
 
@@ -180,8 +200,12 @@ def s3_endpoint() -> str:
 
 @pytest.fixture
 def s3_bucket(s3_endpoint, monkeypatch) -> str:
-    for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
-                       "S3_ENDPOINT_URL": s3_endpoint}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "S3_ENDPOINT_URL": s3_endpoint,
+    }.items():
         monkeypatch.setenv(key, value)
     bucket = f"exports-{os.urandom(4).hex()}"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
@@ -208,7 +232,7 @@ def test_export_to_s3_completes_with_a_presigned_attachment_link(conn, s3_settin
     storage = open_storage(s3_settings)
     assert isinstance(storage, S3Storage) and storage.exists(row["object_key"])
     assert storage.open_read(row["object_key"]).read() == data
-    url = storage.download_url(row["object_key"], datetime.now(timezone.utc) + timedelta(minutes=10), s3_settings)
+    url = storage.download_url(row["object_key"], datetime.now(UTC) + timedelta(minutes=10), s3_settings)
     with urllib.request.urlopen(url) as response:
         assert response.read() == data
         assert response.headers["Content-Disposition"].startswith('attachment; filename="traces_all.csv"')
@@ -216,7 +240,10 @@ def test_export_to_s3_completes_with_a_presigned_attachment_link(conn, s3_settin
 
 def test_large_s3_export_is_a_multipart_upload(conn, s3_settings, s3_bucket, s3_endpoint, big_project):
     cut = "2025-01-01T08:20:00Z"  # about 90,000 traces: well over two 8 MiB parts
-    query = {"tableName": "traces", "filter": [{"column": "timestamp", "type": "datetime", "operator": "<", "value": cut}]}
+    query = {
+        "tableName": "traces",
+        "filter": [{"column": "timestamp", "type": "datetime", "operator": "<", "value": cut}],
+    }
     export_id = create_export(conn, big_project, query, "JSONL")
     run_batch_export(export_id)
     row = batch_exports.load(conn, export_id)
@@ -232,10 +259,9 @@ def test_large_s3_export_is_a_multipart_upload(conn, s3_settings, s3_bucket, s3_
 def test_failed_s3_write_aborts_the_upload_and_leaves_no_object(s3_settings, s3_bucket, s3_endpoint):
     storage = open_storage(s3_settings)
     key = "p/e/broken.csv"
-    with pytest.raises(RuntimeError):
-        with storage.writer(key, "text/csv") as out:
-            out.write(b"x" * (9 * 1024 * 1024))  # one part already uploaded
-            raise RuntimeError("crash mid-export")
+    with pytest.raises(RuntimeError), storage.writer(key, "text/csv") as out:
+        out.write(b"x" * (9 * 1024 * 1024))  # one part already uploaded
+        raise RuntimeError("crash mid-export")
     client = boto3.client("s3", endpoint_url=s3_endpoint)
     assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
     assert not storage.exists(key)

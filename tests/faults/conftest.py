@@ -24,8 +24,8 @@ from rq.registry import StartedJobRegistry
 
 import db
 from db import access, batch_exports
-from db.seed import seed
-from procedures.local_services import LocalPostgres, LocalRedis, free_port
+from devstack.seed import seed
+from devstack.servers import LocalPostgres, LocalRedis, free_port
 from schemas.settings import Settings, get_settings
 from tests.conftest import ServerThread, running_postgres, running_redis
 from tests.faults.processes import ApiProcess, CliProcess, WorkerProcess
@@ -33,10 +33,20 @@ from workers.queue import enqueue_export, export_queue
 
 # What the subprocesses are told, from the stack's Settings.
 _ENV_FIELDS = (
-    "DATABASE_URL", "REDIS_URL", "EXPORT_STORAGE_URL", "S3_ENDPOINT_URL", "PUBLIC_BASE_URL", "SECRET_KEY",
-    "BATCH_EXPORT_ROW_LIMIT", "BATCH_EXPORT_MAX_ACTIVE_PER_PROJECT", "BATCH_EXPORT_JOB_TIMEOUT_SECONDS",
-    "BATCH_EXPORT_JOB_RETRIES", "BATCH_EXPORT_JOB_RETRY_DELAYS", "BATCH_EXPORT_SWEEP_GRACE_SECONDS",
-    "SMTP_URL", "EMAIL_FROM",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "EXPORT_STORAGE_URL",
+    "S3_ENDPOINT_URL",
+    "PUBLIC_BASE_URL",
+    "SECRET_KEY",
+    "BATCH_EXPORT_ROW_LIMIT",
+    "BATCH_EXPORT_MAX_ACTIVE_PER_PROJECT",
+    "BATCH_EXPORT_JOB_TIMEOUT_SECONDS",
+    "BATCH_EXPORT_JOB_RETRIES",
+    "BATCH_EXPORT_JOB_RETRY_DELAYS",
+    "BATCH_EXPORT_SWEEP_GRACE_SECONDS",
+    "SMTP_URL",
+    "EMAIL_FROM",
 )
 TRACES_BY_TIME = {"tableName": "traces", "orderBy": {"column": "timestamp", "order": "ASC"}}
 BIG_TRACES = 60_000
@@ -58,11 +68,19 @@ class Tenant:
     user_id: str
     token: str
 
-    def new_export(self, conn: psycopg.Connection, query: dict[str, Any] = TRACES_BY_TIME, fmt: str = "CSV", name: str = "fault test") -> str:
+    def new_export(
+        self,
+        conn: psycopg.Connection,
+        query: dict[str, Any] = TRACES_BY_TIME,
+        fmt: str = "CSV",
+        name: str = "fault test",
+    ) -> str:
         """An export row as `create` writes it (the test enqueues it, or not, itself)."""
         row = conn.execute(
             batch_exports.INSERT_SQL,
-            batch_exports.insert_params(project_id=self.project_id, user_id=self.user_id, name=name, format=fmt, query=query),
+            batch_exports.insert_params(
+                project_id=self.project_id, user_id=self.user_id, name=name, format=fmt, query=query
+            ),
         ).fetchone()
         return row["id"]
 
@@ -219,7 +237,9 @@ class FaultStack:
     def idle_seconds(self, export_id: str) -> float:
         """How long ago the export's row last changed (a running attempt writes its progress every second)."""
         with db.connect(self.settings.DATABASE_URL, autocommit=True) as conn:
-            row = conn.execute("SELECT extract(epoch FROM now() - updated_at) AS s FROM batch_exports WHERE id = %s", (export_id,)).fetchone()
+            row = conn.execute(
+                "SELECT extract(epoch FROM now() - updated_at) AS s FROM batch_exports WHERE id = %s", (export_id,)
+            ).fetchone()
         return float(row["s"])
 
     def file(self, row: dict[str, Any]) -> Path:
@@ -246,7 +266,9 @@ def own_redis() -> Iterator[LocalRedis]:
 
 
 @contextlib.contextmanager
-def fault_stack(database_url: str, redis: LocalRedis, folder: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultStack]:
+def fault_stack(
+    database_url: str, redis: LocalRedis, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[FaultStack]:
     storage = folder / "exports"
     storage.mkdir()
     settings = Settings(
@@ -280,7 +302,9 @@ def fault_stack(database_url: str, redis: LocalRedis, folder: Path, monkeypatch:
 
 
 @pytest.fixture
-def stack(fault_database: str, own_redis: LocalRedis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultStack]:
+def stack(
+    fault_database: str, own_redis: LocalRedis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[FaultStack]:
     with fault_stack(fault_database, own_redis, tmp_path, monkeypatch) as deployed:
         yield deployed
 
@@ -293,6 +317,8 @@ def own_postgres() -> Iterator[LocalPostgres]:
 
 
 @pytest.fixture
-def restartable_stack(own_postgres: LocalPostgres, own_redis: LocalRedis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultStack]:
+def restartable_stack(
+    own_postgres: LocalPostgres, own_redis: LocalRedis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[FaultStack]:
     with fault_stack(own_postgres.url, own_redis, tmp_path, monkeypatch) as deployed:
         yield deployed

@@ -1,6 +1,6 @@
 """The real processes fault tests start, break and restart: `batch-export worker` and `batch-export serve`.
 
-Each runs as operators run it (`python -m procedures.cli ...`, configured by environment variables
+Each runs as operators run it (`python -m cli ...`, configured by environment variables
 only), in a session of its own, logging to a file the tests read: the worker's
 "export <id>: attempt started/ended" lines are how a test counts and times the attempts at an
 export, across every worker it ran.
@@ -34,7 +34,7 @@ _ATTEMPT_LINE = re.compile(
 )
 
 
-def wait_for(predicate: Callable[[], T], timeout: float, what: str, *logs: "CliProcess", interval: float = 0.2) -> T:
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, *logs: CliProcess, interval: float = 0.2) -> T:
     """Polls until `predicate()` is truthy and returns it; on timeout fails with the processes' log tails."""
     deadline = time.monotonic() + timeout
     while not (value := predicate()):
@@ -94,11 +94,11 @@ class CliProcess:
     def log_path(self) -> Path:
         return self.folder / f"{self.name}.log"
 
-    def start(self) -> "CliProcess":
+    def start(self) -> CliProcess:
         self.folder.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "procedures.cli", *self.argv],
+                [sys.executable, "-m", "cli", *self.argv],
                 env={**os.environ, **self.env, "PYTHONPATH": str(REPO)},
                 cwd=self.folder,  # no stray .env from the repo
                 stdout=log,
@@ -167,13 +167,13 @@ class WorkerProcess(CliProcess):
         wait_for(lambda: not is_alive(horse), 10, "the work horse to die", self, interval=0.02)
         return horse
 
-    def start(self, wait: bool = True) -> "WorkerProcess":
+    def start(self, wait: bool = True) -> WorkerProcess:
         super().start()
         if wait:
             self.wait_ready()
         return self
 
-    def wait_ready(self) -> "WorkerProcess":
+    def wait_ready(self) -> WorkerProcess:
         wait_for(lambda: "*** Listening on" in self.log(), 60, f"{self.name} to listen", self)
         return self
 
@@ -189,7 +189,7 @@ class ApiProcess(CliProcess):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "ApiProcess":
+    def start(self) -> ApiProcess:
         super().start()
 
         def healthy() -> bool:
@@ -254,7 +254,7 @@ class TcpProxy:
     """
 
     def __init__(self, target_port: int, port: int | None = None):
-        from procedures.local_services import free_port
+        from devstack.servers import free_port
 
         self.target_port = target_port
         self.port = port or free_port()
@@ -266,7 +266,7 @@ class TcpProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "TcpProxy":
+    def start(self) -> TcpProxy:
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))

@@ -50,8 +50,16 @@ async def client_loop(number: int, tenant: Tenant, http: httpx.AsyncClient, dead
         roll = rng.random()
         if roll < 0.35:
             method = "batchExport.create"
-            params = {"projectId": tenant.project_id, "name": f"load {number}", "format": rng.choice(["CSV", "JSON", "JSONL"]),
-                      "query": {"tableName": rng.choice(["traces", "scores", "observations"]), "filter": None, "orderBy": None}}
+            params = {
+                "projectId": tenant.project_id,
+                "name": f"load {number}",
+                "format": rng.choice(["CSV", "JSON", "JSONL"]),
+                "query": {
+                    "tableName": rng.choice(["traces", "scores", "observations"]),
+                    "filter": None,
+                    "orderBy": None,
+                },
+            }
         elif roll < 0.8 or not mine:
             method = "batchExport.all"
             params = {"projectId": tenant.project_id, "page": 0, "limit": rng.choice([10, 50])}
@@ -92,7 +100,9 @@ async def run_clients(url: str, tenants: list[Tenant], seconds: float, tally: Ta
     limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
         deadline = time.monotonic() + seconds
-        await asyncio.gather(*(client_loop(i, tenants[i % len(tenants)], http, deadline, tally) for i in range(CLIENTS)))
+        await asyncio.gather(
+            *(client_loop(i, tenants[i % len(tenants)], http, deadline, tally) for i in range(CLIENTS))
+        )
 
 
 def test_two_hundred_clients_for_a_minute(stack: FaultStack, small_tenant: Tenant, conn):
@@ -129,11 +139,19 @@ def test_two_hundred_clients_for_a_minute(stack: FaultStack, small_tenant: Tenan
     # After the load: every export that was created reaches a final state, soon.
     ids = sorted(tally.created)
     active = "SELECT count(*) AS n FROM batch_exports WHERE id = ANY(%s) AND status IN ('QUEUED', 'PROCESSING')"
-    wait_for(lambda: conn.execute(active, (ids,)).fetchone()["n"] == 0, 180, "every created export to finish", *workers, interval=1)
+    wait_for(
+        lambda: conn.execute(active, (ids,)).fetchone()["n"] == 0,
+        180,
+        "every created export to finish",
+        *workers,
+        interval=1,
+    )
     rows = {r["id"]: r for r in conn.execute("SELECT * FROM batch_exports WHERE id = ANY(%s)", (ids,)).fetchall()}
     assert set(rows) == set(ids), "no created export is missing"
     projects = [t.project_id for t in tenants]
-    stored = {r["id"] for r in conn.execute("SELECT id FROM batch_exports WHERE project_id = ANY(%s)", (projects,)).fetchall()}
+    stored = {
+        r["id"] for r in conn.execute("SELECT id FROM batch_exports WHERE project_id = ANY(%s)", (projects,)).fetchall()
+    }
     assert stored == set(ids), "no export exists that its client was not told about"
     statuses = Counter(r["status"] for r in rows.values())
     assert set(statuses) <= {"COMPLETED", "CANCELLED"}, statuses

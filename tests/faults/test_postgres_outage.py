@@ -51,12 +51,21 @@ def test_postgres_restart_mid_request_and_mid_export(restartable_stack: FaultSta
     workers = stack.workers("worker-a", "worker-b")
 
     def create(name: str) -> dict:
-        params = {"projectId": tenant.project_id, "name": name, "format": "CSV",
-                  "query": {"tableName": "traces", "filter": None, "orderBy": {"column": "timestamp", "order": "ASC"}}}
+        params = {
+            "projectId": tenant.project_id,
+            "name": name,
+            "format": "CSV",
+            "query": {"tableName": "traces", "filter": None, "orderBy": {"column": "timestamp", "order": "ASC"}},
+        }
         return client.call("batchExport.create", params, token=tenant.token)
 
     reference = create("restart")["result"]
-    reference = wait_for(lambda: (row := stack.load(reference["id"]))["status"] == "COMPLETED" and row, 60, "the reference export", *workers)
+    reference = wait_for(
+        lambda: (row := stack.load(reference["id"]))["status"] == "COMPLETED" and row,
+        60,
+        "the reference export",
+        *workers,
+    )
     undisturbed = stack.file(reference).read_bytes()
 
     # Two exports held inside their query (traces join observations), and a create held inside its
@@ -68,7 +77,12 @@ def test_postgres_restart_mid_request_and_mid_export(restartable_stack: FaultSta
     with db.connect(url, autocommit=True) as conn:
         last_chance = tenant.new_export(conn, name="no retries")
     stack.enqueue(last_chance)
-    wait_for(lambda: attempts_of(retried, *workers) and attempts_of(last_chance, *workers), 30, "both exports to start", *workers)
+    wait_for(
+        lambda: attempts_of(retried, *workers) and attempts_of(last_chance, *workers),
+        30,
+        "both exports to start",
+        *workers,
+    )
     blocker.execute("LOCK TABLE batch_exports IN ACCESS EXCLUSIVE MODE")
     in_flight: dict = {}
     request = threading.Thread(target=lambda: in_flight.update(reply=create("interrupted")))
@@ -90,12 +104,19 @@ def test_postgres_restart_mid_request_and_mid_export(restartable_stack: FaultSta
     listing = client.result("batchExport.all", {"projectId": tenant.project_id}, token=tenant.token)
     assert "interrupted" not in [e["name"] for e in listing["exports"]], "a create that errored left no export"
     with db.connect(url, autocommit=True) as conn:
-        audit = conn.execute("SELECT count(*) AS n FROM audit_logs WHERE project_id = %s AND resource_type = 'batchExport'",
-                             (tenant.project_id,)).fetchone()
+        audit = conn.execute(
+            "SELECT count(*) AS n FROM audit_logs WHERE project_id = %s AND resource_type = 'batchExport'",
+            (tenant.project_id,),
+        ).fetchone()
     assert audit["n"] == 2  # the reference and the retried export; the interrupted create wrote nothing
     assert "result" in create("after the restart")
 
-    done = wait_for(lambda: (row := stack.load(retried))["status"] not in ("QUEUED", "PROCESSING") and row, 90, "the retry", *workers)
+    done = wait_for(
+        lambda: (row := stack.load(retried))["status"] not in ("QUEUED", "PROCESSING") and row,
+        90,
+        "the retry",
+        *workers,
+    )
     assert done["status"] == "COMPLETED", done["log"]
     assert stack.file(done).read_bytes() == undisturbed
     assert len(attempts_of(retried, *workers)) == 2
@@ -104,7 +125,9 @@ def test_postgres_restart_mid_request_and_mid_export(restartable_stack: FaultSta
     # Once it has been still for a heartbeat lease, the sweep (the operators' cron here; the workers
     # run the same one) finds it PROCESSING under a job RQ gave up on, and fails it.
     assert stack.load(last_chance)["status"] == "PROCESSING"
-    wait_for(lambda: stack.idle_seconds(last_chance) > STALLED_AFTER, 60, "the export to be still for a lease", interval=0.5)
+    wait_for(
+        lambda: stack.idle_seconds(last_chance) > STALLED_AFTER, 60, "the export to be still for a lease", interval=0.5
+    )
     stack.cli("sweep")
     gave_up = stack.load(last_chance)
     assert gave_up["status"] == "FAILED" and gave_up["log"] == UNRECORDED_END

@@ -66,7 +66,13 @@ def test_cancel_racing_completion_ends_as_the_canceller_was_told(stack: FaultSta
     for _ in range(2):
         started = time.monotonic()
         export = client.result("batchExport.create", create_params(small_tenant, "calibration"), token=token)
-        wait_for(lambda: stack.load(export["id"])["status"] == "COMPLETED", 30, "the calibration export", worker, interval=0.01)
+        wait_for(
+            lambda export=export: stack.load(export["id"])["status"] == "COMPLETED",
+            30,
+            "the calibration export",
+            worker,
+            interval=0.01,
+        )
         spans.append(time.monotonic() - started)
     delay = max(spans) / 2
 
@@ -76,10 +82,15 @@ def test_cancel_racing_completion_ends_as_the_canceller_was_told(stack: FaultSta
         export = client.result("batchExport.create", create_params(small_tenant, f"race {i}"), token=token)
         time.sleep(delay * rng.uniform(0.8, 1.2))
         reply = client.call("batchExport.cancel", ref(export["id"]), token=token)
-        wait_for(lambda: job_done(stack, export["id"]), 30, "the job to be over", worker, interval=0.02)
+        wait_for(lambda export=export: job_done(stack, export["id"]), 30, "the job to be over", worker, interval=0.02)
         row = stack.load(export["id"])
         folder = stack.storage / small_tenant.project_id / export["id"]
-        listed = {e["id"]: e for e in client.result("batchExport.all", {"projectId": small_tenant.project_id, "limit": 5}, token=token)["exports"]}
+        listed = {
+            e["id"]: e
+            for e in client.result("batchExport.all", {"projectId": small_tenant.project_id, "limit": 5}, token=token)[
+                "exports"
+            ]
+        }
         link = client.call("batchExport.downloadUrl", ref(export["id"]), token=token)
 
         if "result" in reply:
@@ -103,7 +114,9 @@ def test_cancel_racing_completion_ends_as_the_canceller_was_told(stack: FaultSta
     assert told["CANCELLED"] >= 2 and told["COMPLETED"] >= 2, told
 
 
-def test_concurrent_creates_and_duplicate_enqueues_run_each_export_once_on_one_worker_at_a_time(stack: FaultStack, small_tenant: Tenant):
+def test_concurrent_creates_and_duplicate_enqueues_run_each_export_once_on_one_worker_at_a_time(
+    stack: FaultStack, small_tenant: Tenant
+):
     stack.configure(BATCH_EXPORT_MAX_ACTIVE_PER_PROJECT=100, BATCH_EXPORT_SWEEP_GRACE_SECONDS=0)
     api = stack.api_in_thread()
     workers = stack.workers("worker-a", "worker-b")
@@ -133,10 +146,18 @@ def test_concurrent_creates_and_duplicate_enqueues_run_each_export_once_on_one_w
 
     async def create_all() -> list[dict]:
         async with httpx.AsyncClient(base_url=api.url, timeout=60) as http:
+
             async def create(i: int) -> dict:
-                response = await http.post("/rpc", json={"jsonrpc": "2.0", "id": i, "method": "batchExport.create",
-                                                         "params": create_params(small_tenant, f"concurrent {i}")},
-                                           headers={"Authorization": f"Bearer {small_tenant.token}"})
+                response = await http.post(
+                    "/rpc",
+                    json={
+                        "jsonrpc": "2.0",
+                        "id": i,
+                        "method": "batchExport.create",
+                        "params": create_params(small_tenant, f"concurrent {i}"),
+                    },
+                    headers={"Authorization": f"Bearer {small_tenant.token}"},
+                )
                 export = response.json()["result"]
                 # Whoever else might enqueue it too: a retried request, a second API process, the sweep.
                 again.extend(duplicates.submit(enqueue_again, export["id"]) for _ in range(3))
@@ -166,7 +187,9 @@ def test_concurrent_creates_and_duplicate_enqueues_run_each_export_once_on_one_w
         assert all(len(Job.fetch(i, connection=connection, serializer=JSONSerializer).results()) == 1 for i in ids)
 
 
-def test_a_worker_frozen_past_its_lease_never_runs_an_export_alongside_the_retry(stack: FaultStack, big_tenant: Tenant, conn):
+def test_a_worker_frozen_past_its_lease_never_runs_an_export_alongside_the_retry(
+    stack: FaultStack, big_tenant: Tenant, conn
+):
     stack.configure(BATCH_EXPORT_JOB_RETRIES=2)
     reference_id = big_tenant.new_export(conn, name="frozen")
     run_batch_export(reference_id)
@@ -186,7 +209,13 @@ def test_a_worker_frozen_past_its_lease_never_runs_an_export_alongside_the_retry
         try:
             wait_for(lambda: lease_expired(stack, export_id), 60, "the frozen worker's lease to run out", interval=0.5)
             stack.cli("sweep")  # or the other worker's own maintenance, a little later
-            wait_for(lambda: f"batch export {export_id}" in other.log(), 60, "the other worker to take the job over", *workers, interval=0.5)
+            wait_for(
+                lambda: f"batch export {export_id}" in other.log(),
+                60,
+                "the other worker to take the job over",
+                *workers,
+                interval=0.5,
+            )
             time.sleep(2)  # its attempt is under way, or waiting
             blocker.close()
             done = wait_for(lambda: finished(stack, export_id), 60, "the export to finish", *workers)

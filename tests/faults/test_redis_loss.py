@@ -25,9 +25,16 @@ def test_exports_accepted_while_redis_is_down_each_run_once(stack: FaultStack, s
     client = RpcClient(stack.api_in_thread().url)
     stack.redis.stop()
     accepted = [
-        client.result("batchExport.create", {"projectId": small_tenant.project_id, "name": f"while Redis is down {i}",
-                                             "format": "CSV", "query": {"tableName": "traces", "filter": None, "orderBy": None}},
-                      token=small_tenant.token)
+        client.result(
+            "batchExport.create",
+            {
+                "projectId": small_tenant.project_id,
+                "name": f"while Redis is down {i}",
+                "format": "CSV",
+                "query": {"tableName": "traces", "filter": None, "orderBy": None},
+            },
+            token=small_tenant.token,
+        )
         for i in range(3)
     ]
     assert [e["status"] for e in accepted] == ["QUEUED"] * 3
@@ -54,7 +61,9 @@ def test_exports_queued_when_redis_loses_its_data_each_run_once(stack: FaultStac
     broken = stack.worker("worker-broken-storage", EXPORT_STORAGE_URL=(not_a_folder / "exports").as_uri())
     retrying = small_tenant.new_export(conn, name="waiting for its retry")
     assert stack.enqueue(retrying)
-    wait_for(lambda: "Retrying automatically" in (stack.load(retrying)["log"] or ""), 30, "the first attempt to fail", broken)
+    wait_for(
+        lambda: "Retrying automatically" in (stack.load(retrying)["log"] or ""), 30, "the first attempt to fail", broken
+    )
     broken.stop()
 
     # More exports wait in the queue, with no worker running.
@@ -73,7 +82,9 @@ def test_exports_queued_when_redis_loses_its_data_each_run_once(stack: FaultStac
     workers = stack.workers("worker-a", "worker-b")  # their first sweep enqueues the QUEUED exports
     # The export waiting for its retry is PROCESSING; once it has been still for a heartbeat lease the
     # sweep (the operators' cron here; the workers run the same one) enqueues it again.
-    wait_for(lambda: stack.idle_seconds(retrying) > STALLED_AFTER, 60, "the export to be still for a lease", interval=0.5)
+    wait_for(
+        lambda: stack.idle_seconds(retrying) > STALLED_AFTER, 60, "the export to be still for a lease", interval=0.5
+    )
     stack.cli("sweep")
     rows = wait_for(lambda: final(stack, [retrying, *queued]), 60, "every export to finish", broken, *workers)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from procedures.local_services import free_port
+from devstack.servers import free_port
 from tests.faults.conftest import FaultStack, Tenant
 from tests.faults.processes import TcpProxy, attempts_of, overlapping, wait_for
 from workers.batch_export import run_batch_export
@@ -70,7 +70,9 @@ def status_after_attempt(stack: FaultStack, export_id: str) -> dict | None:
     return row if row["status"] == "FAILED" or "Retrying automatically" in (row["log"] or "") else None
 
 
-def test_s3_cut_off_mid_upload_fails_the_attempt_and_the_retry_leaves_one_complete_object(stack: FaultStack, big_tenant: Tenant, conn, s3, moto_port):
+def test_s3_cut_off_mid_upload_fails_the_attempt_and_the_retry_leaves_one_complete_object(
+    stack: FaultStack, big_tenant: Tenant, conn, s3, moto_port
+):
     reference_id = big_tenant.new_export(conn, FIRST_HOURS, name="to s3")
     run_batch_export(reference_id)  # to the local folder: the bytes an undisturbed export holds
     reference = stack.load(reference_id)
@@ -78,8 +80,12 @@ def test_s3_cut_off_mid_upload_fails_the_attempt_and_the_retry_leaves_one_comple
     assert len(undisturbed) > 16 * 1024 * 1024
 
     proxy = TcpProxy(moto_port).start()
-    stack.configure(EXPORT_STORAGE_URL=f"s3://{s3.bucket}/exports", S3_ENDPOINT_URL=proxy.url,
-                    BATCH_EXPORT_JOB_RETRIES=2, BATCH_EXPORT_JOB_RETRY_DELAYS=(2,))
+    stack.configure(
+        EXPORT_STORAGE_URL=f"s3://{s3.bucket}/exports",
+        S3_ENDPOINT_URL=proxy.url,
+        BATCH_EXPORT_JOB_RETRIES=2,
+        BATCH_EXPORT_JOB_RETRY_DELAYS=(2,),
+    )
     worker = stack.worker(**AWS)
     export_id = big_tenant.new_export(conn, FIRST_HOURS, name="to s3")
     assert stack.enqueue(export_id)
@@ -105,8 +111,12 @@ def test_s3_cut_off_mid_upload_fails_the_attempt_and_the_retry_leaves_one_comple
 
 def test_s3_down_on_every_attempt_ends_failed_naming_the_endpoint(stack: FaultStack, small_tenant: Tenant, conn, s3):
     unreachable = f"http://127.0.0.1:{free_port()}"
-    stack.configure(EXPORT_STORAGE_URL=f"s3://{s3.bucket}/exports", S3_ENDPOINT_URL=unreachable,
-                    BATCH_EXPORT_JOB_RETRIES=1, BATCH_EXPORT_JOB_RETRY_DELAYS=(1,))
+    stack.configure(
+        EXPORT_STORAGE_URL=f"s3://{s3.bucket}/exports",
+        S3_ENDPOINT_URL=unreachable,
+        BATCH_EXPORT_JOB_RETRIES=1,
+        BATCH_EXPORT_JOB_RETRY_DELAYS=(1,),
+    )
     worker = stack.worker(**AWS)
     export_id = small_tenant.new_export(conn)
     assert stack.enqueue(export_id)
@@ -125,7 +135,9 @@ def not_a_folder(stack: FaultStack) -> Path:
     return path
 
 
-def test_unwritable_export_folder_fails_the_attempt_clearly_and_the_retry_writes_the_file(stack: FaultStack, small_tenant: Tenant, conn):
+def test_unwritable_export_folder_fails_the_attempt_clearly_and_the_retry_writes_the_file(
+    stack: FaultStack, small_tenant: Tenant, conn
+):
     blocked = not_a_folder(stack)
     stack.configure(EXPORT_STORAGE_URL=blocked.as_uri(), BATCH_EXPORT_JOB_RETRIES=1, BATCH_EXPORT_JOB_RETRY_DELAYS=(5,))
     worker = stack.worker()
@@ -147,7 +159,9 @@ def test_unwritable_export_folder_fails_the_attempt_clearly_and_the_retry_writes
     assert len(attempts_of(export_id, worker)) == 2
 
 
-def test_export_folder_unwritable_on_every_attempt_ends_failed_with_the_reason(stack: FaultStack, small_tenant: Tenant, conn):
+def test_export_folder_unwritable_on_every_attempt_ends_failed_with_the_reason(
+    stack: FaultStack, small_tenant: Tenant, conn
+):
     blocked = not_a_folder(stack)
     stack.configure(EXPORT_STORAGE_URL=blocked.as_uri(), BATCH_EXPORT_JOB_RETRIES=1)
     worker = stack.worker()

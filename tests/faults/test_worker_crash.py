@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from rq.registry import FailedJobRegistry
 
-from tests.faults.conftest import BIG_TRACES, FaultStack, Tenant, hold_table, lease_expired
+from tests.faults.conftest import BIG_TRACES, Tenant, hold_table, lease_expired
 from tests.faults.processes import attempts_of, overlapping, wait_for
 from workers.batch_export import run_batch_export
 from workers.queue import WORKER_DIED, export_queue
@@ -65,7 +65,9 @@ def test_export_killed_twice_mid_stream_completes_with_the_bytes_of_an_undisturb
     runner = next(w for w in workers if w.horse())
     runner.kill()
     assert stack.load(export_id)["status"] == "PROCESSING"
-    done = wait_for(lambda: (row := stack.load(export_id))["status"] != "PROCESSING" and row, 150, "the third attempt", *workers)
+    done = wait_for(
+        lambda: (row := stack.load(export_id))["status"] != "PROCESSING" and row, 150, "the third attempt", *workers
+    )
 
     assert done["status"] == "COMPLETED", done["log"]
     assert done["rows_exported"] == reference["rows_exported"] == BIG_TRACES
@@ -77,7 +79,9 @@ def test_export_killed_twice_mid_stream_completes_with_the_bytes_of_an_undisturb
     assert overlapping(runs) == []
 
 
-def test_work_horse_killed_on_its_last_attempt_leaves_the_export_failed_with_the_reason(stack, small_tenant: Tenant, conn):
+def test_work_horse_killed_on_its_last_attempt_leaves_the_export_failed_with_the_reason(
+    stack, small_tenant: Tenant, conn
+):
     stack.configure(BATCH_EXPORT_JOB_RETRIES=0)
     worker = stack.worker()
     export_id = small_tenant.new_export(conn)
@@ -86,7 +90,9 @@ def test_work_horse_killed_on_its_last_attempt_leaves_the_export_failed_with_the
         assert stack.enqueue(export_id)
         wait_for(lambda: attempts_of(export_id, worker), 30, "the attempt to start", worker)
         worker.kill_horse()
-        failed = wait_for(lambda: (row := stack.load(export_id))["status"] != "PROCESSING" and row, 20, "the export to end", worker)
+        failed = wait_for(
+            lambda: (row := stack.load(export_id))["status"] != "PROCESSING" and row, 20, "the export to end", worker
+        )
     finally:
         blocker.close()
 

@@ -49,8 +49,10 @@ def _error_code_soon(client, method: str, params: dict, token: str, expected: st
 def _call_until_cached(client, cache: AccessCache, token: str, project_id: str) -> None:
     """Creating the member notified the API too; once that has landed, a call's answer is kept."""
     _wait_for(
-        lambda: "result" in client.call("batchExport.all", {"projectId": project_id}, token=token)
-        and _cached(cache, token, project_id),
+        lambda: (
+            "result" in client.call("batchExport.all", {"projectId": project_id}, token=token)
+            and _cached(cache, token, project_id)
+        ),
         "the caller's answer to be cached",
     )
 

@@ -72,7 +72,9 @@ def test_all_joins_the_creator_and_computes_expiry(client, project, owner_token,
         " expires_at = now() + interval '1 hour' WHERE id = %s",
         (fresh["id"],),
     )
-    by_id = {e["id"]: e for e in client.result("batchExport.all", {"projectId": project.id}, token=owner_token)["exports"]}
+    by_id = {
+        e["id"]: e for e in client.result("batchExport.all", {"projectId": project.id}, token=owner_token)["exports"]
+    }
     assert by_id[export["id"]]["isExpired"] is True and by_id[export["id"]]["isDownloadable"] is False
     assert by_id[fresh["id"]]["isExpired"] is False and by_id[fresh["id"]]["isDownloadable"] is True
     assert by_id[fresh["id"]]["user"] == {"id": by_id[fresh["id"]]["user"]["id"], "name": "Olive Owner", "image": None}

@@ -1,8 +1,8 @@
 """batchExport.cancel: queued and running exports stop; finished ones are left alone."""
 
-from rq.job import Job
-from rq.exceptions import NoSuchJobError
 import pytest
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
 
 from tests.procedures.helpers import create_params
 from workers.queue import export_queue
@@ -26,7 +26,10 @@ def test_cancel_a_processing_export_marks_it_cancelled(client, project, owner_to
     export = client.result("batchExport.create", create_params(project.id), token=owner_token)
     conn.execute("UPDATE batch_exports SET status = 'PROCESSING' WHERE id = %s", (export["id"],))
     assert _cancel(client, project, owner_token, export["id"])["result"]["status"] == "CANCELLED"
-    assert conn.execute("SELECT status FROM batch_exports WHERE id = %s", (export["id"],)).fetchone()["status"] == "CANCELLED"
+    assert (
+        conn.execute("SELECT status FROM batch_exports WHERE id = %s", (export["id"],)).fetchone()["status"]
+        == "CANCELLED"
+    )
 
 
 def test_cancel_is_idempotent(client, project, owner_token, conn):

@@ -69,7 +69,10 @@ def test_query_naming_an_unknown_column_is_bad_request_listing_valid_ones(client
     error = client.error("batchExport.create", create_params(project.id, query=bad), token=owner_token)
     assert error["data"]["code"] == "BAD_REQUEST" and error["code"] == -32602
     assert "colour" in error["message"] and "timestamp" in error["message"]
-    assert conn.execute("SELECT count(*) AS n FROM batch_exports WHERE project_id = %s", (project.id,)).fetchone()["n"] == 0
+    assert (
+        conn.execute("SELECT count(*) AS n FROM batch_exports WHERE project_id = %s", (project.id,)).fetchone()["n"]
+        == 0
+    )
 
 
 def test_filter_operator_not_allowed_for_its_type_is_bad_request(client, project, owner_token):

@@ -6,19 +6,20 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC
 from urllib.parse import parse_qs, urlencode, urlparse
 
 import httpx
 import pytest
 
-from db.seed import seed
+from devstack.seed import seed
 from tests.procedures.helpers import create_params
 
 
 def run_worker_until_idle(env_overrides: dict | None = None) -> None:
     """`batch-export worker --burst`: a real RQ worker process that exits when the queue is empty."""
     result = subprocess.run(
-        [sys.executable, "-m", "procedures.cli", "worker", "--burst"],
+        [sys.executable, "-m", "cli", "worker", "--burst"],
         env={**os.environ, **(env_overrides or {})},
         capture_output=True,
         text=True,
@@ -51,7 +52,9 @@ def test_a_created_export_is_run_by_the_worker_and_downloadable(client, project,
     export, counts = completed_csv_export
     assert export["isDownloadable"] is True
     assert export["progress"]["rowsExported"] == counts["traces"]
-    link = client.result("batchExport.downloadUrl", {"projectId": project.id, "batchExportId": export["id"]}, token=owner_token)
+    link = client.result(
+        "batchExport.downloadUrl", {"projectId": project.id, "batchExportId": export["id"]}, token=owner_token
+    )
     response = httpx.get(link["url"], timeout=30)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/csv")
@@ -62,24 +65,34 @@ def test_a_created_export_is_run_by_the_worker_and_downloadable(client, project,
 
 def test_download_link_expires_within_ten_minutes(client, project, owner_token, completed_csv_export):
     export, _ = completed_csv_export
-    link = client.result("batchExport.downloadUrl", {"projectId": project.id, "batchExportId": export["id"]}, token=owner_token)
-    from datetime import datetime, timezone
+    link = client.result(
+        "batchExport.downloadUrl", {"projectId": project.id, "batchExportId": export["id"]}, token=owner_token
+    )
+    from datetime import datetime
 
-    remaining = datetime.fromisoformat(link["expiresAt"]) - datetime.now(timezone.utc)
+    remaining = datetime.fromisoformat(link["expiresAt"]) - datetime.now(UTC)
     assert 0 < remaining.total_seconds() <= 600
 
 
 def test_download_writes_an_audit_entry(client, project, owner_token, completed_csv_export, conn):
     export, _ = completed_csv_export
-    client.result("batchExport.downloadUrl", {"projectId": project.id, "batchExportId": export["id"]}, token=owner_token)
-    actions = [r["action"] for r in conn.execute(
-        "SELECT action FROM audit_logs WHERE resource_id = %s ORDER BY created_at", (export["id"],))]
+    client.result(
+        "batchExport.downloadUrl", {"projectId": project.id, "batchExportId": export["id"]}, token=owner_token
+    )
+    actions = [
+        r["action"]
+        for r in conn.execute(
+            "SELECT action FROM audit_logs WHERE resource_id = %s ORDER BY created_at", (export["id"],)
+        )
+    ]
     assert actions == ["create", "download"]
 
 
 def test_a_forged_or_altered_link_is_refused(client, project, owner_token, completed_csv_export):
     export, _ = completed_csv_export
-    url = client.result("batchExport.downloadUrl", {"projectId": project.id, "batchExportId": export["id"]}, token=owner_token)["url"]
+    url = client.result(
+        "batchExport.downloadUrl", {"projectId": project.id, "batchExportId": export["id"]}, token=owner_token
+    )["url"]
     parsed = urlparse(url)
     query = {k: v[0] for k, v in parse_qs(parsed.query).items()}
     base = f"{parsed.scheme}://{parsed.netloc}{parsed.path}"
@@ -96,36 +109,48 @@ def test_a_forged_or_altered_link_is_refused(client, project, owner_token, compl
 
 
 def test_an_expired_link_is_refused(client, project, owner_token, completed_csv_export, settings):
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from workers.storage import open_storage
 
     export, _ = completed_csv_export
-    key = project.conn.execute("SELECT object_key FROM batch_exports WHERE id = %s", (export["id"],)).fetchone()["object_key"]
-    stale = open_storage(settings).download_url(key, datetime.now(timezone.utc) - timedelta(seconds=1), settings)
+    key = project.conn.execute("SELECT object_key FROM batch_exports WHERE id = %s", (export["id"],)).fetchone()[
+        "object_key"
+    ]
+    stale = open_storage(settings).download_url(key, datetime.now(UTC) - timedelta(seconds=1), settings)
     assert httpx.get(stale, timeout=10).status_code == 403
 
 
 def test_download_url_for_an_unfinished_export_is_precondition_failed(client, project, owner_token):
     export = client.result("batchExport.create", create_params(project.id), token=owner_token)
-    error = client.error("batchExport.downloadUrl", {"projectId": project.id, "batchExportId": export["id"]}, token=owner_token)
+    error = client.error(
+        "batchExport.downloadUrl", {"projectId": project.id, "batchExportId": export["id"]}, token=owner_token
+    )
     assert error["data"]["code"] == "PRECONDITION_FAILED" and "QUEUED" in error["message"]
 
 
-def test_download_url_for_an_expired_export_is_precondition_failed(client, project, owner_token, completed_csv_export, conn):
+def test_download_url_for_an_expired_export_is_precondition_failed(
+    client, project, owner_token, completed_csv_export, conn
+):
     export, _ = completed_csv_export
     conn.execute("UPDATE batch_exports SET expires_at = now() - interval '1 second' WHERE id = %s", (export["id"],))
-    error = client.error("batchExport.downloadUrl", {"projectId": project.id, "batchExportId": export["id"]}, token=owner_token)
+    error = client.error(
+        "batchExport.downloadUrl", {"projectId": project.id, "batchExportId": export["id"]}, token=owner_token
+    )
     assert error["data"]["code"] == "PRECONDITION_FAILED" and "expired" in error["message"]
 
 
 def test_download_url_needs_read_scope(client, project, owner_token, completed_csv_export):
     export, _ = completed_csv_export
     viewer = project.member("VIEWER")
-    error = client.error("batchExport.downloadUrl", {"projectId": project.id, "batchExportId": export["id"]}, token=viewer)
+    error = client.error(
+        "batchExport.downloadUrl", {"projectId": project.id, "batchExportId": export["id"]}, token=viewer
+    )
     assert error["data"]["code"] == "FORBIDDEN"
     member = project.member("MEMBER")
-    assert client.result("batchExport.downloadUrl", {"projectId": project.id, "batchExportId": export["id"]}, token=member)["url"]
+    assert client.result(
+        "batchExport.downloadUrl", {"projectId": project.id, "batchExportId": export["id"]}, token=member
+    )["url"]
 
 
 def test_download_url_of_another_projects_export_is_not_found(client, project, owner_token, completed_csv_export, conn):
@@ -135,5 +160,9 @@ def test_download_url_of_another_projects_export_is_not_found(client, project, o
     export, _ = completed_csv_export
     created = access.create_project(conn, "intruder's project")
     intruder = Project(id=created["id"], org_id=created["org_id"], conn=conn)
-    error = client.error("batchExport.downloadUrl", {"projectId": intruder.id, "batchExportId": export["id"]}, token=intruder.member("OWNER"))
+    error = client.error(
+        "batchExport.downloadUrl",
+        {"projectId": intruder.id, "batchExportId": export["id"]},
+        token=intruder.member("OWNER"),
+    )
     assert error["data"]["code"] == "NOT_FOUND"

@@ -115,7 +115,9 @@ def test_export_of_another_project_is_not_found(client, project, owner_token, co
     other_token = access.create_session(conn, other_user["id"], timedelta(hours=1))
     foreign = client.result("batchExport.create", create_params(other["id"]), token=other_token)
 
-    error = client.error("batchExport.cancel", {"projectId": project.id, "batchExportId": foreign["id"]}, token=owner_token)
+    error = client.error(
+        "batchExport.cancel", {"projectId": project.id, "batchExportId": foreign["id"]}, token=owner_token
+    )
     _assert_error(error, -32004, "NOT_FOUND", 404)
     assert foreign["id"] not in error["message"]
 
@@ -123,7 +125,9 @@ def test_export_of_another_project_is_not_found(client, project, owner_token, co
 def test_cancelling_a_finished_export_is_precondition_failed(client, project, owner_token, conn):
     export = client.result("batchExport.create", create_params(project.id), token=owner_token)
     conn.execute("UPDATE batch_exports SET status = 'COMPLETED', finished_at = now() WHERE id = %s", (export["id"],))
-    error = client.error("batchExport.cancel", {"projectId": project.id, "batchExportId": export["id"]}, token=owner_token)
+    error = client.error(
+        "batchExport.cancel", {"projectId": project.id, "batchExportId": export["id"]}, token=owner_token
+    )
     _assert_error(error, -32012, "PRECONDITION_FAILED", 412)
     assert "COMPLETED" in error["message"]
 
@@ -131,7 +135,7 @@ def test_cancelling_a_finished_export_is_precondition_failed(client, project, ow
 def test_unexpected_failure_is_internal_error_without_details(client, project, owner_token, conn, caplog):
     # A corrupt stored query is a server-side fault: the caller gets a generic 500-class error.
     export = client.result("batchExport.create", create_params(project.id), token=owner_token)
-    conn.execute("UPDATE batch_exports SET query = '{\"tableName\": \"nope\"}' WHERE id = %s", (export["id"],))
+    conn.execute('UPDATE batch_exports SET query = \'{"tableName": "nope"}\' WHERE id = %s', (export["id"],))
     error = client.error("batchExport.all", {"projectId": project.id}, token=owner_token)
     _assert_error(error, -32603, "INTERNAL_SERVER_ERROR", 500)
     assert "nope" not in str(error) and "Traceback" not in str(error)

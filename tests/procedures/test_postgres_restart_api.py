@@ -46,5 +46,8 @@ def test_first_call_after_a_postgres_restart_succeeds(settings, mode):
                 time.sleep(0.05)
             with db.connect(server.url, autocommit=True) as fresh:
                 access.revoke_session(fresh, token)
-            assert client.error("batchExport.all", {"projectId": project.id}, token=token)["data"]["code"] == "UNAUTHORIZED"
+            assert (
+                client.error("batchExport.all", {"projectId": project.id}, token=token)["data"]["code"]
+                == "UNAUTHORIZED"
+            )
             client.http.close()

@@ -24,7 +24,9 @@ def api_on_own_redis(settings, own_redis):
         yield server, own_settings
 
 
-def test_create_with_redis_down_is_accepted_and_the_sweep_enqueues_it_once(api_on_own_redis, own_redis, project, owner_token, caplog):
+def test_create_with_redis_down_is_accepted_and_the_sweep_enqueues_it_once(
+    api_on_own_redis, own_redis, project, owner_token, caplog
+):
     server, own_settings = api_on_own_redis
     client = RpcClient(server.url)
     own_redis.stop()
@@ -65,7 +67,9 @@ def test_sweep_waits_for_the_grace_period(settings, own_redis, project, owner_to
     own_redis.stop()
     export = client.result("batchExport.create", create_params(project.id), token=owner_token)
     own_redis.start()
-    patient: Settings = settings.model_copy(update={"REDIS_URL": own_redis.url, "BATCH_EXPORT_SWEEP_GRACE_SECONDS": 3600})
+    patient: Settings = settings.model_copy(
+        update={"REDIS_URL": own_redis.url, "BATCH_EXPORT_SWEEP_GRACE_SECONDS": 3600}
+    )
     assert export["id"] not in sweep(patient, redis.Redis.from_url(own_redis.url))
 
 

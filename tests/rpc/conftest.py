@@ -49,6 +49,7 @@ rpc = RPC(Context)
 
 # --- middlewares ---------------------------------------------------------------------
 
+
 async def require_user(call: Call) -> Any:
     """Resolves the token to a user, or refuses the call."""
     if call.ctx.token is None:
@@ -70,6 +71,7 @@ def leave_mark(mark: str):
 
 
 # --- models --------------------------------------------------------------------------
+
 
 class Subtract(BaseModel):
     minuend: int
@@ -116,6 +118,7 @@ class Whoami(BaseModel):
 
 
 # --- handlers ------------------------------------------------------------------------
+
 
 async def subtract(ctx: Context, params: Subtract) -> int:
     """Subtract subtrahend from minuend."""

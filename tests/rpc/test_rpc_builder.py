@@ -34,7 +34,12 @@ def test_builder_methods_return_new_procedures_and_leave_the_original_unchanged(
     assert used.middlewares == (passthrough,) and dict(used.metadata) == {}
     assert described.input_model is None and described.output_type is None
     assert typed.kind is None and typed.handler is None
-    assert (finished.kind, finished.handler, finished.input_model, finished.output_type) == ("query", handler, Item, Item)
+    assert (finished.kind, finished.handler, finished.input_model, finished.output_type) == (
+        "query",
+        handler,
+        Item,
+        Item,
+    )
     assert len({id(p) for p in (base, used, described, typed, finished)}) == 5
 
 

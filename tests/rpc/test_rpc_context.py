@@ -16,7 +16,11 @@ def test_rpc_error_from_create_context_answers_each_call(post_rpc):
     assert replies == [
         {
             "jsonrpc": "2.0",
-            "error": {"code": -32029, "message": "Slow down", "data": {"code": "TOO_MANY_REQUESTS", "httpStatus": 429, "path": path}},
+            "error": {
+                "code": -32029,
+                "message": "Slow down",
+                "data": {"code": "TOO_MANY_REQUESTS", "httpStatus": 429, "path": path},
+            },
             "id": id,
         }
         for path, id in (("anonymous", 1), ("subtract", 2))

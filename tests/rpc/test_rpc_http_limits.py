@@ -94,7 +94,11 @@ def test_boolean_id_is_an_invalid_request(post_rpc):
     reply = post_rpc({"jsonrpc": "2.0", "method": "subtract", "params": [2, 1], "id": True}).json()
     assert reply == {
         "jsonrpc": "2.0",
-        "error": {"code": -32600, "message": "Invalid Request", "data": {"code": "BAD_REQUEST", "httpStatus": 400, "path": None}},
+        "error": {
+            "code": -32600,
+            "message": "Invalid Request",
+            "data": {"code": "BAD_REQUEST", "httpStatus": 400, "path": None},
+        },
         "id": None,
     }
 
@@ -126,5 +130,10 @@ def test_deeply_nested_json_is_a_parse_error(post_rpc):
 
 
 def test_param_names_that_are_not_python_identifiers_are_fine(post_rpc):
-    request = {"jsonrpc": "2.0", "method": "subtract", "params": {"minuend": 3, "subtrahend": 1, "not-an-identifier": 0, "ctx": 1}, "id": 1}
+    request = {
+        "jsonrpc": "2.0",
+        "method": "subtract",
+        "params": {"minuend": 3, "subtrahend": 1, "not-an-identifier": 0, "ctx": 1},
+        "id": 1,
+    }
     assert post_rpc(request).json()["result"] == 2

@@ -53,9 +53,7 @@ def test_each_http_request_gets_a_fresh_context(call):
     assert call("anonymous")["result"]["context_id"] != call("anonymous")["result"]["context_id"]
 
 
-@pytest.mark.parametrize(
-    "key", ["UNAUTHORIZED", "FORBIDDEN", "NOT_FOUND", "PRECONDITION_FAILED", "TOO_MANY_REQUESTS"]
-)
+@pytest.mark.parametrize("key", ["UNAUTHORIZED", "FORBIDDEN", "NOT_FOUND", "PRECONDITION_FAILED", "TOO_MANY_REQUESTS"])
 def test_application_error_key_maps_to_its_table_row(call, key):
     reply = call("raise_error", {"key": key, "message": "You can act on this"})
     code, http_status = ERROR_CODES[key].code, ERROR_CODES[key].http_status
@@ -82,7 +80,11 @@ def test_invalid_params_list_issues_without_echoing_input(call):
     assert error["data"]["httpStatus"] == 400
     assert error["data"]["path"] == "subtract"
     assert error["data"]["issues"] == [
-        {"loc": ["minuend"], "msg": "Input should be a valid integer, unable to parse string as an integer", "type": "int_parsing"},
+        {
+            "loc": ["minuend"],
+            "msg": "Input should be a valid integer, unable to parse string as an integer",
+            "type": "int_parsing",
+        },
         {"loc": ["subtrahend"], "msg": "Field required", "type": "missing"},
     ]
     assert "<script>" not in str(error)

@@ -53,7 +53,7 @@ def test_replies_are_compact_utf8_and_survive_a_lone_surrogate_id():
 
     from rpc.protocol import encode, failure, success
 
-    reply = encode(success(1, {"name": "naïve, \"quoted\"\n", "n": [1, 2.5, None, True]}))
+    reply = encode(success(1, {"name": 'naïve, "quoted"\n', "n": [1, 2.5, None, True]}))
     assert reply == json.dumps(json.loads(reply), separators=(",", ":"), ensure_ascii=False).encode()
     assert "naïve".encode() in reply
 

@@ -9,7 +9,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-PARSE_ERROR = {"code": -32700, "message": "Parse error", "data": {"code": "PARSE_ERROR", "httpStatus": 400, "path": None}}
+PARSE_ERROR = {
+    "code": -32700,
+    "message": "Parse error",
+    "data": {"code": "PARSE_ERROR", "httpStatus": 400, "path": None},
+}
 INVALID_REQUEST = {
     "code": -32600,
     "message": "Invalid Request",
@@ -18,7 +22,11 @@ INVALID_REQUEST = {
 
 
 def method_not_found(path: str) -> dict[str, Any]:
-    return {"code": -32601, "message": "Method not found", "data": {"code": "NOT_FOUND", "httpStatus": 404, "path": path}}
+    return {
+        "code": -32601,
+        "message": "Method not found",
+        "data": {"code": "NOT_FOUND", "httpStatus": 404, "path": path},
+    }
 
 
 def unordered(replies: list[dict[str, Any]]) -> list[str]:
@@ -38,12 +46,16 @@ def test_positional_params_subtract_23_42(post_rpc):
 
 
 def test_named_params_subtract(post_rpc):
-    response = post_rpc('{"jsonrpc": "2.0", "method": "subtract", "params": {"subtrahend": 23, "minuend": 42}, "id": 3}')
+    response = post_rpc(
+        '{"jsonrpc": "2.0", "method": "subtract", "params": {"subtrahend": 23, "minuend": 42}, "id": 3}'
+    )
     assert response.json() == {"jsonrpc": "2.0", "result": 19, "id": 3}
 
 
 def test_named_params_in_any_order(post_rpc):
-    response = post_rpc('{"jsonrpc": "2.0", "method": "subtract", "params": {"minuend": 42, "subtrahend": 23}, "id": 4}')
+    response = post_rpc(
+        '{"jsonrpc": "2.0", "method": "subtract", "params": {"minuend": 42, "subtrahend": 23}, "id": 4}'
+    )
     assert response.json() == {"jsonrpc": "2.0", "result": 19, "id": 4}
 
 

@@ -14,13 +14,19 @@ TSC = CLIENT_DIR / "node_modules" / ".bin" / "tsc"
 _DIAGNOSTIC = re.compile(r"^(?P<file>.+?)\((?P<line>\d+),(?P<column>\d+)\): error (?P<code>TS\d+): (?P<message>.*)$")
 
 
-def run(command: list[str | Path], cwd: Path = CLIENT_DIR, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([str(part) for part in command], cwd=cwd, capture_output=True, text=True, timeout=timeout, **kwargs)
+def run(
+    command: list[str | Path], cwd: Path = CLIENT_DIR, timeout: float = 300, **kwargs
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(part) for part in command], cwd=cwd, capture_output=True, text=True, timeout=timeout, **kwargs
+    )
 
 
 def lock_digest() -> str:
     """What an install from the lock file depends on: package.json and package-lock.json."""
-    return hashlib.sha256((CLIENT_DIR / "package.json").read_bytes() + (CLIENT_DIR / "package-lock.json").read_bytes()).hexdigest()
+    return hashlib.sha256(
+        (CLIENT_DIR / "package.json").read_bytes() + (CLIENT_DIR / "package-lock.json").read_bytes()
+    ).hexdigest()
 
 
 def compile_alone(files: list[Path], work_dir: Path) -> subprocess.CompletedProcess:

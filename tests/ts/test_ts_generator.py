@@ -58,7 +58,16 @@ def test_field_titles_make_no_type_aliases(types_ts):
     # pydantic titles every field ("Title", "Pinned", "At"); each would otherwise become `export type Pinned = boolean`.
     exported = re.findall(r"^export (?:type|interface) (\w+)", types_ts, re.M)
     assert sorted(exported) == sorted(
-        ["AppRouter", "Note", "NoteOutput", "Saved", "RpcErrorCode", "RpcErrorNumericCode", "RpcErrorData", "ValidationIssue"]
+        [
+            "AppRouter",
+            "Note",
+            "NoteOutput",
+            "Saved",
+            "RpcErrorCode",
+            "RpcErrorNumericCode",
+            "RpcErrorData",
+            "ValidationIssue",
+        ]
     )
 
 

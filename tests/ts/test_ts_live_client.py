@@ -15,7 +15,11 @@ def start_scenario(compiled: Path, scenario: str, api, project, token: str) -> s
     env = {**os.environ, "RPC_URL": f"{api.url}/rpc", "TOKEN": token, "PROJECT_ID": project.id}
     return subprocess.Popen(
         ["node", str(compiled / "test" / "live.js"), scenario],
-        cwd=CLIENT_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=CLIENT_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

@@ -7,7 +7,6 @@ import difflib
 import json
 import re
 import shutil
-from pathlib import Path
 
 from procedures.app import API_TITLE, API_VERSION
 from procedures.router import app_router
@@ -73,7 +72,11 @@ def test_regenerating_from_the_router_changes_no_committed_file(node_modules, tm
     for relative in (TYPES_FILE, OPENRPC_FILE):
         committed = (CLIENT_DIR / relative).read_text(encoding="utf-8")
         fresh = (tmp_path / relative).read_text(encoding="utf-8")
-        diff = "".join(difflib.unified_diff(committed.splitlines(True), fresh.splitlines(True), f"committed/{relative}", f"generated/{relative}"))
+        diff = "".join(
+            difflib.unified_diff(
+                committed.splitlines(True), fresh.splitlines(True), f"committed/{relative}", f"generated/{relative}"
+            )
+        )
         assert committed == fresh, f"clients/ts/{relative} is stale; run `make types`:\n{diff[:4000]}"
 
 

@@ -93,7 +93,7 @@ def export_worker(settings, redis_client, tmp_path: Path) -> Iterator["RunningWo
     log_path = tmp_path / "worker.log"
     log = open(log_path, "wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "procedures.cli", "worker"],
+        [sys.executable, "-m", "cli", "worker"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

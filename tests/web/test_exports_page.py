@@ -12,7 +12,7 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
-from db.seed import seed
+from devstack.seed import seed
 from tests.procedures.helpers import create_params
 from tests.web.conftest import RunningWorker
 from workers.tables import AUDIT_LOGS, SCORES, TRACES

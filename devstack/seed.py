@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import psycopg
 from psycopg import conninfo, sql
@@ -62,7 +63,7 @@ class AwkwardValues:
 
 def load_awkward_values() -> AwkwardValues:
     """The hostile strings and JSON values shipped with the package (a copy of ../shared/fixtures)."""
-    text = (resources.files("db") / "fixtures" / "awkward_values.json").read_text(encoding="utf-8")
+    text = (resources.files("devstack") / "fixtures" / "awkward_values.json").read_text(encoding="utf-8")
     data = json.loads(text)
     return AwkwardValues(strings=list(data["strings"]), json_values=list(data["json_values"]))
 
@@ -71,10 +72,25 @@ def load_awkward_values() -> AwkwardValues:
 # on purpose: realistic data has them too, not only the awkward layer.
 POOLS: dict[str, list[str]] = {
     "trace_names": [
-        "chat-completion", "rag-pipeline", "summarize-document", "classify-ticket",
-        "agent-run", "translate", "extract-entities", "qa-bot",
+        "chat-completion",
+        "rag-pipeline",
+        "summarize-document",
+        "classify-ticket",
+        "agent-run",
+        "translate",
+        "extract-entities",
+        "qa-bot",
     ],
-    "environments": ["production", "production", "production", "production", "staging", "staging", "development", "default"],
+    "environments": [
+        "production",
+        "production",
+        "production",
+        "production",
+        "staging",
+        "staging",
+        "development",
+        "default",
+    ],
     "regions": ["eu-west-1", "us-east-1", "ap-northeast-1", "sa-east-1"],
     "tiers": ["free", "pro", "enterprise"],
     "locales": ["en-US", "de-DE", "ja-JP", "fr-FR", "pt-BR"],
@@ -111,8 +127,13 @@ POOLS: dict[str, list[str]] = {
     "span_names": ["retrieve-documents", "rerank", "tool:web_search", "postprocess", "guardrails"],
     "event_names": ["cache-hit", "user-feedback", "tool-selected", "retry"],
     "models": [
-        "gpt-4o", "gpt-4o-mini", "claude-3-5-sonnet-20241022", "claude-3-haiku-20240307",
-        "llama-3.1-70b-instruct", "mistral-large-latest", "gemini-1.5-pro",
+        "gpt-4o",
+        "gpt-4o-mini",
+        "claude-3-5-sonnet-20241022",
+        "claude-3-haiku-20240307",
+        "llama-3.1-70b-instruct",
+        "mistral-large-latest",
+        "gemini-1.5-pro",
     ],
     "prompt_names": ["support-answer", "summarizer", "classifier/v2", "translator"],
     "errors": [
@@ -127,8 +148,14 @@ POOLS: dict[str, list[str]] = {
         "Retrieved 0 documents, answering without context",
     ],
     "tag_sets": [
-        "{}", "{production}", "{beta,rag}", "{experiment:a}", "{experiment:b,beta}",
-        "{vip}", "{\"with space\",\"comma, tag\"}", "{mobile,ios}",
+        "{}",
+        "{production}",
+        "{beta,rag}",
+        "{experiment:a}",
+        "{experiment:b,beta}",
+        "{vip}",
+        '{"with space","comma, tag"}',
+        "{mobile,ios}",
     ],
     "numeric_score_names": ["accuracy", "relevance", "helpfulness", "toxicity"],
     "boolean_score_names": ["is_correct", "contains_pii", "user_thumbs_up"],
@@ -211,7 +238,9 @@ trace_frame AS (
     OFFSET 0
 )"""
 
-INSERT_TRACES_SQL = _POOLS_CTE + """
+INSERT_TRACES_SQL = (
+    _POOLS_CTE
+    + """
 trace_profiles AS (
     SELECT x.k,
            jsonb_build_object(
@@ -234,7 +263,9 @@ trace_profiles AS (
     FROM (SELECT k, hashint8extended(k, %(seed)s + 10) AS hk FROM generate_series(0, 4095) AS k OFFSET 0) AS x,
          pools AS p
     OFFSET 0
-),""" + _TRACE_FRAME_CTE + """
+),"""
+    + _TRACE_FRAME_CTE
+    + """
 INSERT INTO traces (id, project_id, timestamp, name, user_id, session_id, release, version, environment,
                     tags, bookmarked, public, input, output, metadata, created_at, updated_at)
 SELECT t.trace_id, %(project_id)s, t.ts, t.name, t.user_id, t.session_id, tp.release, tp.version,
@@ -243,9 +274,12 @@ SELECT t.trace_id, %(project_id)s, t.ts, t.name, t.user_id, t.session_id, tp.rel
 FROM trace_frame AS t
 JOIN trace_profiles AS tp ON tp.k = t.h & 4095
 """
+)
 
 # Observation profiles: k decides the question (k mod the number of questions), the rest is the hash.
-INSERT_OBSERVATIONS_SQL = _POOLS_CTE + """
+INSERT_OBSERVATIONS_SQL = (
+    _POOLS_CTE
+    + """
 observation_profiles AS (
     SELECT y.*,
            jsonb_build_object('input', y.input_tokens, 'output', y.output_tokens,
@@ -285,7 +319,9 @@ observation_profiles AS (
         ) AS x, pools AS p
     ) AS y
     OFFSET 0
-),""" + _TRACE_FRAME_CTE + """,
+),"""
+    + _TRACE_FRAME_CTE
+    + """,
 -- Per trace: one root, then children that each own a slice of the trace's duration, so the root
 -- spans them all and every latency and time-to-first-token is positive.
 children AS (
@@ -355,9 +391,12 @@ FROM (
 JOIN observation_profiles AS op ON op.k = ((o.ho >> 16) & 255) * %(questions_count)s + o.question
 CROSS JOIN pools AS p
 """
+)
 
 # About one score per trace: on the trace, on its root observation, or on its session.
-INSERT_SCORES_SQL = _POOLS_CTE + """
+INSERT_SCORES_SQL = (
+    _POOLS_CTE
+    + """
 score_profiles AS (
     SELECT x.k, x.data_type, x.source,
            CASE x.data_type
@@ -388,7 +427,9 @@ score_profiles AS (
         FROM (SELECT k, hashint8extended(k, %(seed)s + 13) AS hk FROM generate_series(0, 1023) AS k OFFSET 0) AS h
     ) AS x, pools AS p
     OFFSET 0
-),""" + _TRACE_FRAME_CTE + """
+),"""
+    + _TRACE_FRAME_CTE
+    + """
 INSERT INTO scores (id, project_id, trace_id, session_id, observation_id, timestamp, name, value, string_value,
                     source, data_type, comment, metadata, environment, created_at, updated_at)
 SELECT 'sc-' || lpad(x.n::text, 8, '0') || '-' || x.s, %(project_id)s,
@@ -411,6 +452,7 @@ FROM (
 ) AS x
 JOIN score_profiles AS sp ON sp.k = (x.hs >> 24) & 1023
 """
+)
 
 # One row per distinct session id of a range of traces, taken from the traces as finally written
 # (awkward ids included). Ranges split on session windows, so no session straddles two ranges.
@@ -427,7 +469,10 @@ GROUP BY session_id
 
 # The same rows, computed from the generator instead of read back: for ranges after the awkward
 # head, whose traces keep their generated session ids. Session order, so the keys are appended.
-GENERATE_TRACE_SESSIONS_SQL = _POOLS_CTE + _TRACE_FRAME_CTE + """
+GENERATE_TRACE_SESSIONS_SQL = (
+    _POOLS_CTE
+    + _TRACE_FRAME_CTE
+    + """
 INSERT INTO trace_sessions (id, project_id, bookmarked, public, environment, created_at, updated_at)
 SELECT s.session_id, %(project_id)s,
        hashtextextended(s.session_id, %(seed)s) & 15 = 0,
@@ -442,6 +487,7 @@ FROM (
     OFFSET 0
 ) AS s
 """
+)
 
 INSERT_DATASETS_SQL = """
 INSERT INTO datasets (id, project_id, name, description, metadata, created_at, updated_at)
@@ -452,7 +498,9 @@ SELECT d.id, %(project_id)s, d.name, d.description,
 FROM unnest(%(ids)s::text[], %(names)s::text[], %(descriptions)s::text[]) WITH ORDINALITY AS d(id, name, description, ord)
 """
 
-INSERT_DATASET_ITEMS_SQL = _POOLS_CTE + """
+INSERT_DATASET_ITEMS_SQL = (
+    _POOLS_CTE
+    + """
 items AS (
     SELECT d, k, hashint8extended(d * 1000000 + k, %(seed)s + 6) AS hi
     FROM generate_series(1, %(datasets)s) AS d, generate_series(1, %(items)s) AS k
@@ -473,6 +521,7 @@ SELECT 'di-' || lpad(i.d::text, 2, '0') || '-' || lpad(i.k::text, 5, '0'), %(pro
        %(now)s::timestamptz - interval '28 days' + i.k * interval '1 minute'
 FROM items AS i, pools AS p
 """
+)
 
 INSERT_DATASET_RUNS_SQL = """
 INSERT INTO dataset_runs (id, project_id, dataset_id, name, description, metadata, created_at, updated_at)
@@ -557,8 +606,9 @@ def seed(
                 )
             if now is None:
                 now = cur.execute("SELECT now()").fetchone()[0]
-            params = _bulk_params(project_id, traces=traces, rng_seed=rng_seed, now=now,
-                                  awkward_traces=min(traces, len(awkward.strings)))
+            params = _bulk_params(
+                project_id, traces=traces, rng_seed=rng_seed, now=now, awkward_traces=min(traces, len(awkward.strings))
+            )
             params.update(
                 items=max(len(awkward.json_values), min(traces // 100, MAX_ITEMS_PER_DATASET)),
                 datasets=DATASET_COUNT,
@@ -610,8 +660,12 @@ def _insert_datasets(cur: psycopg.Cursor, params: dict[str, Any], awkward: Awkwa
     counts = {}
     counts["datasets"] = cur.execute(
         INSERT_DATASETS_SQL,
-        {**params, "ids": [d[0] for d in DATASETS], "names": [d[1] for d in DATASETS],
-         "descriptions": [d[2] for d in DATASETS]},
+        {
+            **params,
+            "ids": [d[0] for d in DATASETS],
+            "names": [d[1] for d in DATASETS],
+            "descriptions": [d[2] for d in DATASETS],
+        },
     ).rowcount
     counts["dataset_items"] = cur.execute(INSERT_DATASET_ITEMS_SQL, params).rowcount
     _place_awkward_dataset_items(cur, params["project_id"], awkward)
@@ -791,38 +845,49 @@ def _place_awkward_values(cur: psycopg.Cursor, project_id: str, traces: int, awk
         n = i + 1
         name = strings[i]
         leftovers = [strings[j] for j in range(slots, s_count) if j % slots == i]
-        trace_rows.append({
-            "project_id": project_id,
-            "id": trace_id(n),
-            "name": name,
-            "user_id": rotated(i, 1),
-            "release": rotated(i, 2),
-            "version": rotated(i, 3),
-            # Only short values as session ids: the column is indexed.
-            "session_id": name if i % 3 == 0 and 0 < len(name) <= _MAX_AWKWARD_SESSION_ID else None,
-            "keep_session": not (i % 3 == 0 and 0 < len(name) <= _MAX_AWKWARD_SESSION_ID),
-            "tags": [rotated(i, 4), "awkward", *leftovers],
-            "input": Jsonb(values[i % v_count]),
-            "output": Jsonb(rotated(i, 5)),
-            "metadata": Jsonb({"note": rotated(i, 6), "value": values[(i + 1) % v_count],
-                               "nested": {"list": [rotated(i, 7), i], "empty": {}}}),
-        })
-        observation_rows.append({
-            "project_id": project_id,
-            "id": f"o-{n:0{_ID_WIDTH}d}-1",
-            "name": rotated(i, 8),
-            "level": "ERROR" if i % 2 == 0 else "WARNING",
-            "status_message": rotated(i, 9),
-            "input": Jsonb(values[(i + 2) % v_count]),
-            "output": Jsonb(rotated(i, 10)),
-            "metadata": Jsonb({"note": rotated(i, 11)}),
-        })
-        score_rows.append({
-            "project_id": project_id,
-            "id": f"sc-{n:0{_ID_WIDTH}d}-1",
-            "string_value": rotated(i, 12),
-            "comment": rotated(i, 13),
-        })
+        trace_rows.append(
+            {
+                "project_id": project_id,
+                "id": trace_id(n),
+                "name": name,
+                "user_id": rotated(i, 1),
+                "release": rotated(i, 2),
+                "version": rotated(i, 3),
+                # Only short values as session ids: the column is indexed.
+                "session_id": name if i % 3 == 0 and 0 < len(name) <= _MAX_AWKWARD_SESSION_ID else None,
+                "keep_session": not (i % 3 == 0 and 0 < len(name) <= _MAX_AWKWARD_SESSION_ID),
+                "tags": [rotated(i, 4), "awkward", *leftovers],
+                "input": Jsonb(values[i % v_count]),
+                "output": Jsonb(rotated(i, 5)),
+                "metadata": Jsonb(
+                    {
+                        "note": rotated(i, 6),
+                        "value": values[(i + 1) % v_count],
+                        "nested": {"list": [rotated(i, 7), i], "empty": {}},
+                    }
+                ),
+            }
+        )
+        observation_rows.append(
+            {
+                "project_id": project_id,
+                "id": f"o-{n:0{_ID_WIDTH}d}-1",
+                "name": rotated(i, 8),
+                "level": "ERROR" if i % 2 == 0 else "WARNING",
+                "status_message": rotated(i, 9),
+                "input": Jsonb(values[(i + 2) % v_count]),
+                "output": Jsonb(rotated(i, 10)),
+                "metadata": Jsonb({"note": rotated(i, 11)}),
+            }
+        )
+        score_rows.append(
+            {
+                "project_id": project_id,
+                "id": f"sc-{n:0{_ID_WIDTH}d}-1",
+                "string_value": rotated(i, 12),
+                "comment": rotated(i, 13),
+            }
+        )
     cur.executemany(
         """UPDATE traces SET name = %(name)s, user_id = %(user_id)s, release = %(release)s, version = %(version)s,
                   session_id = CASE WHEN %(keep_session)s THEN session_id ELSE %(session_id)s END,
@@ -865,38 +930,45 @@ def _place_awkward_dataset_items(cur: psycopg.Cursor, project_id: str, awkward: 
     )
 
 
-def _insert_audit_logs(
-    cur: psycopg.Cursor, project_id: str, org_id: str, now: datetime, awkward: AwkwardValues
-) -> int:
+def _insert_audit_logs(cur: psycopg.Cursor, project_id: str, org_id: str, now: datetime, awkward: AwkwardValues) -> int:
     """A few changes to datasets, prompts and traces; before/after cycle through the awkward JSON values."""
     values = awkward.json_values
     actions = [
-        ("dataset", "ds-01", "create"), ("dataset", "ds-02", "create"), ("dataset", "ds-03", "create"),
-        ("trace", trace_id(1), "bookmark"), ("prompt", "support-answer", "create"),
-        ("prompt", "support-answer", "update"), ("datasetRun", "dr-01-1", "create"),
-        ("trace", trace_id(1), "update"), ("apiKey", "pk-lf-demo", "create"),
-        ("scoreConfig", "correctness", "create"), ("prompt", "summarizer", "delete"), ("dataset", "ds-03", "update"),
+        ("dataset", "ds-01", "create"),
+        ("dataset", "ds-02", "create"),
+        ("dataset", "ds-03", "create"),
+        ("trace", trace_id(1), "bookmark"),
+        ("prompt", "support-answer", "create"),
+        ("prompt", "support-answer", "update"),
+        ("datasetRun", "dr-01-1", "create"),
+        ("trace", trace_id(1), "update"),
+        ("apiKey", "pk-lf-demo", "create"),
+        ("scoreConfig", "correctness", "create"),
+        ("prompt", "summarizer", "delete"),
+        ("dataset", "ds-03", "update"),
     ]
     rows = []
     for k in range(max(AUDIT_LOG_COUNT, len(values))):
         resource_type, resource_id, action = actions[k % len(actions)]
         by_api_key = k % 4 == 3
-        rows.append({
-            # audit_logs.id is a global key, so it names the project to stay unique across projects.
-            "id": f"audit-{k + 1:03d}-{project_id}",
-            "created_at": now - timedelta(days=29) + timedelta(days=2 * k, minutes=7 * k),
-            "type": "API_KEY" if by_api_key else "USER",
-            "api_key_id": "pk-lf-demo" if by_api_key else None,
-            "user_id": None if by_api_key else f"user-{k % 3:06d}",
-            "org_id": org_id,
-            "user_org_role": None if by_api_key else ("OWNER", "ADMIN", "MEMBER")[k % 3],
-            "project_id": project_id,
-            "user_project_role": None if by_api_key or k % 2 else "ADMIN",
-            "resource_type": resource_type,
-            "resource_id": resource_id,
-            "action": action,
-            "before": None if action == "create" and k >= len(values) else Jsonb(values[k % len(values)]),
-            "after": None if action == "delete" and k >= len(values) else Jsonb(values[(k + 3) % len(values)]),
-        })
+        rows.append(
+            {
+                # audit_logs.id is a global key, so it names the project to stay unique across projects.
+                "id": f"audit-{k + 1:03d}-{project_id}",
+                "created_at": now - timedelta(days=29) + timedelta(days=2 * k, minutes=7 * k),
+                "type": "API_KEY" if by_api_key else "USER",
+                "api_key_id": "pk-lf-demo" if by_api_key else None,
+                "user_id": None if by_api_key else f"user-{k % 3:06d}",
+                "org_id": org_id,
+                "user_org_role": None if by_api_key else ("OWNER", "ADMIN", "MEMBER")[k % 3],
+                "project_id": project_id,
+                "user_project_role": None if by_api_key or k % 2 else "ADMIN",
+                "resource_type": resource_type,
+                "resource_id": resource_id,
+                "action": action,
+                "before": None if action == "create" and k >= len(values) else Jsonb(values[k % len(values)]),
+                "after": None if action == "delete" and k >= len(values) else Jsonb(values[(k + 3) % len(values)]),
+            }
+        )
     cur.executemany(INSERT_AUDIT_LOG_SQL, rows)
     return len(rows)

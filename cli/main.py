@@ -99,7 +99,7 @@ def cmd_seed(args: argparse.Namespace) -> None:
     import time
 
     import db
-    from db.seed import SeedError, seed
+    from devstack.seed import SeedError, seed
 
     started = time.monotonic()
     try:
@@ -113,7 +113,7 @@ def cmd_seed(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from procedures.demo import run_demo, stop_demo
+    from devstack.demo import run_demo, stop_demo
 
     if args.stop:
         stop_demo()
@@ -155,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     worker.set_defaults(run=cmd_worker)
 
-    commands.add_parser("sweep", help="enqueue exports left QUEUED without a job; delete expired export files").set_defaults(run=cmd_sweep)
+    commands.add_parser(
+        "sweep", help="enqueue exports left QUEUED without a job; delete expired export files"
+    ).set_defaults(run=cmd_sweep)
 
     project = commands.add_parser("project", help="projects").add_subparsers(dest="action", required=True)
     project_create = project.add_parser("create", help="create a project and its organization; prints its id")
@@ -190,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=cmd_demo)
 
     # The API from a terminal, for people: `export` and `exports …` (they call the API, never the database).
-    from procedures.client_cli import add_client_commands
+    from cli.client import add_client_commands
 
     add_client_commands(commands)
     return parser
@@ -200,7 +202,3 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
     args.run(args)
-
-
-if __name__ == "__main__":
-    main()

@@ -20,8 +20,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import db
+from cli.api_client import ApiClient
 from db import access
-from procedures.local_services import LocalPostgres, LocalRedis, port_open, postgres_can_reach
+from devstack.servers import LocalPostgres, LocalRedis, port_open, postgres_can_reach
+from schemas import ACTIVE_STATUSES
 from schemas.settings import LOCAL_POSTGRES_PORT, LOCAL_REDIS_PORT
 
 DATA = Path(".data").resolve()
@@ -32,18 +34,6 @@ LOGS = DATA / "logs"
 
 def _say(message: str) -> None:
     print(f"[demo] {message}", file=sys.stderr, flush=True)
-
-
-def _rpc(base_url: str, token: str, method: str, params: dict) -> dict:
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
-    request = urllib.request.Request(
-        f"{base_url}/rpc", data=body, headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        reply = json.load(response)
-    if "error" in reply:
-        raise RuntimeError(f"{method} failed: {reply['error']['message']}")
-    return reply["result"]
 
 
 def _start_background(name: str, argv: list[str], env: dict[str, str]) -> None:
@@ -115,7 +105,7 @@ def run_demo(*, traces: int, port: int) -> None:
         # A fresh token each run: tokens are stored hashed, so an old one cannot be shown again.
         token = access.create_session(conn, user["id"], timedelta(days=7))
     if not state.get("seeded"):
-        from db.seed import seed
+        from devstack.seed import seed
 
         _say(f"seeding {traces} traces and their observations, scores, sessions, datasets ...")
         with db.connect(postgres.url) as conn:
@@ -123,15 +113,14 @@ def run_demo(*, traces: int, port: int) -> None:
         state["seeded"] = True
         STATE_FILE.write_text(json.dumps(state))
 
-    cli = [sys.executable, "-m", "procedures.cli"]
+    cli = [sys.executable, "-m", "cli"]
     if not port_open(port):
         _start_background("api", [*cli, "serve", "--port", str(port)], env)
     _start_background("worker", [*cli, "worker"], env)
     _wait_healthy(base_url)
 
-    export = _rpc(
-        base_url,
-        token,
+    api = ApiClient(base_url, token)
+    export = api.call(
         "batchExport.create",
         {
             "projectId": project_id,
@@ -142,9 +131,9 @@ def run_demo(*, traces: int, port: int) -> None:
     )
     _say(f"created export {export['id']}; waiting for the worker ...")
     deadline = time.monotonic() + 120
-    while export["status"] in ("QUEUED", "PROCESSING") and time.monotonic() < deadline:
+    while export["status"] in ACTIVE_STATUSES and time.monotonic() < deadline:
         time.sleep(0.5)
-        listing = _rpc(base_url, token, "batchExport.all", {"projectId": project_id, "limit": 20})
+        listing = api.call("batchExport.all", {"projectId": project_id, "limit": 20})
         export = next(e for e in listing["exports"] if e["id"] == export["id"])
     _say(f"export {export['id']} is {export['status']} ({export['progress']['rowsExported']} rows)")
 

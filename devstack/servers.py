@@ -90,11 +90,19 @@ class LocalPostgres:
         os.chmod(self.data_dir, 0o700)
         result = subprocess.run(
             _as_postgres_user(
-                [_find_binary("initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
-                 "--encoding=UTF8", "--locale=C.UTF-8",
-                 # Byte-order collation: text keys compare without the locale library, which makes
-                 # bulk loads and id ordering faster; character classes stay UTF-8 aware for ILIKE.
-                 "--lc-collate=C"]
+                [
+                    _find_binary("initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C.UTF-8",
+                    # Byte-order collation: text keys compare without the locale library, which makes
+                    # bulk loads and id ordering faster; character classes stay UTF-8 aware for ILIKE.
+                    "--lc-collate=C",
+                ]
             ),
             capture_output=True,
             text=True,
@@ -115,14 +123,29 @@ class LocalPostgres:
                 options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             result = subprocess.run(
                 _as_postgres_user(
-                    [_find_binary("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.data_dir / "server.log"),
-                     "-o", options, "-w", "-t", "60", "start"]
+                    [
+                        _find_binary("pg_ctl"),
+                        "-D",
+                        str(self.data_dir),
+                        "-l",
+                        str(self.data_dir / "server.log"),
+                        "-o",
+                        options,
+                        "-w",
+                        "-t",
+                        "60",
+                        "start",
+                    ]
                 ),
                 capture_output=True,
                 text=True,
             )
             if result.returncode != 0:
-                log = (self.data_dir / "server.log").read_text(errors="replace")[-1000:] if (self.data_dir / "server.log").exists() else ""
+                log = (
+                    (self.data_dir / "server.log").read_text(errors="replace")[-1000:]
+                    if (self.data_dir / "server.log").exists()
+                    else ""
+                )
                 raise LocalServiceError(f"Postgres did not start on port {self.port}: {result.stderr.strip()} {log}")
         self._create_database()
 
@@ -164,8 +187,21 @@ class LocalRedis:
         if port_open(self.port):
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
-                "--save", "", "--appendonly", "no", "--logfile", str(self.data_dir / "redis.log")]
+        argv = [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--logfile",
+            str(self.data_dir / "redis.log"),
+        ]
         if detach:
             argv += ["--daemonize", "yes", "--pidfile", str(self.data_dir / "redis.pid")]
             subprocess.run(argv, check=True)
