@@ -209,6 +209,11 @@ class LocalRedis:
             self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 15
         while not port_open(self.port):
+            if self.process is not None and self.process.poll() is not None:
+                self.process = None
+                raise LocalServiceError(
+                    f"Redis exited at start on port {self.port} (is the port taken?); see {self.data_dir / 'redis.log'}"
+                )
             if time.monotonic() > deadline:
                 raise LocalServiceError(f"Redis did not start on port {self.port}; see {self.data_dir / 'redis.log'}")
             time.sleep(0.05)

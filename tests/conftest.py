@@ -16,7 +16,7 @@ import redis as redis_lib
 
 import db
 import devstack
-from devstack.servers import LocalPostgres, LocalRedis, free_port
+from devstack.servers import LocalPostgres, LocalRedis, LocalServiceError, free_port
 
 # The project ships a copy of ../shared/fixtures/awkward_values.json for the seed; tests use the same one.
 AWKWARD_VALUES = json.loads(
@@ -29,6 +29,18 @@ def awkward_values() -> dict:
     return AWKWARD_VALUES
 
 
+def _start_on_a_free_port(server: LocalPostgres | LocalRedis, attempts: int = 3) -> None:
+    """Starts the server; when another process took its port meanwhile, tries again on another one."""
+    for attempt in range(attempts):
+        try:
+            server.start()
+            return
+        except LocalServiceError:
+            if attempt == attempts - 1:
+                raise
+            server.port = free_port()
+
+
 @contextlib.contextmanager
 def running_postgres(prefix: str = "bx-test-pg-") -> Iterator[LocalPostgres]:
     """A migrated Postgres of its own, on a free port, removed afterwards."""
@@ -36,7 +48,7 @@ def running_postgres(prefix: str = "bx-test-pg-") -> Iterator[LocalPostgres]:
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres", "postgres")
     server = LocalPostgres(folder / "data", free_port(), fast_unsafe=True)
-    server.start()
+    _start_on_a_free_port(server)
     try:
         db.migrate(server.url)
         yield server
@@ -61,7 +73,7 @@ def running_redis(prefix: str = "bx-test-redis-") -> Iterator[LocalRedis]:
     """A Redis server of its own, on a free port, removed afterwards."""
     folder = Path(tempfile.mkdtemp(prefix=prefix))
     server = LocalRedis(folder, free_port())
-    server.start()
+    _start_on_a_free_port(server)
     try:
         yield server
     finally:

@@ -18,6 +18,7 @@ from psycopg.types.json import Jsonb
 
 from db import access, batch_exports
 from schemas.settings import get_settings
+from tests.support.stream_gate import StreamGate
 
 BASE_TIME = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 BIG_TRACES = 300_000
@@ -269,6 +270,18 @@ def export_settings(
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
     yield env
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def gated_export(
+    export_settings: dict[str, str], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[StreamGate]:
+    """The job reaches Postgres through a StreamGate, so the test can hold its row stream mid-way."""
+    with StreamGate(database_url) as gate:
+        monkeypatch.setenv("DATABASE_URL", gate.url)
+        get_settings.cache_clear()
+        yield gate
     get_settings.cache_clear()
 
 

@@ -29,6 +29,15 @@ def digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def wait_for(ready, what: str, process: subprocess.Popen, timeout: float = 60) -> None:
+    """Until `ready()`, failing with the process's output if it ends first (bounded, never a race)."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert process.poll() is None, f"the process ended before {what}: {process.stderr and process.stderr.read()}"
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
+        time.sleep(0.02)
+
+
 def start_job_process(export_id: str, env: dict[str, str], cwd: Path) -> subprocess.Popen:
     code = f"from workers.batch_export import run_batch_export; run_batch_export({export_id!r})"
     return subprocess.Popen(
@@ -42,7 +51,7 @@ def start_job_process(export_id: str, env: dict[str, str], cwd: Path) -> subproc
 
 @pytest.mark.parametrize("fmt", ["CSV", "JSON"])
 def test_sigkilled_job_rerun_writes_a_byte_identical_file(
-    conn, export_settings, storage_dir, tmp_path, big_project, fmt
+    conn, export_settings, gated_export, storage_dir, tmp_path, big_project, fmt
 ):
     query = {"tableName": "traces", "orderBy": {"column": "timestamp", "order": "ASC"}}
     export_id = create_export(conn, big_project, query, fmt, name="crash test")
@@ -66,20 +75,18 @@ def test_sigkilled_job_rerun_writes_a_byte_identical_file(
         (big_project.project_id, BASE_TIME),
     )
 
-    # An attempt killed mid-stream: no except, no finally, no cleanup.
-    process = start_job_process(export_id, export_settings, tmp_path)
-    deadline = time.monotonic() + 60
-    while batch_exports.load(conn, export_id)["rows_exported"] == 0:
-        assert process.poll() is None, process.stderr.read().decode()
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    # An attempt killed mid-stream (held there by the gate): no except, no finally, no cleanup.
+    gated_export.hold()
+    process = start_job_process(export_id, {**export_settings, "DATABASE_URL": gated_export.url}, tmp_path)
+    gated_export.wait_held()
+    wait_for(lambda: batch_exports.load(conn, export_id)["rows_exported"] > 0, "its progress", process)
+    wait_for(lambda: any(p.stat().st_size for p in path.parent.glob("*.partial")), "its partial file", process)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=10)
+    gated_export.release()
     killed = batch_exports.load(conn, export_id)
-    assert killed["status"] == "PROCESSING" and killed["rows_exported"] > 0
+    assert killed["status"] == "PROCESSING" and 0 < killed["rows_exported"] < BIG_TRACES
     assert not path.exists()
-    leftovers = list(path.parent.glob("*.partial"))
-    assert leftovers, "the killed attempt should have left its partial file behind"
 
     # The retry takes the PROCESSING export over and produces the very same bytes.
     run_batch_export(export_id)
@@ -127,6 +134,13 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def running(pid: int) -> bool:
+    try:
+        return "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+
+
 def stop(process: subprocess.Popen, sig: int) -> None:
     """Signals the worker and its children: RQ's work horse runs in a session of its own."""
     if process.poll() is None:
@@ -140,7 +154,7 @@ def stop(process: subprocess.Popen, sig: int) -> None:
 
 
 def test_sigkilled_rq_worker_export_is_retried_to_the_same_bytes(
-    conn, export_settings, storage_dir, tmp_path, big_project, redis_url, redis_client
+    conn, export_settings, gated_export, storage_dir, tmp_path, big_project, redis_url, redis_client
 ):
     from schemas.settings import get_settings
     from workers.queue import enqueue_export
@@ -171,18 +185,18 @@ def test_sigkilled_rq_worker_export_is_retried_to_the_same_bytes(
             os.environ["REDIS_URL"] = previous
         get_settings.cache_clear()
     log = tmp_path / "workers.log"
-    first = start_rq_worker(env, tmp_path, log)
-    deadline = time.monotonic() + 60
-    while batch_exports.load(conn, export_id)["rows_exported"] == 0:
-        assert first.poll() is None and time.monotonic() < deadline, log.read_text()
-        time.sleep(0.02)
+    gated_export.hold()
+    first = start_rq_worker({**env, "DATABASE_URL": gated_export.url}, tmp_path, log)
+    gated_export.wait_held()  # the work horse is mid-stream, and stays there
+    wait_for(lambda: batch_exports.load(conn, export_id)["rows_exported"] > 0, "its progress", first)
     horses = children(first.pid)
     stop(first, signal.SIGKILL)  # the worker and its work horse, mid-export
-    time.sleep(1)
-    assert horses and not any(
-        Path(f"/proc/{pid}/stat").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
-        for pid in horses
-    )
+    gated_export.release()
+    deadline = time.monotonic() + 30
+    while any(running(pid) for pid in horses):
+        assert time.monotonic() < deadline, "the work horse outlived its worker"
+        time.sleep(0.05)
+    assert horses
     killed = batch_exports.load(conn, export_id)
     assert killed["status"] == "PROCESSING" and 0 < killed["rows_exported"] < BIG_TRACES
 

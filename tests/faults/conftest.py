@@ -29,6 +29,7 @@ from devstack.servers import LocalPostgres, LocalRedis, free_port
 from schemas.settings import Settings, get_settings
 from tests.conftest import ServerThread, running_postgres, running_redis
 from tests.faults.processes import ApiProcess, CliProcess, WorkerProcess
+from tests.support.stream_gate import StreamGate
 from workers.queue import enqueue_export, export_queue
 
 # What the subprocesses are told, from the stack's Settings.
@@ -178,6 +179,7 @@ class FaultStack:
     settings: Settings
     processes: list[CliProcess] = field(default_factory=list)
     servers: list[ServerThread] = field(default_factory=list)
+    gates: list[StreamGate] = field(default_factory=list)
 
     @property
     def storage(self) -> Path:
@@ -222,6 +224,13 @@ class FaultStack:
         process.start()
         assert process.process.wait(timeout=120) == 0, process.log()
         return process
+
+    def stream_gate(self) -> StreamGate:
+        """Puts a StreamGate between Postgres and the processes started from now on (see tests/support)."""
+        gate = StreamGate(self.settings.DATABASE_URL)
+        self.gates.append(gate)
+        self.configure(DATABASE_URL=gate.url)
+        return gate
 
     def redis_client(self) -> redis_lib.Redis:
         return redis_lib.Redis.from_url(self.settings.REDIS_URL)
@@ -297,6 +306,8 @@ def fault_stack(
             process.kill()
         for server in reversed(stack.servers):
             server.__exit__(None, None, None)
+        for gate in stack.gates:
+            gate.close()
         get_settings.cache_clear()
         shutil.rmtree(storage, ignore_errors=True)
 

@@ -16,8 +16,6 @@ from workers.queue import WORKER_DIED, export_queue
 
 pytestmark = pytest.mark.slow
 
-HALF_WAY = 5 * 1024 * 1024  # bytes of a ~40 MB file: the stream is well under way
-
 
 def digest(path: Path) -> str:
     h = hashlib.sha256()
@@ -44,27 +42,34 @@ def test_export_killed_twice_mid_stream_completes_with_the_bytes_of_an_undisturb
 
     export_id = big_tenant.new_export(conn, name="killed twice")
     folder = stack.storage / big_tenant.project_id / export_id
+    # The workers reach Postgres through a gate that stops each attempt's row stream a few MB in, until
+    # the test lets go: so every kill below lands mid-stream, however fast the machine is.
+    gate = stack.stream_gate()
+    gate.hold()
     workers = stack.workers("worker-a", "worker-b")  # two workers on the queue, as deployed
     assert stack.enqueue(export_id)
 
-    def growing(skip: set[str]) -> str | None:
-        """The name of a current attempt's file once it is half-way, ignoring files of killed attempts."""
-        return next((name for name, size in partials(folder).items() if name not in skip and size > HALF_WAY), None)
+    def written(skip: set[str]) -> str | None:
+        """The name of a current attempt's partly written file, ignoring files of killed attempts."""
+        return next((name for name, size in partials(folder).items() if name not in skip and size > 0), None)
 
     # 1. The kernel's OOM killer takes the work horse half-way through the file; its worker lives on
     #    and RQ retries the export a second later, from zero, on whichever worker is free.
-    first_file = wait_for(lambda: growing(set()), 60, "the first attempt's file to grow", *workers)
+    gate.wait_held(1)
+    first_file = wait_for(lambda: written(set()), 60, "the first attempt's file to grow", *workers)
     runner = next(w for w in workers if w.horse())
     runner.kill_horse()
-    wait_for(lambda: growing({first_file}), 60, "the second attempt's file to grow", *workers)
+    gate.wait_held(2)
+    wait_for(lambda: written({first_file}), 60, "the second attempt's file to grow", *workers)
     assert first_file not in partials(folder), "the new attempt discards what the killed one left"
     assert WORKER_DIED in stack.load(export_id)["log"]
 
     # 2. The worker running the second attempt goes whole (a lost node): the other one notices once
-    #    the job's heartbeat lease is over, and RQ retries it there.
+    #    the job's heartbeat lease is over, and RQ retries it there, with nothing holding it any more.
     runner = next(w for w in workers if w.horse())
     runner.kill()
     assert stack.load(export_id)["status"] == "PROCESSING"
+    gate.release()
     done = wait_for(
         lambda: (row := stack.load(export_id))["status"] != "PROCESSING" and row, 150, "the third attempt", *workers
     )
