@@ -39,6 +39,14 @@ def _wait(predicate, timeout: float, what: str, log: Path):
     return value
 
 
+def copy_waits_for_a_lock(database_url: str) -> bool:
+    with psycopg.connect(database_url, autocommit=True) as c:
+        row = c.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'COPY%'"
+        ).fetchone()
+    return row[0] > 0
+
+
 def test_export_survives_a_postgres_restart_mid_query(own_postgres, redis_client, redis_url, tmp_path, settings):
     storage = tmp_path / "exports"
     env = {
@@ -93,7 +101,7 @@ def test_export_survives_a_postgres_restart_mid_query(own_postgres, redis_client
         blocker.execute("LOCK TABLE observations IN ACCESS EXCLUSIVE MODE")
         export_id = new_export("restarted")
         _wait(lambda: load(export_id)["status"] == "PROCESSING", 30, "the job to start", log)
-        time.sleep(1)
+        _wait(lambda: copy_waits_for_a_lock(own_postgres.url), 30, "the job's query to wait for the lock", log)
         own_postgres.stop(mode="fast")
         blocker.close()
         own_postgres.start()

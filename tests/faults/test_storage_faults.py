@@ -86,12 +86,18 @@ def test_s3_cut_off_mid_upload_fails_the_attempt_and_the_retry_leaves_one_comple
         BATCH_EXPORT_JOB_RETRIES=2,
         BATCH_EXPORT_JOB_RETRY_DELAYS=(2,),
     )
+    # The attempt's row stream is held once its first part is uploaded, so S3 goes away mid-upload
+    # however fast the machine is.
+    gate = stack.stream_gate()
+    gate.hold(after=12 * 1024 * 1024)
     worker = stack.worker(**AWS)
     export_id = big_tenant.new_export(conn, FIRST_HOURS, name="to s3")
     assert stack.enqueue(export_id)
     try:
+        gate.wait_held()
         wait_for(lambda: uploads(s3), 60, "the multipart upload to begin", worker, interval=0.05)
-        proxy.cut()  # S3 is gone: the part in flight breaks, the next connections are refused
+        proxy.cut()  # S3 is gone: the next part's connection is refused
+        gate.release()
         failed_once = wait_for(lambda: status_after_attempt(stack, export_id), 60, "the attempt to fail", worker)
         assert failed_once["status"] == "PROCESSING"
         assert failed_once["log"].startswith(f"The S3 storage could not be reached at {proxy.url}"), failed_once["log"]
