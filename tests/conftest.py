@@ -1,60 +1,28 @@
-"""Real servers for the whole suite: one Postgres and one Redis per test session, on free ports."""
+"""The suite's fixtures: one Postgres and one Redis per test session, the API served over HTTP, a fresh project.
+
+What the fixtures are built from lives in tests/support/; conftest files hold fixtures only."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
 import redis as redis_lib
 
 import db
-import devstack
-from devstack.servers import LocalPostgres, LocalRedis, LocalServiceError, free_port
-
-# The project ships a copy of ../shared/fixtures/awkward_values.json for the seed; tests use the same one.
-AWKWARD_VALUES = json.loads(
-    (Path(devstack.__file__).parent / "fixtures" / "awkward_values.json").read_text(encoding="utf-8")
-)
+from db import access
+from devstack.servers import LocalPostgres, LocalRedis, free_port
+from schemas.settings import Settings, get_settings
+from tests.support.rpc_client import RpcClient
+from tests.support.servers import ServerThread, running_postgres, running_redis
+from tests.support.world import AWKWARD_VALUES, TEST_SECRET_KEY, Project
 
 
 @pytest.fixture(scope="session")
 def awkward_values() -> dict:
     return AWKWARD_VALUES
-
-
-def _start_on_a_free_port(server: LocalPostgres | LocalRedis, attempts: int = 3) -> None:
-    """Starts the server; when another process took its port meanwhile, tries again on another one."""
-    for attempt in range(attempts):
-        try:
-            server.start()
-            return
-        except LocalServiceError:
-            if attempt == attempts - 1:
-                raise
-            server.port = free_port()
-
-
-@contextlib.contextmanager
-def running_postgres(prefix: str = "bx-test-pg-") -> Iterator[LocalPostgres]:
-    """A migrated Postgres of its own, on a free port, removed afterwards."""
-    folder = Path(tempfile.mkdtemp(prefix=prefix))
-    if os.geteuid() == 0:
-        shutil.chown(folder, "postgres", "postgres")
-    server = LocalPostgres(folder / "data", free_port(), fast_unsafe=True)
-    _start_on_a_free_port(server)
-    try:
-        db.migrate(server.url)
-        yield server
-    finally:
-        server.stop(mode="immediate")
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -66,19 +34,6 @@ def local_postgres() -> Iterator[LocalPostgres]:
 @pytest.fixture(scope="session")
 def database_url(local_postgres: LocalPostgres) -> str:
     return local_postgres.url
-
-
-@contextlib.contextmanager
-def running_redis(prefix: str = "bx-test-redis-") -> Iterator[LocalRedis]:
-    """A Redis server of its own, on a free port, removed afterwards."""
-    folder = Path(tempfile.mkdtemp(prefix=prefix))
-    server = LocalRedis(folder, free_port())
-    _start_on_a_free_port(server)
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -108,19 +63,6 @@ def conn(database_url: str) -> Iterator[psycopg.Connection]:
 
 # --- the application, served over real HTTP ---------------------------------------------------
 
-import threading  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from datetime import timedelta  # noqa: E402
-
-import httpx  # noqa: E402
-import uvicorn  # noqa: E402
-
-from db import access  # noqa: E402
-from schemas.settings import Settings, get_settings  # noqa: E402
-
-TEST_SECRET_KEY = "test-secret-key-0123456789abcdef"
-
 
 @pytest.fixture(scope="session")
 def settings(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
@@ -145,63 +87,6 @@ def settings(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPat
     get_settings.cache_clear()
 
 
-class ServerThread:
-    """A real uvicorn server on a free loopback port, in a thread of the test process."""
-
-    def __init__(self, app, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("test API server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
-@dataclass
-class RpcClient:
-    """JSON-RPC over HTTP the way the frontend calls it; returns the parsed reply."""
-
-    base_url: str
-    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30))
-    _ids: int = 0
-
-    def call(self, method: str, params=None, *, token: str | None = None) -> dict:
-        self._ids += 1
-        body = {"jsonrpc": "2.0", "id": self._ids, "method": method}
-        if params is not None:
-            body["params"] = params
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        response = self.http.post(f"{self.base_url}/rpc", json=body, headers=headers)
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def result(self, method: str, params=None, *, token: str | None = None):
-        reply = self.call(method, params, token=token)
-        assert "error" not in reply, reply
-        return reply["result"]
-
-    def error(self, method: str, params=None, *, token: str | None = None) -> dict:
-        reply = self.call(method, params, token=token)
-        assert "error" in reply, reply
-        return reply["error"]
-
-
 @pytest.fixture(scope="session")
 def api(settings: Settings) -> Iterator[ServerThread]:
     from procedures.app import create_app
@@ -216,26 +101,6 @@ def client(api: ServerThread) -> Iterator[RpcClient]:
     rpc_client = RpcClient(api.url)
     yield rpc_client
     rpc_client.http.close()
-
-
-@dataclass
-class Project:
-    """A fresh project for one test, with a way to add members and get their tokens."""
-
-    id: str
-    org_id: str
-    conn: psycopg.Connection
-
-    def member(
-        self, role: str | None, *, org_role: str = "NONE", name: str | None = None, ttl=timedelta(hours=1)
-    ) -> str:
-        import uuid
-
-        user = access.upsert_user(self.conn, f"{uuid.uuid4().hex}@example.com", name or f"{role or org_role} user")
-        access.set_org_role(self.conn, self.org_id, user["id"], org_role)
-        if role is not None:
-            access.set_project_role(self.conn, self.id, user["id"], role)
-        return access.create_session(self.conn, user["id"], ttl)
 
 
 @pytest.fixture

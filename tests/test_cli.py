@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.conftest import RpcClient
+from tests.support.rpc_client import RpcClient
 
 
 def run_cli(*args: str, env_overrides: dict | None = None) -> subprocess.CompletedProcess:

@@ -20,8 +20,9 @@ from psycopg.types.json import Jsonb
 
 from cli.progress import progress_line
 from devstack.servers import free_port
-from tests.conftest import RpcClient, ServerThread
-from tests.export.conftest import BASE_TIME
+from tests.support.exports import BASE_TIME
+from tests.support.rpc_client import RpcClient
+from tests.support.servers import ServerThread
 from workers.batch_export import run_batch_export
 from workers.tables import TABLES
 

@@ -15,8 +15,10 @@ import httpx
 import pytest
 
 from schemas.settings import INSECURE_DEV_SECRET
-from tests.abuse.conftest import CANARY, Arena, ServedApi, run_export
-from tests.conftest import TEST_SECRET_KEY, RpcClient
+from tests.support.abuse import CANARY, Arena, ServedApi
+from tests.support.exports import run_export
+from tests.support.rpc_client import RpcClient
+from tests.support.world import TEST_SECRET_KEY
 from workers.storage import signed_download_query
 
 

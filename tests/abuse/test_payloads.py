@@ -16,7 +16,8 @@ import httpx
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.abuse.conftest import ServedApi, assert_no_leak, assert_reply, json_body, new_project, run_export
+from tests.support.abuse import ServedApi, assert_no_leak, assert_reply, json_body, new_project
+from tests.support.exports import run_export
 
 MIB = 1024 * 1024
 FORMULAS = [

@@ -25,14 +25,14 @@ import redis as redis_lib
 
 import db
 from db import access, batch_exports
-from tests.abuse.conftest import (
+from tests.support.abuse import (
     ServedApi,
     add_password_user_to_postgres,
     add_password_user_to_redis,
     assert_reply,
     serve_api,
 )
-from tests.conftest import running_postgres, running_redis
+from tests.support.servers import running_postgres, running_redis
 from workers.queue import enqueue_export
 
 pytestmark = pytest.mark.slow

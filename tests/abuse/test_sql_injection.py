@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.abuse.conftest import CANARY, Arena, assert_error_object, run_export, table_fingerprints
-from tests.conftest import RpcClient
+from tests.support.abuse import CANARY, Arena, assert_error_object, table_fingerprints
+from tests.support.exports import run_export
+from tests.support.rpc_client import RpcClient
 
 CLASSIC = [
     "' OR '1'='1",

@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from db import access
-from tests.abuse.conftest import CANARY, Arena, ServedApi, assert_error_object
-from tests.conftest import RpcClient
+from tests.support.abuse import CANARY, Arena, ServedApi, assert_error_object
+from tests.support.rpc_client import RpcClient
 
 
 def params_for(method: str, project_id: str, export_id: str) -> dict:
@@ -233,7 +233,7 @@ def test_a_filter_cannot_name_the_project_column(abuse_client, arena):
 @pytest.fixture
 def attacker_link(abuse_client, arena, conn, tmp_path) -> dict:
     """A real link to a finished export of the attacker's own project."""
-    from tests.abuse.conftest import run_export
+    from tests.support.exports import run_export
 
     created = abuse_client.result(
         "batchExport.create",

@@ -2,215 +2,25 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg.types.json import Jsonb
 
-from db import access, batch_exports
+from db import access
 from schemas.settings import get_settings
+from tests.support.exports import (
+    BIG_TRACES,
+    ExportResult,
+    SeededProject,
+    create_export,
+    insert_big_traces,
+    run_export,
+    seed_project,
+)
 from tests.support.stream_gate import StreamGate
-
-BASE_TIME = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
-BIG_TRACES = 300_000
-
-
-@dataclass
-class SeededProject:
-    """What was inserted, so tests can compute the expected rows independently of the exporter."""
-
-    project_id: str
-    user_id: str
-    user_email: str
-    traces: list[dict[str, Any]] = field(default_factory=list)
-    observations: list[dict[str, Any]] = field(default_factory=list)
-    scores: list[dict[str, Any]] = field(default_factory=list)
-    dataset_items: list[dict[str, Any]] = field(default_factory=list)
-    dataset_run_items: list[dict[str, Any]] = field(default_factory=list)
-    audit_logs: list[dict[str, Any]] = field(default_factory=list)
-
-
-JSON_COLUMNS = {
-    "input",
-    "output",
-    "metadata",
-    "model_parameters",
-    "usage_details",
-    "provided_usage_details",
-    "cost_details",
-    "provided_cost_details",
-    "before",
-    "after",
-    "expected_output",
-}
-
-
-def _insert(conn: psycopg.Connection, table: str, row: dict[str, Any]) -> None:
-    columns = ", ".join(row)
-    values = ", ".join(f"%({k})s" for k in row)
-    params = {k: Jsonb(v) if k in JSON_COLUMNS and v is not None else v for k, v in row.items()}
-    conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({values})", params)
-
-
-def seed_project(conn: psycopg.Connection, awkward: dict[str, Any], name: str = "export tests") -> SeededProject:
-    """Every awkward string and JSON value lands in names, ids of users, tags, metadata, input and output."""
-    strings: list[str] = awkward["strings"]
-    json_values: list[Any] = awkward["json_values"]
-    project = access.create_project(conn, name)
-    email = f"analyst-{uuid.uuid4().hex[:8]}@example.com"
-    user = access.upsert_user(conn, email, 'Analyst "=1+1"')
-    seeded = SeededProject(project["id"], user["id"], email)
-    pid = project["id"]
-
-    for i, text in enumerate(strings):
-        trace = {
-            "id": f"trace-{i:03d}",
-            "project_id": pid,
-            # Pairs of traces share a timestamp, so the id tie-breaker decides their order.
-            "timestamp": BASE_TIME + timedelta(minutes=i // 2),
-            "name": text,
-            "user_id": strings[(i + 1) % len(strings)],
-            "session_id": f"session-{i % 5}" if i % 7 else None,
-            "release": f"v{i % 3}",
-            "version": f"{i % 4}.0",
-            "environment": "production" if i % 2 else "staging",
-            "tags": [text, "even" if i % 2 == 0 else "odd"],
-            "bookmarked": i % 4 == 0,
-            "public": i % 5 == 0,
-            "input": json_values[i % len(json_values)],
-            "output": {"text": text, "n": i},
-            "metadata": {"customer": text, "rank": i, "tier": "gold" if i % 3 == 0 else "silver"},
-        }
-        _insert(conn, "traces", trace)
-        seeded.traces.append(trace)
-        root = {
-            "id": f"obs-{i:03d}-root",
-            "project_id": pid,
-            "trace_id": trace["id"],
-            "type": "SPAN",
-            "start_time": trace["timestamp"],
-            "end_time": trace["timestamp"] + timedelta(seconds=2.5),
-            "name": text,
-            "metadata": {"step": text},
-            "level": "DEFAULT",
-            "input": json_values[(i + 1) % len(json_values)],
-            "output": text,
-            "environment": trace["environment"],
-        }
-        generation = {
-            "id": f"obs-{i:03d}-gen",
-            "project_id": pid,
-            "trace_id": trace["id"],
-            "parent_observation_id": root["id"],
-            "type": "GENERATION",
-            "start_time": trace["timestamp"] + timedelta(seconds=0.5),
-            "end_time": trace["timestamp"] + timedelta(seconds=1.75),
-            "completion_start_time": trace["timestamp"] + timedelta(seconds=0.75),
-            "name": f"generation {i}",
-            "metadata": {"model_family": "gpt", "i": i},
-            "level": "ERROR" if i % 6 == 0 else "DEFAULT",
-            "status_message": text if i % 6 == 0 else None,
-            "model": "gpt-4o" if i % 2 else "claude",
-            "model_parameters": {"temperature": 0.5},
-            "prompt_name": "greeting",
-            "prompt_version": i % 3 + 1,
-            "input": {"messages": [{"role": "user", "content": text}]},
-            "output": json_values[i % len(json_values)],
-            "usage_details": {"input": 10 * i, "output": 5, "total": 10 * i + 5},
-            "provided_usage_details": {"input": 10 * i},
-            "cost_details": {"input": i / 1000, "output": 0.0005, "total": i / 1000 + 0.0005},
-            "total_cost": i / 1000 + 0.0005,
-            "environment": trace["environment"],
-        }
-        for obs in (root, generation):
-            _insert(conn, "observations", obs)
-            seeded.observations.append(obs)
-        score = {
-            "id": f"score-{i:03d}",
-            "project_id": pid,
-            "trace_id": trace["id"],
-            "observation_id": generation["id"],
-            "timestamp": trace["timestamp"] + timedelta(seconds=3),
-            "name": "quality" if i % 2 else "relevance",
-            "value": i / 4,
-            "string_value": text if i % 2 == 0 else None,
-            "source": ("API", "EVAL", "ANNOTATION")[i % 3],
-            "data_type": "NUMERIC" if i % 2 else "CATEGORICAL",
-            "comment": text,
-            "metadata": {"reviewer": text},
-            "author_user_id": user["id"],
-        }
-        _insert(conn, "scores", score)
-        seeded.scores.append(score)
-
-    _insert(conn, "trace_sessions", {"id": "session-1", "project_id": pid, "bookmarked": True, "public": True})
-    _insert(conn, "datasets", {"id": "dataset-a", "project_id": pid, "name": strings[17]})
-    _insert(conn, "dataset_runs", {"id": "run-a", "project_id": pid, "dataset_id": "dataset-a", "name": strings[11]})
-    for i, value in enumerate(json_values):
-        item = {
-            "id": f"item-{i:02d}",
-            "project_id": pid,
-            "dataset_id": "dataset-a",
-            "status": "ARCHIVED" if i % 3 == 0 else "ACTIVE",
-            "input": value,
-            "expected_output": {"answer": strings[i]},
-            "metadata": {"label": strings[i]},
-            "source_trace_id": f"trace-{i:03d}",
-            "created_at": BASE_TIME + timedelta(seconds=i),
-        }
-        _insert(conn, "dataset_items", item)
-        seeded.dataset_items.append(item)
-        run_item = {
-            "id": f"run-item-{i:02d}",
-            "project_id": pid,
-            "dataset_run_id": "run-a",
-            "dataset_item_id": item["id"],
-            "trace_id": f"trace-{i:03d}",
-            "created_at": BASE_TIME + timedelta(seconds=i),
-        }
-        _insert(conn, "dataset_run_items", run_item)
-        seeded.dataset_run_items.append(run_item)
-    for i, value in enumerate(json_values):
-        entry = {
-            "id": f"audit-{i:02d}",
-            "project_id": pid,
-            "org_id": project["org_id"],
-            "user_id": user["id"],
-            "resource_type": "trace" if i % 2 else "prompt",
-            "resource_id": strings[i + 5],
-            "action": "update",
-            "before": value,
-            "after": {"changed": strings[i + 5]},
-            "created_at": BASE_TIME + timedelta(seconds=i),
-        }
-        _insert(conn, "audit_logs", entry)
-        seeded.audit_logs.append(entry)
-    return seeded
-
-
-def create_export(
-    conn: psycopg.Connection,
-    project: SeededProject,
-    query: dict[str, Any],
-    format: str = "CSV",
-    name: str = "my export",
-) -> str:
-    row = conn.execute(
-        batch_exports.INSERT_SQL,
-        batch_exports.insert_params(
-            project_id=project.project_id, user_id=project.user_id, name=name, format=format, query=query
-        ),
-    ).fetchone()
-    return row["id"]
 
 
 @pytest.fixture(scope="session")
@@ -230,16 +40,7 @@ def big_project(database_url: str) -> SeededProject:
     with db.connect(database_url, autocommit=True) as c:
         project = access.create_project(c, "big export")
         user = access.upsert_user(c, "big-exporter@example.com", "Big")
-        c.execute(
-            """INSERT INTO traces (id, project_id, timestamp, name, user_id, session_id, tags, input, output, metadata)
-               SELECT 'big-' || lpad(g::text, 7, '0'), %s, '2025-01-01'::timestamptz + (g / 3) * interval '1 second',
-                      'trace ' || g, 'user-' || (g %% 100), 'session-' || (g %% 1000), ARRAY['a', 'b'],
-                      jsonb_build_object('prompt', repeat('x', 400), 'g', g, 'quote', 'he said "hi", then left'),
-                      '"=1+2"', jsonb_build_object('k', g %% 7)
-               FROM generate_series(1, %s) g""",
-            (project["id"], BIG_TRACES),
-        )
-        c.execute("ANALYZE traces")
+        insert_big_traces(c, project["id"], BIG_TRACES)
     return SeededProject(project["id"], user["id"], "big-exporter@example.com")
 
 
@@ -286,47 +87,17 @@ def gated_export(
 
 
 @pytest.fixture
-def run_export(
+def export_table(
     conn: psycopg.Connection, export_settings: dict[str, str], storage_dir: Path
 ) -> Callable[..., ExportResult]:
     """Creates an export of the seeded project, runs the job in this process, returns the row and file."""
-    from workers.batch_export import run_batch_export
 
     def run(
         project: SeededProject, query: dict[str, Any], format: str = "CSV", name: str = "my export"
     ) -> ExportResult:
         export_id = create_export(conn, project, query, format, name)
-        run_batch_export(export_id)
-        row = batch_exports.load(conn, export_id)
+        row = run_export(conn, export_id)
         data = (storage_dir / row["object_key"]).read_bytes() if row["object_key"] else None
         return ExportResult(export_id, row, data)
 
     return run
-
-
-@dataclass
-class ExportResult:
-    id: str
-    row: dict[str, Any]
-    data: bytes | None
-
-    @property
-    def text(self) -> str:
-        assert self.data is not None, f"export {self.id} has no file: {self.row['status']} {self.row['log']}"
-        return self.data.decode("utf-8")
-
-    def csv_rows(self) -> list[dict[str, str]]:
-        return list(csv.DictReader(io.StringIO(self.text, newline="")))
-
-    def csv_header(self) -> list[str]:
-        return next(csv.reader(io.StringIO(self.text, newline="")))
-
-    def json_rows(self) -> list[dict[str, Any]]:
-        if self.row["format"] == "JSON":
-            return json.loads(self.text)
-        # Split on "\n" only: str.splitlines would also split inside values holding U+2028 and friends.
-        return [json.loads(line) for line in self.text.split("\n")[:-1]]
-
-    def ids(self) -> list[str]:
-        rows = self.csv_rows() if self.row["format"] == "CSV" else self.json_rows()
-        return [r["id"] for r in rows]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from db import batch_exports
-from tests.export.conftest import BASE_TIME, BIG_TRACES, create_export
+from tests.support.exports import BASE_TIME, BIG_TRACES, create_export
 from workers.batch_export import run_batch_export
 
 pytestmark = pytest.mark.slow

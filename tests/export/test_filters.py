@@ -15,7 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from schemas import BatchExportQuery
-from tests.export.conftest import BASE_TIME, SeededProject
+from tests.support.exports import BASE_TIME, SeededProject
 from workers.filters import InvalidExportQuery, compile_query, validate_query
 
 # --- the rows as the export should see them ---------------------------------------------------------
@@ -165,13 +165,13 @@ TRACE_CASES = [
 @pytest.mark.parametrize(
     "filter_,predicate", TRACE_CASES, ids=[f"{c[0]['column']} {c[0]['type']} {c[0]['operator']}" for c in TRACE_CASES]
 )
-def test_trace_filter_exports_exactly_the_matching_rows(run_export, seeded, filter_, predicate):
-    result = run_export(seeded, {"tableName": "traces", "filter": [filter_]}, "JSONL")
+def test_trace_filter_exports_exactly_the_matching_rows(export_table, seeded, filter_, predicate):
+    result = export_table(seeded, {"tableName": "traces", "filter": [filter_]}, "JSONL")
     assert result.row["status"] == "COMPLETED", result.row["log"]
     assert result.ids() == expected_ids(trace_rows(seeded), predicate)
 
 
-def test_filters_combine_with_and(run_export, seeded):
+def test_filters_combine_with_and(export_table, seeded):
     query = {
         "tableName": "traces",
         "filter": [
@@ -184,7 +184,7 @@ def test_filters_combine_with_and(run_export, seeded):
         trace_rows(seeded),
         lambda r: r["environment"] == "production" and not r["bookmarked"] and r["metadata"]["tier"] == "silver",
     )
-    assert run_export(seeded, query, "CSV").ids() == expected and expected
+    assert export_table(seeded, query, "CSV").ids() == expected and expected
 
 
 OBSERVATION_CASES = [
@@ -208,8 +208,8 @@ OBSERVATION_CASES = [
 
 
 @pytest.mark.parametrize("filter_,predicate", OBSERVATION_CASES, ids=[c[0]["column"] for c in OBSERVATION_CASES])
-def test_observation_filter_exports_exactly_the_matching_rows(run_export, seeded, filter_, predicate):
-    result = run_export(seeded, {"tableName": "observations", "filter": [filter_]}, "JSON")
+def test_observation_filter_exports_exactly_the_matching_rows(export_table, seeded, filter_, predicate):
+    result = export_table(seeded, {"tableName": "observations", "filter": [filter_]}, "JSON")
     assert result.ids() == expected_ids(observation_rows(seeded), predicate)
 
 
@@ -225,8 +225,8 @@ EVENT_CASES = [
 
 
 @pytest.mark.parametrize("filter_,predicate", EVENT_CASES, ids=[c[0]["column"] for c in EVENT_CASES])
-def test_event_filter_exports_exactly_the_matching_rows(run_export, seeded, filter_, predicate):
-    result = run_export(seeded, {"tableName": "events", "filter": [filter_]}, "JSONL")
+def test_event_filter_exports_exactly_the_matching_rows(export_table, seeded, filter_, predicate):
+    result = export_table(seeded, {"tableName": "events", "filter": [filter_]}, "JSONL")
     assert result.ids() == expected_ids(observation_rows(seeded), predicate)
 
 
@@ -244,14 +244,14 @@ SCORE_CASES = [
 
 
 @pytest.mark.parametrize("filter_,predicate", SCORE_CASES, ids=[c[0]["column"] for c in SCORE_CASES])
-def test_score_filter_exports_exactly_the_matching_rows(run_export, seeded, filter_, predicate):
-    result = run_export(seeded, {"tableName": "scores", "filter": [filter_]}, "CSV")
+def test_score_filter_exports_exactly_the_matching_rows(export_table, seeded, filter_, predicate):
+    result = export_table(seeded, {"tableName": "scores", "filter": [filter_]}, "CSV")
     assert result.ids() == expected_ids(score_rows(seeded), predicate)
 
 
-def test_session_filters(run_export, seeded):
+def test_session_filters(export_table, seeded):
     def ids(*filters):
-        return sorted(run_export(seeded, {"tableName": "sessions", "filter": list(filters)}, "JSON").ids())
+        return sorted(export_table(seeded, {"tableName": "sessions", "filter": list(filters)}, "JSON").ids())
 
     assert ids(f("id", "string", "=", "session-3")) == ["session-3"]
     assert ids(f("⭐️", "boolean", "=", True)) == ["session-1"]
@@ -269,9 +269,9 @@ def test_session_filters(run_export, seeded):
     assert ids(f("createdAt", "datetime", ">", (BASE_TIME + timedelta(minutes=3)).isoformat())) == []
 
 
-def test_dataset_and_audit_log_filters(run_export, seeded):
+def test_dataset_and_audit_log_filters(export_table, seeded):
     def ids(table, *filters):
-        return run_export(seeded, {"tableName": table, "filter": list(filters)}, "JSONL").ids()
+        return export_table(seeded, {"tableName": table, "filter": list(filters)}, "JSONL").ids()
 
     items = sorted(seeded.dataset_items, key=lambda r: (r["created_at"], r["id"]), reverse=True)
     assert ids("dataset_items", f("Status", "stringOptions", "any of", ["ARCHIVED"])) == [
@@ -298,15 +298,15 @@ def test_dataset_and_audit_log_filters(run_export, seeded):
 # --- search -------------------------------------------------------------------------------------------
 
 
-def test_id_search_matches_ids_and_names_ignoring_case(run_export, seeded):
-    result = run_export(seeded, {"tableName": "traces", "searchQuery": "QUOTES"}, "JSONL")
+def test_id_search_matches_ids_and_names_ignoring_case(export_table, seeded):
+    result = export_table(seeded, {"tableName": "traces", "searchQuery": "QUOTES"}, "JSONL")
     expected = expected_ids(
         trace_rows(seeded), lambda r: any("quotes" in lower(r[k]) for k in ("id", "name", "userId", "sessionId"))
     )
     assert result.ids() == expected and expected
 
 
-def test_content_search_matches_input_output_and_metadata(run_export, seeded):
+def test_content_search_matches_input_output_and_metadata(export_table, seeded):
     def jsontext(value):
         return json.dumps(value, ensure_ascii=False).lower()
 
@@ -314,11 +314,11 @@ def test_content_search_matches_input_output_and_metadata(run_export, seeded):
     expected = expected_ids(
         trace_rows(seeded), lambda r: any("wildcards %_" in jsontext(r[k]) for k in ("input", "output", "metadata"))
     )
-    assert run_export(seeded, query, "CSV").ids() == expected and expected
+    assert export_table(seeded, query, "CSV").ids() == expected and expected
 
 
-def test_search_with_like_wildcards_is_literal(run_export, seeded):
-    rows = run_export(seeded, {"tableName": "traces", "searchQuery": "%_"}, "JSONL").json_rows()
+def test_search_with_like_wildcards_is_literal(export_table, seeded):
+    rows = export_table(seeded, {"tableName": "traces", "searchQuery": "%_"}, "JSONL").json_rows()
     # The trace of that name, and the one whose user id it is; `%` and `_` match nothing else.
     assert sorted(r["id"] for r in rows) == ["trace-037", "trace-038"]
     assert all("%_" in r["name"] or "%_" in r["userId"] for r in rows)
@@ -327,27 +327,29 @@ def test_search_with_like_wildcards_is_literal(run_export, seeded):
 # --- ordering -----------------------------------------------------------------------------------------
 
 
-def test_default_order_breaks_equal_timestamps_by_id(run_export, seeded):
-    ids = run_export(seeded, {"tableName": "traces"}, "JSONL").ids()
+def test_default_order_breaks_equal_timestamps_by_id(export_table, seeded):
+    ids = export_table(seeded, {"tableName": "traces"}, "JSONL").ids()
     assert ids == [t["id"] for t in sorted(seeded.traces, key=lambda t: (t["timestamp"], t["id"]), reverse=True)]
 
 
-def test_order_by_is_honoured_with_id_as_tie_breaker(run_export, seeded):
-    asc = run_export(seeded, {"tableName": "traces", "orderBy": {"column": "Timestamp", "order": "ASC"}}, "JSON").ids()
+def test_order_by_is_honoured_with_id_as_tie_breaker(export_table, seeded):
+    asc = export_table(
+        seeded, {"tableName": "traces", "orderBy": {"column": "Timestamp", "order": "ASC"}}, "JSON"
+    ).ids()
     assert asc == [t["id"] for t in sorted(seeded.traces, key=lambda t: (t["timestamp"], t["id"]))]
     # Every trace has the same latency: the order is decided by id alone.
-    by_latency = run_export(
+    by_latency = export_table(
         seeded, {"tableName": "traces", "orderBy": {"column": "latency", "order": "DESC"}}, "JSON"
     ).ids()
     assert by_latency == sorted((t["id"] for t in seeded.traces), reverse=True)
 
 
-def test_order_by_a_text_column(run_export, seeded):
-    rows = run_export(
+def test_order_by_a_text_column(export_table, seeded):
+    rows = export_table(
         seeded, {"tableName": "scores", "orderBy": {"column": "value", "order": "DESC"}}, "JSON"
     ).json_rows()
     assert [r["value"] for r in rows] == sorted((s["value"] for s in seeded.scores), reverse=True)
-    names = run_export(
+    names = export_table(
         seeded, {"tableName": "observations", "orderBy": {"column": "name", "order": "ASC"}}, "JSON"
     ).json_rows()
     assert len(names) == len(seeded.observations)

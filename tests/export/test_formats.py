@@ -54,8 +54,8 @@ def test_table_keys_follow_export_columns_doc():
 
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("table", sorted(TABLES))
-def test_every_table_exports_a_parseable_file_in_every_format(run_export, seeded, table, fmt):
-    result = run_export(seeded, {"tableName": table}, fmt)
+def test_every_table_exports_a_parseable_file_in_every_format(export_table, seeded, table, fmt):
+    result = export_table(seeded, {"tableName": table}, fmt)
     assert result.row["status"] == "COMPLETED", result.row["log"]
     rows = result.csv_rows() if fmt == "CSV" else result.json_rows()
     assert len(rows) == result.row["rows_exported"] == result.row["rows_total"] > 0
@@ -66,8 +66,8 @@ def test_every_table_exports_a_parseable_file_in_every_format(run_export, seeded
     assert result.row["object_key"].endswith(f"/my_export.{fmt.lower()}")
 
 
-def test_csv_round_trips_every_awkward_value_with_formulas_neutralized(run_export, seeded):
-    rows = {r["id"]: r for r in run_export(seeded, {"tableName": "traces"}, "CSV").csv_rows()}
+def test_csv_round_trips_every_awkward_value_with_formulas_neutralized(export_table, seeded):
+    rows = {r["id"]: r for r in export_table(seeded, {"tableName": "traces"}, "CSV").csv_rows()}
     assert len(rows) == len(seeded.traces)
     for trace in seeded.traces:
         row = rows[trace["id"]]
@@ -81,15 +81,15 @@ def test_csv_round_trips_every_awkward_value_with_formulas_neutralized(run_expor
         assert row["bookmarked"] == ("true" if trace["bookmarked"] else "false")
 
 
-def test_csv_neutralizes_each_formula_prefix(run_export, seeded, awkward_values):
-    names = {r["name"] for r in run_export(seeded, {"tableName": "traces"}, "CSV").csv_rows()}
+def test_csv_neutralizes_each_formula_prefix(export_table, seeded, awkward_values):
+    names = {r["name"] for r in export_table(seeded, {"tableName": "traces"}, "CSV").csv_rows()}
     for text in ("=SUM(A1:A9)", "+1+1", "-2+3", "@cmd", "\t=HIDDEN()", "\r=CR()"):
         assert "'" + text in names and text not in names
 
 
-def test_csv_holds_nested_values_as_compact_single_line_json(run_export, seeded):
-    text = run_export(seeded, {"tableName": "dataset_items"}, "CSV").text
-    rows = run_export(seeded, {"tableName": "dataset_items"}, "CSV").csv_rows()
+def test_csv_holds_nested_values_as_compact_single_line_json(export_table, seeded):
+    text = export_table(seeded, {"tableName": "dataset_items"}, "CSV").text
+    rows = export_table(seeded, {"tableName": "dataset_items"}, "CSV").csv_rows()
     by_id = {item["id"]: item for item in seeded.dataset_items}
     for row in rows:
         assert "\n" not in row["input"] and json.loads(row["input"]) == by_id[row["id"]]["input"]
@@ -97,8 +97,8 @@ def test_csv_holds_nested_values_as_compact_single_line_json(run_export, seeded)
 
 
 @pytest.mark.parametrize("fmt", ["JSON", "JSONL"])
-def test_json_round_trips_every_awkward_value(run_export, seeded, fmt):
-    rows = {r["id"]: r for r in run_export(seeded, {"tableName": "traces"}, fmt).json_rows()}
+def test_json_round_trips_every_awkward_value(export_table, seeded, fmt):
+    rows = {r["id"]: r for r in export_table(seeded, {"tableName": "traces"}, fmt).json_rows()}
     for trace in seeded.traces:
         row = rows[trace["id"]]
         # JSON files hold values as they are: no formula prefix, real types.
@@ -115,8 +115,8 @@ def test_json_round_trips_every_awkward_value(run_export, seeded, fmt):
         assert row["observationCount"] == 2
 
 
-def test_jsonl_is_one_object_per_line_even_with_newlines_and_backslashes_in_values(run_export, seeded):
-    data = run_export(seeded, {"tableName": "observations"}, "JSONL").data
+def test_jsonl_is_one_object_per_line_even_with_newlines_and_backslashes_in_values(export_table, seeded):
+    data = export_table(seeded, {"tableName": "observations"}, "JSONL").data
     lines = data.split(b"\n")
     assert lines[-1] == b"" and len(lines) - 1 == len(seeded.observations)
     parsed = [json.loads(line) for line in lines[:-1]]
@@ -130,8 +130,8 @@ def test_jsonl_is_one_object_per_line_even_with_newlines_and_backslashes_in_valu
     assert any(row["name"] == "backslash \\ and \\n literal" for row in parsed)
 
 
-def test_observation_durations_are_seconds_and_costs_numbers(run_export, seeded):
-    rows = {r["id"]: r for r in run_export(seeded, {"tableName": "observations"}, "JSON").json_rows()}
+def test_observation_durations_are_seconds_and_costs_numbers(export_table, seeded):
+    rows = {r["id"]: r for r in export_table(seeded, {"tableName": "observations"}, "JSON").json_rows()}
     generation = rows["obs-004-gen"]
     assert generation["latency"] == 1.25
     assert generation["timeToFirstToken"] == 0.25
@@ -142,8 +142,8 @@ def test_observation_durations_are_seconds_and_costs_numbers(run_export, seeded)
     assert rows["obs-004-root"]["latency"] == 2.5 and rows["obs-004-root"]["totalCost"] is None
 
 
-def test_sessions_aggregate_their_traces(run_export, seeded):
-    rows = {r["id"]: r for r in run_export(seeded, {"tableName": "sessions"}, "JSON").json_rows()}
+def test_sessions_aggregate_their_traces(export_table, seeded):
+    rows = {r["id"]: r for r in export_table(seeded, {"tableName": "sessions"}, "JSON").json_rows()}
     traces = [t for t in seeded.traces if t["session_id"] == "session-1"]
     session = rows["session-1"]
     assert session["countTraces"] == len(traces)
@@ -156,9 +156,9 @@ def test_sessions_aggregate_their_traces(run_export, seeded):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_zero_rows_still_make_a_valid_file(run_export, seeded, fmt):
+def test_zero_rows_still_make_a_valid_file(export_table, seeded, fmt):
     query = {"tableName": "traces", "filter": [{"column": "id", "type": "string", "operator": "=", "value": "nope"}]}
-    result = run_export(seeded, query, fmt)
+    result = export_table(seeded, query, fmt)
     assert result.row["status"] == "COMPLETED" and result.row["rows_exported"] == 0
     if fmt == "CSV":
         assert result.text == ",".join(TABLES["traces"].keys) + "\r\n"
@@ -168,8 +168,8 @@ def test_zero_rows_still_make_a_valid_file(run_export, seeded, fmt):
         assert result.text == ""
 
 
-def test_csv_records_end_in_crlf_and_line_breaks_inside_values_are_kept(run_export, seeded):
-    data = run_export(seeded, {"tableName": "traces"}, "CSV").data
+def test_csv_records_end_in_crlf_and_line_breaks_inside_values_are_kept(export_table, seeded):
+    data = export_table(seeded, {"tableName": "traces"}, "CSV").data
     rows = list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
     assert data.count(b"\r\n") >= len(rows)  # every record ends in CRLF (RFC 4180)
     names = {row[2] for row in rows[1:]}

@@ -13,7 +13,7 @@ import pytest
 
 from db import access, batch_exports
 from schemas.settings import get_settings
-from tests.export.conftest import BASE_TIME, BIG_TRACES, SeededProject, create_export
+from tests.support.exports import BASE_TIME, BIG_TRACES, SeededProject, create_export
 from workers.batch_export import ExportFailed, run_batch_export
 from workers.storage import verify_download_signature
 

@@ -10,7 +10,7 @@ import pytest
 from db import batch_exports
 from devstack.servers import free_port
 from schemas.settings import get_settings
-from tests.export.conftest import create_export
+from tests.support.exports import create_export
 from workers.batch_export import ExportFailed, run_batch_export
 
 

@@ -16,7 +16,7 @@ import redis
 import db
 from db import access, batch_exports
 from devstack.seed import seed
-from tests.conftest import running_postgres
+from tests.support.servers import running_postgres
 from workers.queue import enqueue_export, export_queue
 
 pytestmark = pytest.mark.slow

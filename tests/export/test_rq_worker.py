@@ -7,7 +7,7 @@ from rq.registry import ScheduledJobRegistry
 
 from db import batch_exports
 from schemas.settings import get_settings
-from tests.export.conftest import create_export
+from tests.support.exports import create_export
 from workers.queue import build_worker, enqueue_export, export_queue
 
 

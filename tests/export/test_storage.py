@@ -12,7 +12,7 @@ import pytest
 from db import batch_exports
 from devstack.servers import free_port
 from schemas.settings import Settings, get_settings
-from tests.export.conftest import create_export
+from tests.support.exports import create_export
 from workers.batch_export import run_batch_export
 from workers.storage import (
     FileStorage,

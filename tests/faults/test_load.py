@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from tests.faults.conftest import FaultStack, Tenant, make_tenant
-from tests.faults.processes import wait_for
+from tests.support.faults import FaultStack, Tenant, make_tenant
+from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.slow
 

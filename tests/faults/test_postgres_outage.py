@@ -9,9 +9,9 @@ import psycopg
 import pytest
 
 import db
-from tests.conftest import RpcClient
-from tests.faults.conftest import FaultStack, make_tenant
-from tests.faults.processes import attempts_of, wait_for
+from tests.support.faults import FaultStack, make_tenant
+from tests.support.processes import attempts_of, wait_for
+from tests.support.rpc_client import RpcClient
 from workers.queue import HEARTBEAT_GRACE_SECONDS, JOB_MONITORING_INTERVAL, UNRECORDED_END
 
 pytestmark = pytest.mark.slow

@@ -19,9 +19,9 @@ from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from tests.conftest import RpcClient
-from tests.faults.conftest import FaultStack, Tenant, hold_table, lease_expired
-from tests.faults.processes import attempts, attempts_of, overlapping, wait_for
+from tests.support.faults import FaultStack, Tenant, hold_table, lease_expired
+from tests.support.processes import attempts, attempts_of, overlapping, wait_for
+from tests.support.rpc_client import RpcClient
 from workers.batch_export import run_batch_export
 from workers.queue import enqueue_export, export_queue, sweep
 

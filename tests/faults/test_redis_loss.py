@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from rq.job import Job
 
-from tests.conftest import RpcClient
-from tests.faults.conftest import FaultStack, Tenant
-from tests.faults.processes import attempts_of, overlapping, wait_for
+from tests.support.faults import FaultStack, Tenant
+from tests.support.processes import attempts_of, overlapping, wait_for
+from tests.support.rpc_client import RpcClient
 from workers.queue import HEARTBEAT_GRACE_SECONDS, JOB_MONITORING_INTERVAL, export_queue
 
 pytestmark = pytest.mark.slow

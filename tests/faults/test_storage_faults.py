@@ -14,8 +14,8 @@ import boto3
 import pytest
 
 from devstack.servers import free_port
-from tests.faults.conftest import FaultStack, Tenant
-from tests.faults.processes import TcpProxy, attempts_of, overlapping, wait_for
+from tests.support.faults import FaultStack, Tenant
+from tests.support.processes import TcpProxy, attempts_of, overlapping, wait_for
 from workers.batch_export import run_batch_export
 
 pytestmark = pytest.mark.slow

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from rq.registry import FailedJobRegistry
 
-from tests.faults.conftest import BIG_TRACES, Tenant, hold_table, lease_expired
-from tests.faults.processes import attempts_of, overlapping, wait_for
+from tests.support.faults import BIG_TENANT_TRACES, Tenant, hold_table, lease_expired
+from tests.support.processes import attempts_of, overlapping, wait_for
 from workers.batch_export import run_batch_export
 from workers.queue import WORKER_DIED, export_queue
 
@@ -75,7 +75,7 @@ def test_export_killed_twice_mid_stream_completes_with_the_bytes_of_an_undisturb
     )
 
     assert done["status"] == "COMPLETED", done["log"]
-    assert done["rows_exported"] == reference["rows_exported"] == BIG_TRACES
+    assert done["rows_exported"] == reference["rows_exported"] == BIG_TENANT_TRACES
     assert digest(stack.file(done)) == undisturbed
     assert sorted(p.name for p in folder.iterdir()) == [stack.file(done).name], "no partial file is left behind"
     runs = attempts_of(export_id, *workers)

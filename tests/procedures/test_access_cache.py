@@ -16,7 +16,7 @@ import pytest
 
 from db import access
 from procedures.access_cache import AccessCache
-from tests.procedures.helpers import create_params
+from tests.support.rpc_client import create_params
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.procedures.helpers import create_params
+from tests.support.rpc_client import create_params
 
 
 def _create(client, project, token, n):
@@ -50,7 +50,7 @@ def test_all_rejects_a_limit_outside_1_to_100(client, project, owner_token, limi
 
 def test_all_shows_only_the_requested_projects_exports(client, project, owner_token, conn):
     from db import access
-    from tests.conftest import Project
+    from tests.support.world import Project
 
     created = access.create_project(conn, "other")
     other = Project(id=created["id"], org_id=created["org_id"], conn=conn)

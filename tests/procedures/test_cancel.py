@@ -4,7 +4,7 @@ import pytest
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
-from tests.procedures.helpers import create_params
+from tests.support.rpc_client import create_params
 from workers.queue import export_queue
 
 

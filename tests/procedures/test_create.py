@@ -2,7 +2,7 @@
 
 from rq.job import Job
 
-from tests.procedures.helpers import create_params
+from tests.support.rpc_client import create_params
 from workers.queue import QUEUE_NAME, enqueue_export, export_queue
 
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from devstack.seed import seed
-from tests.procedures.helpers import create_params
+from tests.support.rpc_client import create_params
 
 
 def run_worker_until_idle(env_overrides: dict | None = None) -> None:
@@ -155,7 +155,7 @@ def test_download_url_needs_read_scope(client, project, owner_token, completed_c
 
 def test_download_url_of_another_projects_export_is_not_found(client, project, owner_token, completed_csv_export, conn):
     from db import access
-    from tests.conftest import Project
+    from tests.support.world import Project
 
     export, _ = completed_csv_export
     created = access.create_project(conn, "intruder's project")

@@ -6,7 +6,7 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from tests.procedures.helpers import create_params
+from tests.support.rpc_client import create_params
 
 
 def _post_raw(api, body: bytes, token: str | None = None) -> httpx.Response:

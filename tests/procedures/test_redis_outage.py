@@ -4,8 +4,8 @@ import pytest
 import redis
 
 from schemas.settings import Settings
-from tests.conftest import RpcClient, ServerThread, running_redis
-from tests.procedures.helpers import create_params
+from tests.support.rpc_client import RpcClient, create_params
+from tests.support.servers import ServerThread, running_redis
 from workers.queue import export_queue, sweep
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.procedures.helpers import create_params
+from tests.support.rpc_client import create_params
 
 ALLOWED = {
     # procedure: roles that may call it

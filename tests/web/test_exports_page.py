@@ -13,8 +13,8 @@ from pathlib import Path
 from playwright.sync_api import Page, expect
 
 from devstack.seed import seed
-from tests.procedures.helpers import create_params
-from tests.web.conftest import RunningWorker
+from tests.support.rpc_client import create_params
+from tests.support.web import RunningWorker
 from workers.tables import AUDIT_LOGS, SCORES, TRACES
 
 # Long enough for a busy two-core machine to run a small export through a real worker.

@@ -7,7 +7,7 @@ import sys
 
 import httpx
 
-from tests.web.conftest import WEB_DIR, run
+from tests.support.web import WEB_DIR, run
 from workers.tables import TABLES
 
 

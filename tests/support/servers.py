@@ -1,0 +1,86 @@
+"""Real servers for tests: Postgres and Redis of their own on free ports, and the app served by uvicorn in a thread."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+
+import db
+from devstack.servers import LocalPostgres, LocalRedis, LocalServiceError, free_port
+
+
+def _start_on_a_free_port(server: LocalPostgres | LocalRedis, attempts: int = 3) -> None:
+    """Starts the server; when another process took its port meanwhile, tries again on another one."""
+    for attempt in range(attempts):
+        try:
+            server.start()
+            return
+        except LocalServiceError:
+            if attempt == attempts - 1:
+                raise
+            server.port = free_port()
+
+
+@contextlib.contextmanager
+def running_postgres(prefix: str = "bx-test-pg-") -> Iterator[LocalPostgres]:
+    """A migrated Postgres of its own, on a free port, removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres", "postgres")
+    server = LocalPostgres(folder / "data", free_port(), fast_unsafe=True)
+    _start_on_a_free_port(server)
+    try:
+        db.migrate(server.url)
+        yield server
+    finally:
+        server.stop(mode="immediate")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_redis(prefix: str = "bx-test-redis-") -> Iterator[LocalRedis]:
+    """A Redis server of its own, on a free port, removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    server = LocalRedis(folder, free_port())
+    _start_on_a_free_port(server)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class ServerThread:
+    """A real uvicorn server on a free loopback port, in a thread of the test process."""
+
+    def __init__(self, app, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("test API server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
