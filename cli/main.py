@@ -57,7 +57,8 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from workers.queue import delete_expired, sweep
+    from workers.maintenance import delete_expired
+    from workers.queue import sweep
 
     settings = _settings()
     deleted = delete_expired(settings)
