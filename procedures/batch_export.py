@@ -16,6 +16,7 @@ from procedures.auth import require_scope
 from procedures.context import ProjectContext
 from rpc import RPCError
 from schemas import (
+    ACTIVE_STATUSES,
     BatchExport,
     BatchExportList,
     BatchExportQuery,
@@ -122,14 +123,14 @@ async def create_export(ctx: ProjectContext, input: CreateBatchExport) -> BatchE
 async def cancel_export(ctx: ProjectContext, input: BatchExportRef) -> BatchExport:
     params = {"id": input.batchExportId, "project_id": ctx.project_id}
     async with ctx.resources.pool.connection() as conn, conn.transaction():
-        cur = await conn.execute(batch_exports.GET_SQL + " FOR UPDATE OF e", params)
+        cur = await conn.execute(batch_exports.GET_FOR_UPDATE_SQL, params)
         row = await cur.fetchone()
         if row is None:
             raise RPCError("NOT_FOUND", "No batch export with this id in this project.")
         before = to_batch_export(row)
         if before.status == "CANCELLED":
             return before
-        if before.status not in batch_exports.ACTIVE_STATUSES:
+        if before.status not in ACTIVE_STATUSES:
             raise RPCError(
                 "PRECONDITION_FAILED",
                 f"This export is already {before.status}; only queued or running exports can be cancelled.",
