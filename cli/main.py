@@ -125,8 +125,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_codegen(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from procedures.app import API_TITLE, API_VERSION
-    from procedures.router import app_router
+    from procedures.app import API_TITLE, API_VERSION, app_router
     from rpc.typescript import write_client
 
     try:

@@ -1,4 +1,4 @@
-"""The batchExport router: create, cancel, list, and download links for a project's exports."""
+"""The batchExport router and its handlers: create, cancel, list, and download links for a project's exports."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from db import audit_logs, batch_exports
-from procedures.auth import require_scope
+from procedures.auth import require_scope, rpc, scoped
 from procedures.context import ProjectContext
 from rpc import RPCError
 from schemas import (
@@ -197,3 +197,16 @@ async def download_url(ctx: ProjectContext, input: BatchExportRef) -> DownloadUr
         url = await asyncio.to_thread(ctx.resources.storage.download_url, row["object_key"], expires_at, settings)
         await conn.execute(audit_logs.INSERT_SQL, _audit(ctx, export.id, "download", export, export))
     return DownloadUrl(url=url, expiresAt=expires_at)
+
+
+batch_export_router = rpc.router(
+    create=scoped("batchExports:create").input(CreateBatchExport).output(BatchExport).mutation(create_export),
+    cancel=scoped("batchExports:create").input(BatchExportRef).output(BatchExport).mutation(cancel_export),
+    all=scoped("batchExports:read").input(ListBatchExports).output(BatchExportList).query(list_exports),
+    # A link hands out the file: never on a cached (possibly just revoked) session.
+    downloadUrl=scoped("batchExports:read")
+    .meta(access_cache=False)
+    .input(BatchExportRef)
+    .output(DownloadUrl)
+    .query(download_url),
+)
