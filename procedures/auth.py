@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -27,12 +28,18 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
 }
 ROLES = tuple(ROLE_SCOPES)
 
+# A procedure's `input_scope` meta: the further scope one particular input needs (None: none), e.g.
+# exporting the audit_logs table needs `auditLogs:read`. Checked with the procedure's own scope,
+# before the handler sees the input, so a caller without it never learns what a valid input would be.
+InputScope = Callable[[Any], str | None]
+
 _NO_ACCESS = "You do not have access to this project, or it does not exist."
 _BAD_TOKEN = "The session token is unknown, revoked or expired: sign in again."
 
 
 async def require_project_access(call: Call) -> Any:
-    """The session, the caller's role in `input.projectId`, and the procedure's `scope` meta.
+    """The session, the caller's role in `input.projectId`, and the procedure's scopes
+    (`scope` meta, and `input_scope` meta for what this input needs besides).
 
     One round trip to Postgres answers both questions. Queries may take the answer from a short
     cache instead (procedures/access_cache.py: a change to sessions or memberships drops it within
@@ -58,9 +65,10 @@ async def require_project_access(call: Call) -> Any:
     if found.role in (None, "NONE"):
         raise RPCError("FORBIDDEN", _NO_ACCESS)
     scopes = ROLE_SCOPES[found.role]
-    required = call.meta.get("scope")
-    if required is not None and required not in scopes:
-        raise RPCError("FORBIDDEN", f"Your role in this project ({found.role}) lacks the `{required}` permission.")
+    input_scope: InputScope | None = call.meta.get("input_scope")
+    for required in (call.meta.get("scope"), input_scope(call.input) if input_scope else None):
+        if required is not None and required not in scopes:
+            raise RPCError("FORBIDDEN", f"Your role in this project ({found.role}) lacks the `{required}` permission.")
     project_ctx = ProjectContext(
         **{f.name: getattr(ctx, f.name) for f in dataclasses.fields(Context)},
         user=found.user,
@@ -107,14 +115,7 @@ database_procedure = rpc.procedure.use(report_database_outages)
 protected_project_procedure = database_procedure.use(require_project_access)
 
 
-def scoped(scope: str) -> Procedure:
-    """A protected_project_procedure that needs `scope`."""
-    return protected_project_procedure.meta(scope=scope)
-
-
-def require_scope(ctx: ProjectContext, scope: str, what: str) -> None:
-    """A second scope some inputs need (exporting audit logs needs `auditLogs:read`)."""
-    if scope not in ctx.scopes:
-        raise RPCError(
-            "FORBIDDEN", f"Your role in this project ({ctx.role}) lacks the `{scope}` permission needed {what}."
-        )
+def scoped(scope: str, *, input_scope: InputScope | None = None) -> Procedure:
+    """A protected_project_procedure that needs `scope`, and `input_scope(input)` where that names one."""
+    procedure = protected_project_procedure.meta(scope=scope)
+    return procedure.meta(input_scope=input_scope) if input_scope else procedure
