@@ -114,12 +114,13 @@ def cmd_seed(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    from cli.api_client import ApiClient
     from devstack.demo import run_demo, stop_demo
 
     if args.stop:
         stop_demo()
     else:
-        run_demo(traces=args.traces, port=args.port)
+        run_demo(traces=args.traces, port=args.port, api_client=ApiClient)
 
 
 def cmd_codegen(args: argparse.Namespace) -> None:
