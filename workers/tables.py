@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from psycopg import sql
+# Imported by name: `sql` is also the name of a column's SQL text below.
+from psycopg.sql import SQL, Composable
 
 # How a column's value is rendered into a file. Postgres does the rendering (see workers.formats).
 Kind = Literal["text", "timestamp", "number", "boolean", "json", "array"]
@@ -38,9 +39,9 @@ class Column:
     exported: bool = True
 
     @property
-    def expr(self) -> sql.Composable:
+    def expr(self) -> Composable:
         """The column's SQL as one parenthesized expression, ready to compose into a statement."""
-        return sql.SQL("({})").format(sql.SQL(self.sql))
+        return SQL("({})").format(SQL(self.sql))
 
     @property
     def sortable(self) -> bool:
