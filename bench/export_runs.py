@@ -26,7 +26,7 @@ import redis
 from harness import REPO, Caller, children, peak_rss_kib, stop
 
 from db import batch_exports
-from schemas import BatchExportQuery
+from schemas import FINAL_STATUSES, BatchExportQuery
 from schemas.settings import Settings
 from workers.filters import compile_query
 from workers.formats import FORMATS
@@ -115,7 +115,7 @@ class WorkerProcess:
                     "status"
                 ]
                 conn.commit()
-                if status in batch_exports.FINAL_STATUSES:
+                if status in FINAL_STATUSES:
                     break
                 if self.process.poll() is not None:
                     raise RuntimeError(f"the worker exited; see {self.log_path}")

@@ -21,8 +21,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from procedures.app import create_app
+from procedures.auth import protected_project_procedure, rpc
+from procedures.batch_export import batch_export_router
 from procedures.context import ProjectContext
-from procedures.router import batch_export_router, protected_project_procedure, rpc
 from schemas.settings import get_settings
 
 

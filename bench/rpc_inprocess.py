@@ -19,8 +19,8 @@ from datetime import UTC, datetime, timedelta
 from rpc_app import bench_router
 
 from db import access
-from procedures.access_cache import AccessCache, ProjectAccess
-from procedures.context import Context, Resources, User
+from procedures.access_cache import AccessCache
+from procedures.context import Context, ProjectAccess, Resources, User
 from rpc import protocol
 from rpc.endpoint import RPCEndpoint
 
@@ -29,14 +29,14 @@ BODY = b'{"jsonrpc":"2.0","id":1,"method":"bench.ping","params":{"projectId":"p1
 
 
 def endpoint() -> RPCEndpoint:
-    cache = AccessCache(ttl_seconds=3600)
+    cache: AccessCache[ProjectAccess] = AccessCache(ttl_seconds=3600)
     cache.enabled = True  # as if its LISTEN connection were up
     user = User(id="u1", email="bench@example.com", name=None, image=None)
     expires = datetime.now(UTC) + timedelta(days=1)
     answer = ProjectAccess(
         user=user, org_id="o1", role="MEMBER", org_role=None, project_role="MEMBER", session_expires_at=expires
     )
-    cache.put((access.hash_token(TOKEN), "p1"), answer, cache.generation)
+    cache.put((access.hash_token(TOKEN), "p1"), answer, cache.generation, valid_until=expires)
     resources = Resources(settings=None, pool=None, redis=None, storage=None, access_cache=cache)  # type: ignore[arg-type]
 
     async def create_context(request) -> Context:

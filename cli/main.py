@@ -57,7 +57,8 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from workers.queue import delete_expired, sweep
+    from workers.maintenance import delete_expired
+    from workers.queue import sweep
 
     settings = _settings()
     deleted = delete_expired(settings)
@@ -113,19 +114,19 @@ def cmd_seed(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    from cli.api_client import ApiClient
     from devstack.demo import run_demo, stop_demo
 
     if args.stop:
         stop_demo()
     else:
-        run_demo(traces=args.traces, port=args.port)
+        run_demo(traces=args.traces, port=args.port, api_client=ApiClient)
 
 
 def cmd_codegen(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from procedures.app import API_TITLE, API_VERSION
-    from procedures.router import app_router
+    from procedures.app import API_TITLE, API_VERSION, app_router
     from rpc.typescript import write_client
 
     try:

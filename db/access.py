@@ -19,13 +19,6 @@ def new_token() -> str:
     return "bx_" + secrets.token_urlsafe(32)
 
 
-# Resolve a bearer token to its user; expired and revoked sessions resolve to nothing.
-SESSION_USER_SQL = """
-SELECT u.id, u.email, u.name, u.image
-FROM auth_sessions s JOIN users u ON u.id = s.user_id
-WHERE s.token_hash = %(token_hash)s AND s.revoked_at IS NULL AND s.expires_at > now()
-"""
-
 # The session's user and their role in one project, in one round trip: no row means no valid
 # session; a NULL role means no membership or no such project (the two look the same).
 # The project membership overrides the organization membership.

@@ -9,19 +9,21 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
-ACTIVE_STATUSES = ("QUEUED", "PROCESSING")
-FINAL_STATUSES = ("COMPLETED", "FAILED", "CANCELLED")
+from schemas import ACTIVE_STATUSES
+
+# `status IN {active}`: the statuses of an export that may still change, as schemas/ defines them.
+_ACTIVE = sql.SQL("({})").format(sql.SQL(", ").join(sql.Literal(status) for status in ACTIVE_STATUSES))
 
 # The columns the API returns, of an export `e` with its creator `u` joined in.
-_COLUMNS = """
+_COLUMNS = sql.SQL("""
        e.id, e.project_id, e.user_id, e.name, e.status, e.format, e.query, e.object_key, e.log,
        e.rows_exported, e.rows_total, e.created_at, e.updated_at, e.finished_at, e.expires_at,
        u.name AS user_name, u.image AS user_image
-"""
-_FROM = "FROM batch_exports e LEFT JOIN users u ON u.id = e.user_id\n"
-_SELECT = "SELECT" + _COLUMNS + _FROM
+""")
+_FROM = sql.SQL("FROM batch_exports e LEFT JOIN users u ON u.id = e.user_id\n")
 
 INSERT_SQL = """
 INSERT INTO batch_exports (project_id, user_id, name, format, query)
@@ -33,37 +35,36 @@ RETURNING id
 # columns (all NULL when it was refused). Run it after LOCK_PROJECT_SQL, in the same
 # transaction, so that concurrent creates cannot both see room for one more.
 LOCK_PROJECT_SQL = "SELECT pg_advisory_xact_lock(hashtext('batch_exports:' || %(project_id)s))"
-CREATE_SQL = (
-    """
+CREATE_SQL = sql.SQL("""
 WITH active AS (
     SELECT count(*) AS n FROM batch_exports
-    WHERE project_id = %(project_id)s AND status IN ('QUEUED', 'PROCESSING')
+    WHERE project_id = %(project_id)s AND status IN {active}
 ), e AS (
     INSERT INTO batch_exports (project_id, user_id, name, format, query)
     SELECT %(project_id)s, %(user_id)s, %(name)s, %(format)s, %(query)s
     WHERE (SELECT n FROM active) < %(max_active)s
     RETURNING *
 )
-SELECT (SELECT n FROM active) AS active,"""
-    + _COLUMNS
-    + "FROM (SELECT 1) AS one LEFT JOIN e ON true LEFT JOIN users u ON u.id = e.user_id\n"
+SELECT (SELECT n FROM active) AS active,{columns}FROM (SELECT 1) AS one LEFT JOIN e ON true LEFT JOIN users u ON u.id = e.user_id
+""").format(active=_ACTIVE, columns=_COLUMNS)
+GET_SQL = sql.SQL("SELECT{columns}{from_}WHERE e.id = %(id)s AND e.project_id = %(project_id)s").format(
+    columns=_COLUMNS, from_=_FROM
 )
-GET_SQL = _SELECT + "WHERE e.id = %(id)s AND e.project_id = %(project_id)s"
+# The same row, locked until the transaction ends (cancel reads, decides and writes under it).
+GET_FOR_UPDATE_SQL = sql.SQL("{get} FOR UPDATE OF e").format(get=GET_SQL)
 # One page, newest first, each row carrying the project's total (`total_count`) so one round
 # trip answers both; a page past the end has no rows to carry it, so COUNT_SQL answers that.
-PAGE_SQL = (
-    "SELECT count(*) OVER () AS total_count,"
-    + _COLUMNS
-    + _FROM
-    + "WHERE e.project_id = %(project_id)s ORDER BY e.created_at DESC, e.id DESC LIMIT %(limit)s OFFSET %(offset)s"
-)
+PAGE_SQL = sql.SQL(
+    "SELECT count(*) OVER () AS total_count,{columns}{from_}WHERE e.project_id = %(project_id)s"
+    " ORDER BY e.created_at DESC, e.id DESC LIMIT %(limit)s OFFSET %(offset)s"
+).format(columns=_COLUMNS, from_=_FROM)
 COUNT_SQL = "SELECT count(*) AS n FROM batch_exports WHERE project_id = %(project_id)s"
-CANCEL_SQL = """
+CANCEL_SQL = sql.SQL("""
 UPDATE batch_exports SET status = 'CANCELLED', finished_at = now(), updated_at = now(),
        log = coalesce(log || E'\n', '') || 'Cancelled by a user.'
-WHERE id = %(id)s AND project_id = %(project_id)s AND status IN ('QUEUED', 'PROCESSING')
+WHERE id = %(id)s AND project_id = %(project_id)s AND status IN {active}
 RETURNING id
-"""
+""").format(active=_ACTIVE)
 
 
 def insert_params(
@@ -82,8 +83,10 @@ def load(conn: psycopg.Connection, export_id: str) -> dict[str, Any] | None:
 def mark_processing(conn: psycopg.Connection, export_id: str) -> dict[str, Any] | None:
     """QUEUED → PROCESSING; a retry after a crash finds PROCESSING and takes it over, from zero."""
     return conn.execute(
-        "UPDATE batch_exports SET status = 'PROCESSING', rows_exported = 0, rows_total = NULL,"
-        " updated_at = now() WHERE id = %s AND status IN ('QUEUED', 'PROCESSING') RETURNING *",
+        sql.SQL(
+            "UPDATE batch_exports SET status = 'PROCESSING', rows_exported = 0, rows_total = NULL,"
+            " updated_at = now() WHERE id = %s AND status IN {active} RETURNING *"
+        ).format(active=_ACTIVE),
         (export_id,),
     ).fetchone()
 
@@ -120,8 +123,10 @@ def mark_completed(
 def mark_failed(conn: psycopg.Connection, export_id: str, message: str) -> bool:
     """QUEUED/PROCESSING → FAILED with a message a user can act on; never overwrites a final state."""
     row = conn.execute(
-        "UPDATE batch_exports SET status = 'FAILED', log = %s, finished_at = now(), updated_at = now()"
-        " WHERE id = %s AND status IN ('QUEUED', 'PROCESSING') RETURNING id",
+        sql.SQL(
+            "UPDATE batch_exports SET status = 'FAILED', log = %s, finished_at = now(), updated_at = now()"
+            " WHERE id = %s AND status IN {active} RETURNING id"
+        ).format(active=_ACTIVE),
         (message, export_id),
     ).fetchone()
     return row is not None
@@ -130,7 +135,9 @@ def mark_failed(conn: psycopg.Connection, export_id: str, message: str) -> bool:
 def note_retry(conn: psycopg.Connection, export_id: str, message: str) -> None:
     """Keeps a failed attempt visible in `log` while RQ retries; the export stays active."""
     conn.execute(
-        "UPDATE batch_exports SET log = %s, updated_at = now() WHERE id = %s AND status IN ('QUEUED', 'PROCESSING')",
+        sql.SQL("UPDATE batch_exports SET log = %s, updated_at = now() WHERE id = %s AND status IN {active}").format(
+            active=_ACTIVE
+        ),
         (message, export_id),
     )
 

@@ -3,6 +3,10 @@
 Starts (or reuses) local Postgres and Redis under .data/, migrates, creates a demo project and user,
 seeds data, starts the API and a worker in the background, creates a first export and waits for it.
 The servers keep running after the command returns; `batch-export demo --stop` stops them.
+
+The demo talks to the API over HTTP like any client, through the API client it is handed (the
+terminal client's, cli.api_client, passed in by `batch-export demo`): devstack never imports cli,
+which imports devstack.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, Protocol
 
 import db
-from cli.api_client import ApiClient
 from db import access
 from devstack.servers import LocalPostgres, LocalRedis, port_open, postgres_can_reach
 from schemas import ACTIVE_STATUSES
@@ -75,7 +80,14 @@ def _postgres_data_dir() -> Path:
     return Path("/var/lib/batch-export-demo") / digest / "pg"
 
 
-def run_demo(*, traces: int, port: int) -> None:
+class Api(Protocol):
+    """What the demo needs of an API client: one JSON-RPC call, its result or an exception."""
+
+    def call(self, method: str, params: dict[str, Any]) -> Any: ...
+
+
+def run_demo(*, traces: int, port: int, api_client: Callable[[str, str], Api]) -> None:
+    """`api_client(base_url, token)` is the client the demo's first export goes through."""
     postgres = LocalPostgres(_postgres_data_dir(), LOCAL_POSTGRES_PORT)
     redis_server = LocalRedis(DATA / "redis", LOCAL_REDIS_PORT)
     _say(f"Postgres on 127.0.0.1:{postgres.port} (data in {postgres.data_dir})")
@@ -119,7 +131,7 @@ def run_demo(*, traces: int, port: int) -> None:
     _start_background("worker", [*cli, "worker"], env)
     _wait_healthy(base_url)
 
-    api = ApiClient(base_url, token)
+    api = api_client(base_url, token)
     export = api.call(
         "batchExport.create",
         {

@@ -238,9 +238,10 @@ trace_frame AS (
     OFFSET 0
 )"""
 
-INSERT_TRACES_SQL = (
-    _POOLS_CTE
-    + """
+INSERT_TRACES_SQL = sql.Composed(
+    [
+        sql.SQL(_POOLS_CTE),
+        sql.SQL("""
 trace_profiles AS (
     SELECT x.k,
            jsonb_build_object(
@@ -263,9 +264,9 @@ trace_profiles AS (
     FROM (SELECT k, hashint8extended(k, %(seed)s + 10) AS hk FROM generate_series(0, 4095) AS k OFFSET 0) AS x,
          pools AS p
     OFFSET 0
-),"""
-    + _TRACE_FRAME_CTE
-    + """
+),"""),
+        sql.SQL(_TRACE_FRAME_CTE),
+        sql.SQL("""
 INSERT INTO traces (id, project_id, timestamp, name, user_id, session_id, release, version, environment,
                     tags, bookmarked, public, input, output, metadata, created_at, updated_at)
 SELECT t.trace_id, %(project_id)s, t.ts, t.name, t.user_id, t.session_id, tp.release, tp.version,
@@ -273,13 +274,15 @@ SELECT t.trace_id, %(project_id)s, t.ts, t.name, t.user_id, t.session_id, tp.rel
        t.ts + interval '2 seconds', t.ts + interval '2 seconds'
 FROM trace_frame AS t
 JOIN trace_profiles AS tp ON tp.k = t.h & 4095
-"""
+"""),
+    ]
 )
 
 # Observation profiles: k decides the question (k mod the number of questions), the rest is the hash.
-INSERT_OBSERVATIONS_SQL = (
-    _POOLS_CTE
-    + """
+INSERT_OBSERVATIONS_SQL = sql.Composed(
+    [
+        sql.SQL(_POOLS_CTE),
+        sql.SQL("""
 observation_profiles AS (
     SELECT y.*,
            jsonb_build_object('input', y.input_tokens, 'output', y.output_tokens,
@@ -319,9 +322,9 @@ observation_profiles AS (
         ) AS x, pools AS p
     ) AS y
     OFFSET 0
-),"""
-    + _TRACE_FRAME_CTE
-    + """,
+),"""),
+        sql.SQL(_TRACE_FRAME_CTE),
+        sql.SQL(""",
 -- Per trace: one root, then children that each own a slice of the trace's duration, so the root
 -- spans them all and every latency and time-to-first-token is positive.
 children AS (
@@ -390,13 +393,15 @@ FROM (
 ) AS o
 JOIN observation_profiles AS op ON op.k = ((o.ho >> 16) & 255) * %(questions_count)s + o.question
 CROSS JOIN pools AS p
-"""
+"""),
+    ]
 )
 
 # About one score per trace: on the trace, on its root observation, or on its session.
-INSERT_SCORES_SQL = (
-    _POOLS_CTE
-    + """
+INSERT_SCORES_SQL = sql.Composed(
+    [
+        sql.SQL(_POOLS_CTE),
+        sql.SQL("""
 score_profiles AS (
     SELECT x.k, x.data_type, x.source,
            CASE x.data_type
@@ -427,9 +432,9 @@ score_profiles AS (
         FROM (SELECT k, hashint8extended(k, %(seed)s + 13) AS hk FROM generate_series(0, 1023) AS k OFFSET 0) AS h
     ) AS x, pools AS p
     OFFSET 0
-),"""
-    + _TRACE_FRAME_CTE
-    + """
+),"""),
+        sql.SQL(_TRACE_FRAME_CTE),
+        sql.SQL("""
 INSERT INTO scores (id, project_id, trace_id, session_id, observation_id, timestamp, name, value, string_value,
                     source, data_type, comment, metadata, environment, created_at, updated_at)
 SELECT 'sc-' || lpad(x.n::text, 8, '0') || '-' || x.s, %(project_id)s,
@@ -451,7 +456,8 @@ FROM (
     OFFSET 0
 ) AS x
 JOIN score_profiles AS sp ON sp.k = (x.hs >> 24) & 1023
-"""
+"""),
+    ]
 )
 
 # One row per distinct session id of a range of traces, taken from the traces as finally written
@@ -469,10 +475,11 @@ GROUP BY session_id
 
 # The same rows, computed from the generator instead of read back: for ranges after the awkward
 # head, whose traces keep their generated session ids. Session order, so the keys are appended.
-GENERATE_TRACE_SESSIONS_SQL = (
-    _POOLS_CTE
-    + _TRACE_FRAME_CTE
-    + """
+GENERATE_TRACE_SESSIONS_SQL = sql.Composed(
+    [
+        sql.SQL(_POOLS_CTE),
+        sql.SQL(_TRACE_FRAME_CTE),
+        sql.SQL("""
 INSERT INTO trace_sessions (id, project_id, bookmarked, public, environment, created_at, updated_at)
 SELECT s.session_id, %(project_id)s,
        hashtextextended(s.session_id, %(seed)s) & 15 = 0,
@@ -486,7 +493,8 @@ FROM (
     ORDER BY session_id
     OFFSET 0
 ) AS s
-"""
+"""),
+    ]
 )
 
 INSERT_DATASETS_SQL = """
@@ -498,9 +506,10 @@ SELECT d.id, %(project_id)s, d.name, d.description,
 FROM unnest(%(ids)s::text[], %(names)s::text[], %(descriptions)s::text[]) WITH ORDINALITY AS d(id, name, description, ord)
 """
 
-INSERT_DATASET_ITEMS_SQL = (
-    _POOLS_CTE
-    + """
+INSERT_DATASET_ITEMS_SQL = sql.Composed(
+    [
+        sql.SQL(_POOLS_CTE),
+        sql.SQL("""
 items AS (
     SELECT d, k, hashint8extended(d * 1000000 + k, %(seed)s + 6) AS hi
     FROM generate_series(1, %(datasets)s) AS d, generate_series(1, %(items)s) AS k
@@ -520,7 +529,8 @@ SELECT 'di-' || lpad(i.d::text, 2, '0') || '-' || lpad(i.k::text, 5, '0'), %(pro
        %(now)s::timestamptz - interval '28 days' + i.k * interval '1 minute',
        %(now)s::timestamptz - interval '28 days' + i.k * interval '1 minute'
 FROM items AS i, pools AS p
-"""
+"""),
+    ]
 )
 
 INSERT_DATASET_RUNS_SQL = """

@@ -1,1 +1,1 @@
-"""The application: request context, sessions, protected procedures, the batchExport router, the app."""
+"""The application: request context, sessions and protected procedures (auth), the batchExport router, the app."""

@@ -17,9 +17,10 @@ from starlette.staticfiles import StaticFiles
 
 import db
 from procedures.access_cache import AccessCache
-from procedures.context import Context, Resources, bearer_token
+from procedures.auth import rpc
+from procedures.batch_export import batch_export_router
+from procedures.context import Context, ProjectAccess, Resources, bearer_token
 from procedures.downloads import download_endpoint
-from procedures.router import app_router
 from rpc import Router, rpc_routes
 from schemas.settings import Settings, get_settings
 from workers.storage import open_storage
@@ -31,6 +32,9 @@ API_VERSION = "0.1.0"
 # The exports page, built by `make web`: index.html at `/`, its script, styles and table catalog under /static/.
 WEB_ROOT = Path(__file__).resolve().parents[1] / "web" / "public"
 
+# The table of every callable method: `batchExport.create`, `batchExport.all`, ...
+app_router = rpc.router(batchExport=batch_export_router)
+
 
 def create_app(settings: Settings | None = None, router: Router = app_router) -> Starlette:
     """The app serving `router` (the product's own by default; benchmarks pass theirs)."""
@@ -38,7 +42,7 @@ def create_app(settings: Settings | None = None, router: Router = app_router) ->
     pool = db.create_pool(settings.DATABASE_URL)
     # Short socket timeouts: a dead Redis must cost a request a second, not hang it.
     redis_client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
-    access_cache = AccessCache(settings.SESSION_CACHE_SECONDS)
+    access_cache: AccessCache[ProjectAccess] = AccessCache(settings.SESSION_CACHE_SECONDS)
     resources = Resources(
         settings=settings, pool=pool, redis=redis_client, storage=open_storage(settings), access_cache=access_cache
     )

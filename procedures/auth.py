@@ -1,19 +1,20 @@
-"""Who may do what: the role → scope table, and the middlewares that resolve a session and a project role."""
+"""Who may do what: the role → scope table, the middlewares that resolve a session and a project role,
+and the base procedures every procedure of the application starts from (tRPC's trpc.ts)."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 from psycopg_pool import PoolTimeout
 
 from db import access
-from procedures.access_cache import ProjectAccess
-from procedures.context import Context, ProjectContext, SessionContext, User
-from rpc import Call, RPCError
+from procedures.context import Context, ProjectAccess, ProjectContext
+from rpc import RPC, Call, Procedure, RPCError
 
 log = logging.getLogger(__name__)
 
@@ -27,25 +28,18 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
 }
 ROLES = tuple(ROLE_SCOPES)
 
+# A procedure's `input_scope` meta: the further scope one particular input needs (None: none), e.g.
+# exporting the audit_logs table needs `auditLogs:read`. Checked with the procedure's own scope,
+# before the handler sees the input, so a caller without it never learns what a valid input would be.
+InputScope = Callable[[Any], str | None]
+
 _NO_ACCESS = "You do not have access to this project, or it does not exist."
 _BAD_TOKEN = "The session token is unknown, revoked or expired: sign in again."
 
 
-async def require_session(call: Call) -> Any:
-    """Resolves `Authorization: Bearer <token>` to a user, or answers UNAUTHORIZED."""
-    ctx: Context = call.ctx
-    token_hash = _token_hash(ctx)
-    async with ctx.resources.pool.connection() as conn:
-        cur = await conn.execute(access.SESSION_USER_SQL, {"token_hash": token_hash})
-        row = await cur.fetchone()
-    if row is None:
-        raise RPCError("UNAUTHORIZED", _BAD_TOKEN)
-    user = User(id=row["id"], email=row["email"], name=row["name"], image=row["image"])
-    return await call.next(ctx=SessionContext(**_fields(ctx), user=user))
-
-
 async def require_project_access(call: Call) -> Any:
-    """The session, the caller's role in `input.projectId`, and the procedure's `scope` meta.
+    """The session, the caller's role in `input.projectId`, and the procedure's scopes
+    (`scope` meta, and `input_scope` meta for what this input needs besides).
 
     One round trip to Postgres answers both questions. Queries may take the answer from a short
     cache instead (procedures/access_cache.py: a change to sessions or memberships drops it within
@@ -66,16 +60,17 @@ async def require_project_access(call: Call) -> Any:
         if row is None:
             raise RPCError("UNAUTHORIZED", _BAD_TOKEN)
         found = ProjectAccess.from_row(row)
-        cache.put(key, found, generation)
+        cache.put(key, found, generation, valid_until=found.session_expires_at)
     # A missing project and a project without membership look the same, so existence is not revealed.
     if found.role in (None, "NONE"):
         raise RPCError("FORBIDDEN", _NO_ACCESS)
     scopes = ROLE_SCOPES[found.role]
-    required = call.meta.get("scope")
-    if required is not None and required not in scopes:
-        raise RPCError("FORBIDDEN", f"Your role in this project ({found.role}) lacks the `{required}` permission.")
+    input_scope: InputScope | None = call.meta.get("input_scope")
+    for required in (call.meta.get("scope"), input_scope(call.input) if input_scope else None):
+        if required is not None and required not in scopes:
+            raise RPCError("FORBIDDEN", f"Your role in this project ({found.role}) lacks the `{required}` permission.")
     project_ctx = ProjectContext(
-        **_fields(ctx),
+        **{f.name: getattr(ctx, f.name) for f in dataclasses.fields(Context)},
         user=found.user,
         project_id=project_id,
         org_id=found.org_id,
@@ -110,13 +105,17 @@ async def report_database_outages(call: Call) -> Any:
         ) from None
 
 
-def require_scope(ctx: ProjectContext, scope: str, what: str) -> None:
-    """A second scope some inputs need (exporting audit logs needs `auditLogs:read`)."""
-    if scope not in ctx.scopes:
-        raise RPCError(
-            "FORBIDDEN", f"Your role in this project ({ctx.role}) lacks the `{scope}` permission needed {what}."
-        )
+# --- the base procedures ----------------------------------------------------------------------------
+
+# Handlers receive a ProjectContext; `create_context` (procedures/app.py) starts each call with a Context.
+rpc = RPC(ProjectContext)
+# Every procedure touching Postgres answers an outage in words a caller can act on.
+database_procedure = rpc.procedure.use(report_database_outages)
+# DESIGN.md's protected_project_procedure: a session, a role in `input.projectId`, and a scope.
+protected_project_procedure = database_procedure.use(require_project_access)
 
 
-def _fields(ctx: Context) -> dict[str, Any]:
-    return {f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx)}
+def scoped(scope: str, *, input_scope: InputScope | None = None) -> Procedure:
+    """A protected_project_procedure that needs `scope`, and `input_scope(input)` where that names one."""
+    procedure = protected_project_procedure.meta(scope=scope)
+    return procedure.meta(input_scope=input_scope) if input_scope else procedure

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import Any
 
 import redis
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 
+from procedures.access_cache import AccessCache
 from schemas.settings import Settings
 from workers.storage import Storage
-
-if TYPE_CHECKING:
-    from procedures.access_cache import AccessCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +23,7 @@ class Resources:
     pool: AsyncConnectionPool
     redis: redis.Redis
     storage: Storage
-    access_cache: AccessCache
+    access_cache: AccessCache[ProjectAccess]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,16 +43,33 @@ class User:
 
 
 @dataclass(frozen=True, slots=True)
-class SessionContext(Context):
-    """After `require_session`: the caller is a signed-in user."""
+class ProjectAccess:
+    """Who a token belongs to and what they are in one project (`role` None: nothing)."""
 
     user: User
+    org_id: str | None
+    role: str | None
+    org_role: str | None
+    project_role: str | None
+    session_expires_at: datetime
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> ProjectAccess:
+        return cls(
+            user=User(id=row["id"], email=row["email"], name=row["name"], image=row["image"]),
+            org_id=row["org_id"],
+            role=row["role"],
+            org_role=row["org_role"],
+            project_role=row["project_role"],
+            session_expires_at=row["session_expires_at"],
+        )
 
 
 @dataclass(frozen=True, slots=True)
-class ProjectContext(SessionContext):
-    """After `require_project_access`: the caller's role in the project named by the input."""
+class ProjectContext(Context):
+    """After `require_project_access`: the signed-in caller and their role in the project named by the input."""
 
+    user: User
     project_id: str
     org_id: str
     role: str

@@ -11,8 +11,8 @@ from .router import Entry, Router
 class RPC:
     """Holds the empty procedure builder every procedure of an application starts from.
 
-    `context_type` documents what `create_context` returns (and what handlers receive
-    as ctx); it is not enforced.
+    `context_type` documents the context handlers receive as ctx: what `create_context`
+    returns, as the middlewares enrich it. It is not enforced.
     """
 
     def __init__(self, context_type: type[Any] | None = None) -> None:

@@ -25,7 +25,7 @@ from psycopg import errors as pg_errors
 
 import db
 from db import batch_exports
-from schemas import BatchExportQuery
+from schemas import FINAL_STATUSES, BatchExportQuery
 from schemas.settings import Settings, get_settings
 from workers import notifications
 from workers.filters import CompiledQuery, InvalidExportQuery, compile_query
@@ -50,7 +50,7 @@ def run_batch_export(batch_export_id: str) -> None:
     with db.connect(settings.DATABASE_URL, autocommit=True) as conn:
         _one_attempt_at_a_time(conn, batch_export_id)
         export = batch_exports.load(conn, batch_export_id)
-        if export is None or export["status"] in batch_exports.FINAL_STATUSES:
+        if export is None or export["status"] in FINAL_STATUSES:
             log.info("export %s is %s: nothing to do", batch_export_id, export["status"] if export else "gone")
             return
         export = batch_exports.mark_processing(conn, batch_export_id)

@@ -114,15 +114,11 @@ def resolve_filter_column(table: ExportTable, name: str) -> Column:
     return column
 
 
-def _expr(column: Column) -> sql.Composable:
-    return sql.SQL("(" + column.sql + ")")
-
-
 def _text_expr(column: Column) -> sql.Composable:
     # A JSON column filtered as text: a JSON string's own text, any other document's JSON text.
     if column.kind == "json":
-        return sql.SQL("((" + column.sql + ") #>> ARRAY[]::text[])")
-    return _expr(column)
+        return sql.SQL("({} #>> ARRAY[]::text[])").format(column.expr)
+    return column.expr
 
 
 # --- filters --------------------------------------------------------------------------------------
@@ -141,20 +137,20 @@ def compile_filter(table: ExportTable, f: Any, params: _Params) -> sql.Composabl
         nullness = sql.SQL("IS NULL" if f.operator == "is null" else "IS NOT NULL")
         if column.kind == "json":
             # A stored JSON null is as empty as a missing value.
-            expr = sql.SQL("nullif(({}), 'null'::jsonb)").format(sql.SQL(column.sql))
+            expr = sql.SQL("nullif({}, 'null'::jsonb)").format(column.expr)
             return sql.SQL("({} {})").format(expr, nullness)
-        return sql.SQL("({} {})").format(_expr(column), nullness)
+        return sql.SQL("({} {})").format(column.expr, nullness)
 
     if isinstance(f, DatetimeFilter):
         value = f.value if f.value.tzinfo else f.value.replace(tzinfo=UTC)
-        return _compare(_expr(column), f.operator, params.add(value))
+        return _compare(column.expr, f.operator, params.add(value))
 
     if isinstance(f, NumberFilter):
-        return _compare(_expr(column), f.operator, params.add(_number(f.value)))
+        return _compare(column.expr, f.operator, params.add(_number(f.value)))
 
     if isinstance(f, BooleanFilter):
         op = sql.SQL("=" if f.operator == "=" else "IS DISTINCT FROM")
-        return sql.SQL("({} {} {})").format(_expr(column), op, params.add(f.value))
+        return sql.SQL("({} {} {})").format(column.expr, op, params.add(f.value))
 
     if isinstance(f, StringFilter):
         _check_text(f.value, "filter value")
@@ -179,13 +175,13 @@ def compile_filter(table: ExportTable, f: Any, params: _Params) -> sql.Composabl
     if isinstance(f, NumberObjectFilter):
         key = _json_key(f.key, column)
         number = sql.SQL(
-            "(CASE WHEN jsonb_typeof(({col}) -> {key}) = 'number' THEN (({col}) ->> {key})::numeric END)"
-        ).format(col=sql.SQL(column.sql), key=params.add(key))
+            "(CASE WHEN jsonb_typeof({col} -> {key}) = 'number' THEN ({col} ->> {key})::numeric END)"
+        ).format(col=column.expr, key=params.add(key))
         return _compare(number, f.operator, params.add(_number(f.value)))
 
     if isinstance(f, ArrayOptionsFilter):
         _check_options(f.value)
-        array = sql.SQL("coalesce({}, '{{}}'::text[])").format(_expr(column))
+        array = sql.SQL("coalesce({}, '{{}}'::text[])").format(column.expr)
         value = sql.SQL("{}::text[]").format(params.add(list(f.value)))
         if f.operator == "any of":
             return sql.SQL("({} && {})").format(array, value)
@@ -232,7 +228,7 @@ def _json_key(key: str | None, column: Column) -> str:
 
 
 def _json_key_text(column: Column, key: str | None, params: _Params) -> sql.Composable:
-    return sql.SQL("(({}) ->> {})").format(sql.SQL(column.sql), params.add(_json_key(key, column)))
+    return sql.SQL("({} ->> {})").format(column.expr, params.add(_json_key(key, column)))
 
 
 def _number(value: float) -> Decimal:
@@ -269,7 +265,7 @@ def compile_search(
     needle = params.add(search_query.strip().lower())
     tests = [
         sql.SQL("strpos(lower({}), {}) > 0").format(
-            sql.SQL("(" + c.sql + ")::text") if c.kind == "json" else _expr(c), needle
+            sql.SQL("{}::text").format(c.expr) if c.kind == "json" else c.expr, needle
         )
         for c in columns
     ]
@@ -293,7 +289,7 @@ def compile_order(table: ExportTable, query: BatchExportQuery) -> sql.Composable
         direction = query.orderBy.order
     direction_sql = sql.SQL("ASC" if direction == "ASC" else "DESC")
     id_column = table.column("id")
-    keys = [sql.SQL("{} {} NULLS LAST").format(_expr(column), direction_sql)]
+    keys = [sql.SQL("{} {} NULLS LAST").format(column.expr, direction_sql)]
     if column is not id_column:
-        keys.append(sql.SQL("{} {}").format(_expr(id_column), direction_sql))
+        keys.append(sql.SQL("{} {}").format(id_column.expr, direction_sql))
     return sql.SQL(", ").join(keys)

@@ -41,13 +41,9 @@ class PumpResult:
     truncated: bool
 
 
-def _e(column: Column) -> sql.Composable:
-    return sql.SQL("(" + column.sql + ")")
-
-
 def csv_cell(column: Column) -> sql.Composable:
     """The column's CSV cell text (NULL becomes an empty cell)."""
-    e = _e(column)
+    e = column.expr
     if column.kind == "text":
         # ascii() reads the first character's code without building a substring: a third cheaper than left().
         codes = sql.SQL(", ").join(sql.Literal(ord(p)) for p in FORMULA_PREFIXES)
@@ -65,10 +61,10 @@ def csv_cell(column: Column) -> sql.Composable:
 
 def json_value(column: Column) -> sql.Composable:
     """The column's value as JSON text; SQL NULL becomes JSON null."""
-    e = _e(column)
+    e = column.expr
     if column.kind == "timestamp":
         # to_char's output needs no JSON escaping: quoting it is enough, and cheaper than to_json().
-        value = sql.SQL("'\"' || " + _ISO_UTC + " || '\"'").format(e)
+        value = sql.SQL("'\"' || {} || '\"'").format(sql.SQL(_ISO_UTC).format(e))
     elif column.kind == "json":
         value = sql.SQL("{}::text").format(e)
     else:

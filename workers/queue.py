@@ -21,12 +21,12 @@ from rq.serializers import JSONSerializer
 import db
 from db import batch_exports
 from schemas.settings import Settings, get_settings
-from workers.storage import delete_expired_exports, open_storage
+from workers.batch_export import run_batch_export
+from workers.maintenance import delete_expired
 
 log = logging.getLogger(__name__)
 
 QUEUE_NAME = "batch-exports"
-JOB_FUNCTION = "workers.batch_export.run_batch_export"
 # A worker reports a heartbeat this often while a job runs ...
 JOB_MONITORING_INTERVAL = 5
 # ... and its job counts as abandoned this long after the last one, so a SIGKILLed worker's export is
@@ -49,7 +49,7 @@ def enqueue_export(connection: redis.Redis, export_id: str, settings: Settings) 
     """
     try:
         export_queue(connection).enqueue(
-            JOB_FUNCTION,
+            run_batch_export,
             export_id,
             job_id=export_id,
             unique=True,
@@ -207,12 +207,3 @@ def recover_abandoned_jobs(connection: redis.Redis) -> None:
         StartedJobRegistry(queue=queue).cleanup()
     finally:
         queue.release_maintenance_lock()
-
-
-def delete_expired(settings: Settings) -> int:
-    """Deletes the files of exports whose download period is over; returns how many."""
-    with db.connect(settings.DATABASE_URL, autocommit=True) as conn:
-        deleted = delete_expired_exports(conn, open_storage(settings))
-    if deleted:
-        log.info("deleted %d expired export file(s)", deleted)
-    return deleted

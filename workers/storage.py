@@ -24,9 +24,6 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 from urllib.parse import quote, unquote, urlencode, urlparse
 
-import psycopg
-
-from db import batch_exports
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -347,27 +344,3 @@ class _MultipartUpload:
                     self.key,
                     exc_info=True,
                 )
-
-
-# --- expiry ---------------------------------------------------------------------------------------
-
-
-def delete_expired_exports(conn: psycopg.Connection, storage: Storage, *, batch_size: int = 500) -> int:
-    """Deletes the objects of exports whose link has expired and forgets their keys; returns how many."""
-    deleted = 0
-    while True:
-        expired = batch_exports.expired_with_objects(conn, batch_size)
-        if not expired:
-            return deleted
-        for row in expired:
-            try:
-                storage.delete(row["object_key"])
-            except Exception:
-                log.exception(
-                    "could not delete the expired export object %s; will retry at the next sweep", row["object_key"]
-                )
-                return deleted
-            batch_exports.forget_object(conn, row["id"], row["object_key"])
-            deleted += 1
-        if len(expired) < batch_size:
-            return deleted

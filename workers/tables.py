@@ -2,7 +2,7 @@
 
 Everything else derives from these definitions: the CSV header and JSON keys (`ExportTable.keys`),
 the filter whitelist (`ExportTable.find_column`), the search, the ordering and the SELECT that
-renders each cell (`workers.filters` and `workers.batch_export`). Keys and order follow
+renders each cell (`workers.filters` and `workers.formats`). Keys and order follow
 ../shared/EXPORT_COLUMNS.md exactly.
 
 Column SQL is trusted text written here; it refers to the aliases of the table's `source`, in
@@ -15,7 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-# How a column's value is rendered into a file. Postgres does the rendering (see workers.render).
+# Imported by name: `sql` is also the name of a column's SQL text below.
+from psycopg.sql import SQL, Composable
+
+# How a column's value is rendered into a file. Postgres does the rendering (see workers.formats).
 Kind = Literal["text", "timestamp", "number", "boolean", "json", "array"]
 
 # Filter types a column may declare (schemas.filters has the operators of each).
@@ -34,6 +37,11 @@ class Column:
     aliases: tuple[str, ...] = ()
     # False for filter-only columns, which are not written to the file.
     exported: bool = True
+
+    @property
+    def expr(self) -> Composable:
+        """The column's SQL as one parenthesized expression, ready to compose into a statement."""
+        return SQL("({})").format(SQL(self.sql))
 
     @property
     def sortable(self) -> bool:

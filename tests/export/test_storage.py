@@ -14,11 +14,11 @@ from devstack.servers import free_port
 from schemas.settings import Settings, get_settings
 from tests.support.exports import create_export
 from workers.batch_export import run_batch_export
+from workers.maintenance import delete_expired_exports
 from workers.storage import (
     FileStorage,
     S3Storage,
     StorageError,
-    delete_expired_exports,
     object_key,
     open_storage,
     safe_name,

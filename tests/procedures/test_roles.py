@@ -64,6 +64,28 @@ def test_exporting_audit_logs_needs_audit_log_read(client, project, role, allowe
         assert "auditLogs:read" in reply["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"tableName": "audit_logs", "filter": None, "orderBy": {"column": "no_such_column", "order": "ASC"}},
+        {
+            "tableName": "audit_logs",
+            "filter": [{"column": "no_such_column", "type": "string", "operator": "=", "value": "x"}],
+            "orderBy": None,
+        },
+    ],
+    ids=["invalid-orderBy", "invalid-filter"],
+)
+def test_a_member_exporting_audit_logs_with_an_invalid_query_is_forbidden_not_told_the_columns(client, project, query):
+    # Authorization comes before the query is examined: a caller without `auditLogs:read` must not
+    # learn which columns the audit_logs table has.
+    token = project.member("MEMBER")
+    error = client.error("batchExport.create", create_params(project.id, query=query), token=token)
+    assert error["data"]["code"] == "FORBIDDEN"
+    assert "auditLogs:read" in error["message"]
+    assert "resourceType" not in error["message"] and "createdAt" not in error["message"]
+
+
 def test_a_role_in_one_project_grants_nothing_in_another(client, project, conn):
     from db import access
 

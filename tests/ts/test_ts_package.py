@@ -8,8 +8,7 @@ import json
 import re
 import shutil
 
-from procedures.app import API_TITLE, API_VERSION
-from procedures.router import app_router
+from procedures.app import API_TITLE, API_VERSION, app_router
 from rpc.typescript import OPENRPC_FILE, TYPES_FILE, write_client
 from tests.ts.client_package import CLIENT_DIR, TSC, compile_alone, diagnostics, run
 
