@@ -87,7 +87,7 @@ class ApiClient:
 
 
 def _api_error(method: str, error: dict[str, Any]) -> ApiError:
-    data = error.get("data") if isinstance(error.get("data"), dict) else {}
+    data: dict[str, Any] = error["data"] if isinstance(error.get("data"), dict) else {}
     code = data.get("code") or str(error.get("code"))
     details = [
         f"{'.'.join(str(p) for p in issue.get('loc', ()))}: {issue.get('msg')}"

@@ -158,6 +158,7 @@ def parse_filter(table: ExportTable, text: str) -> dict[str, Any]:
             f"{column.key} is not a JSON object column, so {parts.column!r} cannot name a key in it"
             + (f" (object columns of {table.name}: {', '.join(object_columns)})." if object_columns else ".")
         )
+    assert column.filter is not None, "only filterable columns get here"
     operators = CLI_OPERATORS[column.filter]
     wire_type = operators.get(parts.operator)
     if wire_type is None:

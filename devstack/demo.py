@@ -113,7 +113,9 @@ def run_demo(*, traces: int, port: int, api_client: Callable[[str, str], Api]) -
             STATE_FILE.write_text(json.dumps(state))
         project_id = state["project_id"]
         user = access.upsert_user(conn, "demo@example.com", "Demo User")
-        access.set_org_role(conn, access.project_org_id(conn, project_id), user["id"], "OWNER")
+        org_id = access.project_org_id(conn, project_id)
+        assert org_id is not None, "the project was checked or created above"
+        access.set_org_role(conn, org_id, user["id"], "OWNER")
         # A fresh token each run: tokens are stored hashed, so an old one cannot be shown again.
         token = access.create_session(conn, user["id"], timedelta(days=7))
     if not state.get("seeded"):

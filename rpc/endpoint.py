@@ -57,6 +57,7 @@ def _already_checked(message: Any) -> Any:
 def _to_wire(response: Any) -> dict[str, Any]:
     """jsonrpcserver's response as a reply dict, with any error not built by us sanitised."""
     reply = to_serializable_one(response)
+    assert isinstance(reply, dict), "one request, one reply"
     error = reply.get("error")
     if error is not None:
         data = error.get("data")
@@ -150,8 +151,8 @@ class RPCEndpoint:
                 if not protocol.is_notification(call)
             ]
         except Exception:
-            error = unexpected_error(None, "create_context raised")  # one logged id for all
-            return [protocol.failure(call["id"], error) for call in calls if not protocol.is_notification(call)]
+            internal = unexpected_error(None, "create_context raised")  # one logged id for all
+            return [protocol.failure(call["id"], internal) for call in calls if not protocol.is_notification(call)]
         replies = await async_dispatch_to_response(
             calls,  # type: ignore[arg-type]  # parsed already, see _already_parsed
             self.methods,

@@ -81,5 +81,6 @@ def _resolve(schema: dict[str, Any], components: Mapping[str, Any]) -> dict[str,
     """Follow a top-level $ref into components.schemas (models are always referenced)."""
     ref = schema.get("$ref")
     if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
-        return components[ref.rsplit("/", 1)[1]]
+        resolved: dict[str, Any] = components[ref.rsplit("/", 1)[1]]
+        return resolved
     return schema

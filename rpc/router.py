@@ -16,6 +16,8 @@ class Router:
     here, so dispatch is a single dictionary lookup.
     """
 
+    _procedures: dict[str, Procedure]
+
     def __init__(self, **entries: Entry) -> None:
         flat: dict[str, Procedure] = {}
         for name, entry in entries.items():

@@ -13,6 +13,7 @@ keep rows whose value is missing: an empty cell does not contain the text.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from decimal import Decimal
@@ -126,6 +127,7 @@ def _text_expr(column: Column) -> sql.Composable:
 
 def compile_filter(table: ExportTable, f: Any, params: _Params) -> sql.Composable:
     column = resolve_filter_column(table, f.column)
+    assert column.filter is not None, "resolve_filter_column returns filterable columns only"
     accepted = ACCEPTED_FILTER_TYPES[column.filter]
     if f.type != "null" and f.type not in accepted:
         raise InvalidExportQuery(
@@ -182,12 +184,12 @@ def compile_filter(table: ExportTable, f: Any, params: _Params) -> sql.Composabl
     if isinstance(f, ArrayOptionsFilter):
         _check_options(f.value)
         array = sql.SQL("coalesce({}, '{{}}'::text[])").format(column.expr)
-        value = sql.SQL("{}::text[]").format(params.add(list(f.value)))
+        options = sql.SQL("{}::text[]").format(params.add(list(f.value)))
         if f.operator == "any of":
-            return sql.SQL("({} && {})").format(array, value)
+            return sql.SQL("({} && {})").format(array, options)
         if f.operator == "all of":
-            return sql.SQL("({} @> {})").format(array, value)
-        return sql.SQL("(NOT ({} && {}))").format(array, value)
+            return sql.SQL("({} @> {})").format(array, options)
+        return sql.SQL("(NOT ({} && {}))").format(array, options)
 
     raise InvalidExportQuery(f'Unsupported filter type "{f.type}".')  # pragma: no cover - the schema's union is closed
 
@@ -252,7 +254,7 @@ def _check_options(values: list[str]) -> None:
 
 
 def compile_search(
-    table: ExportTable, search_query: str | None, search_types: list[str] | None, params: _Params
+    table: ExportTable, search_query: str | None, search_types: Sequence[str] | None, params: _Params
 ) -> sql.Composable | None:
     """Case-insensitive substring search: `id` over ids and names, `content` over input/output/metadata."""
     if search_query is None or not search_query.strip():
@@ -277,6 +279,7 @@ def compile_search(
 
 def compile_order(table: ExportTable, query: BatchExportQuery) -> sql.Composable:
     """The user's order (or the table's default), then `id` so equal values always come out the same way."""
+    column: Column | None
     if query.orderBy is None:
         column, direction = table.column(table.default_order[0]), table.default_order[1]
     else:

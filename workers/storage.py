@@ -114,8 +114,8 @@ def verify_download_signature(key: str, expires: str | int, sig: str, settings: 
 
 
 class ObjectWriter(Protocol):
-    # A plain attribute, so the hot loop calls the underlying C method directly where it can.
-    write: Any
+    # Writers may set `write` as a plain attribute, so the hot loop calls the underlying C method directly.
+    def write(self, data: bytes, /) -> object: ...
 
 
 class Storage(Protocol):
