@@ -7,8 +7,10 @@ can read it with `| tail -n 1`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from datetime import timedelta
 
 from schemas.settings import SettingsError, load_settings
@@ -22,10 +24,24 @@ def _settings():
         raise SystemExit(2) from None
 
 
+@contextlib.contextmanager
+def _database_reachable() -> Iterator[None]:
+    """A database that cannot be reached is one line on stderr and exit status 1, not a traceback."""
+    from db.connection import CannotConnect
+
+    try:
+        yield
+    except CannotConnect as exc:
+        print(f"batch-export: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 def cmd_migrate(args: argparse.Namespace) -> None:
     import db
 
-    applied = db.migrate(_settings().DATABASE_URL)
+    settings = _settings()
+    with _database_reachable():
+        applied = db.migrate(settings.DATABASE_URL)
     print(f"applied: {', '.join(applied)}" if applied else "database is up to date")
 
 
@@ -101,9 +117,10 @@ def cmd_seed(args: argparse.Namespace) -> None:
     import db
     from devstack.seed import SeedError, seed
 
+    settings = _settings()
     started = time.monotonic()
     try:
-        with db.connect(_settings().DATABASE_URL) as conn:
+        with _database_reachable(), db.connect(settings.DATABASE_URL) as conn:
             counts = seed(conn, args.project, traces=args.traces, rng_seed=args.rng_seed)
     except SeedError as exc:
         print(f"batch-export: {exc}", file=sys.stderr)
