@@ -12,8 +12,9 @@ import logging
 import sys
 from collections.abc import Iterator
 from datetime import timedelta
+from urllib.parse import urlparse
 
-from schemas.settings import SettingsError, load_settings
+from schemas.settings import Settings, SettingsError, load_settings
 
 
 def _settings():
@@ -45,10 +46,43 @@ def cmd_migrate(args: argparse.Namespace) -> None:
     print(f"applied: {', '.join(applied)}" if applied else "database is up to date")
 
 
+# PUBLIC_BASE_URL hosts that name this machine: a port there must be the one `serve` listens on.
+_THIS_MACHINE = {"localhost", "127.0.0.1", "::1"}
+_ANY_ADDRESS = {"", "0.0.0.0", "::"}
+
+
+def public_base_url(settings: Settings, host: str, port: int) -> str:
+    """The base of the links the API signs: PUBLIC_BASE_URL when set, else this server's own address.
+
+    An explicit PUBLIC_BASE_URL on this machine but on another port would send every link and email
+    to some other service, so it is refused (SettingsError).
+    """
+    if "PUBLIC_BASE_URL" not in settings.model_fields_set:
+        name = "127.0.0.1" if host in _ANY_ADDRESS else host
+        return f"http://[{name}]:{port}" if ":" in name else f"http://{name}:{port}"
+    url = urlparse(settings.PUBLIC_BASE_URL)
+    url_port = url.port or (443 if url.scheme == "https" else 80)
+    if (url.hostname in _THIS_MACHINE or (url.hostname or "").startswith("127.")) and url_port != port:
+        raise SettingsError(
+            f"PUBLIC_BASE_URL {settings.PUBLIC_BASE_URL} points at port {url_port} of this machine but serve"
+            f" listens on port {port}: set PUBLIC_BASE_URL to match, or unset it to derive it from --host/--port"
+        )
+    return settings.PUBLIC_BASE_URL
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
+    import os
+
     import uvicorn
 
-    _settings()  # fail with one line, before uvicorn starts, if the configuration is bad
+    settings = _settings()  # fail with one line, before uvicorn starts, if the configuration is bad
+    try:
+        base_url = public_base_url(settings, args.host, args.port)
+    except SettingsError as exc:
+        print(f"batch-export: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    # The app reads its settings from the environment when uvicorn imports it.
+    os.environ["PUBLIC_BASE_URL"] = base_url
     # Keep idle connections longer than clients' own reuse window (httpx: 5 s, uvicorn's default
     # too), so a client never sends on a connection the server is closing.
     uvicorn.run(
