@@ -60,3 +60,53 @@ def test_serve_refuses_a_public_base_url_on_another_port_of_this_machine(setting
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert lines[0].startswith("batch-export: PUBLIC_BASE_URL ") and f"listens on port {port}" in lines[0]
+
+
+# --- where files and configuration are found --------------------------------------------------------
+
+
+def run_cli_in(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def test_a_worker_started_elsewhere_writes_emails_into_the_configured_outbox(
+    settings, client: RpcClient, project: Project, redis_client, tmp_path: Path
+):
+    token = project.member("OWNER")
+    query = {"tableName": "traces", "filter": None, "orderBy": {"column": "timestamp", "order": "ASC"}}
+    client.result(
+        "batchExport.create",
+        {"projectId": project.id, "name": "mailed from elsewhere", "format": "CSV", "query": query},
+        token=token,
+    )
+    elsewhere = tmp_path / "some" / "other" / "folder"
+    elsewhere.mkdir(parents=True)
+    outbox = tmp_path / "mail" / "outbox"
+
+    result = run_cli_in(elsewhere, "worker", "--burst", OUTBOX_DIR=str(outbox))
+    assert result.returncode == 0, result.stderr
+
+    subjects = [p.read_text() for p in outbox.glob("*.eml")]
+    assert any("Subject: Export ready: mailed from elsewhere" in s for s in subjects), subjects
+    assert list(elsewhere.rglob("*")) == [], "nothing is written under the working folder"
+
+
+def test_a_relative_outbox_is_refused_with_one_line(settings, tmp_path: Path):
+    result = run_cli_in(tmp_path, "migrate", OUTBOX_DIR="mail/outbox")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "OUTBOX_DIR" in lines[0] and "absolute" in lines[0], result.stderr
+
+
+def test_a_dot_env_in_the_working_folder_is_not_read(settings, tmp_path: Path):
+    """`.env` is looked up in the checkout's root only: a stray one where a command runs changes nothing."""
+    (tmp_path / ".env").write_text("BATCH_EXPORT_ROW_LIMIT=not-a-number\n")
+    result = run_cli_in(tmp_path, "migrate")
+    assert result.returncode == 0, result.stderr

@@ -259,7 +259,7 @@ def run_export(conn: psycopg.Connection, export_id: str, workdir: Path) -> dict[
     from db import batch_exports
     from workers.batch_export import run_batch_export
 
-    with contextlib.chdir(workdir):  # the email outbox is written under the working folder
+    with contextlib.chdir(workdir):
         run_batch_export(export_id)
     return batch_exports.load(conn, export_id)
 
