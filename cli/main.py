@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from urllib.parse import urlparse
 
 from schemas.settings import Settings, SettingsError, load_settings
@@ -188,6 +189,13 @@ def cmd_codegen(args: argparse.Namespace) -> None:
         print(path)
 
 
+def cmd_docs(args: argparse.Namespace) -> None:
+    from cli.docs import write_docs
+
+    for path in write_docs(Path(args.out)):
+        print(path)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from procedures.auth import ROLES
 
@@ -235,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     codegen = commands.add_parser("codegen", help="write the TypeScript types and openrpc.json of the procedures")
     codegen.add_argument("--out", default="clients/ts", help="the client package, with `npm ci` run in it")
     codegen.set_defaults(run=cmd_codegen)
+
+    docs = commands.add_parser("docs", help="write docs/API.md and docs/COLUMNS.md from the procedures and tables")
+    docs.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs"), help="the folder to write")
+    docs.set_defaults(run=cmd_docs)
 
     demo = commands.add_parser("demo", help="local Postgres and Redis, API, worker, demo data and a first export")
     demo.add_argument("--traces", type=int, default=5000)

@@ -18,7 +18,7 @@ import db
 import devstack
 from devstack.servers import LocalPostgres, LocalRedis, free_port
 
-# The project ships a copy of ../shared/fixtures/awkward_values.json for the seed; tests use the same one.
+# The project ships devstack/fixtures/awkward_values.json for the seed; tests use the same one.
 AWKWARD_VALUES = json.loads(
     (Path(devstack.__file__).parent / "fixtures" / "awkward_values.json").read_text(encoding="utf-8")
 )
