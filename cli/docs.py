@@ -141,7 +141,7 @@ def api_markdown() -> str:
     return "\n".join(lines)
 
 
-def filter_types() -> dict[str, dict[str, str]]:
+def filter_types() -> dict[str, dict[str, Any]]:
     """Each filter type's operators, the value it takes, and whether it names a JSON key."""
     from schemas.filters import Filter
 

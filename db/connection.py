@@ -20,13 +20,16 @@ class CannotConnect(psycopg.OperationalError):
 
 
 def connect(database_url: str, *, autocommit: bool = False) -> psycopg.Connection:
-    return open_connection(database_url, autocommit=autocommit, row_factory=dict_row)
-
-
-def open_connection(database_url: str, **kwargs: Any) -> psycopg.Connection:
-    """psycopg.connect, with a failure to connect explained as CannotConnect."""
     try:
-        return psycopg.connect(database_url, **kwargs)
+        return psycopg.connect(database_url, autocommit=autocommit, row_factory=dict_row)
+    except psycopg.OperationalError as exc:
+        raise CannotConnect(explain_connection_failure(database_url, exc)) from exc
+
+
+def open_connection(database_url: str, *, autocommit: bool = False) -> psycopg.Connection:
+    """psycopg.connect with tuple rows (what migrations use), a failure to connect explained as CannotConnect."""
+    try:
+        return psycopg.connect(database_url, autocommit=autocommit)
     except psycopg.OperationalError as exc:
         raise CannotConnect(explain_connection_failure(database_url, exc)) from exc
 
@@ -107,7 +110,7 @@ class FailFastPool(AsyncConnectionPool):
         """One connection attempt of our own: refused means fail now, accepted means the outage is over."""
         try:
             probe = await psycopg.AsyncConnection.connect(
-                self.conninfo, connect_timeout=max(round(self.unavailable_timeout), 1)
+                str(self.conninfo), connect_timeout=max(round(self.unavailable_timeout), 1)
             )
         except psycopg.OperationalError:
             raise PoolTimeout(DATABASE_UNREACHABLE) from None
