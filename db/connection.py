@@ -35,10 +35,10 @@ def open_connection(database_url: str, *, autocommit: bool = False) -> psycopg.C
 
 
 def explain_connection_failure(database_url: str, exc: BaseException) -> str:
-    """ "cannot connect to Postgres at host:port: reason", or what to do about a missing database."""
+    """One line for an operator: where Postgres was tried and why it failed, or how to create the database."""
     params = conninfo_to_dict(database_url)
     dbname = params.get("dbname") or params.get("user") or "postgres"
-    # libpq names every host it tried; the last line of each attempt is the reason ("Connection refused").
+    # libpq's first line reads 'connection to server at "host", port 5432 failed: <reason>'; hints follow.
     text = str(exc).strip()
     if f'database "{dbname}" does not exist' in text:
         return (
