@@ -59,6 +59,12 @@ def public_base_url(settings: Settings, host: str, port: int) -> str:
     to some other service, so it is refused (SettingsError).
     """
     if "PUBLIC_BASE_URL" not in settings.model_fields_set:
+        if host in _ANY_ADDRESS:
+            logging.getLogger("batch-export").warning(
+                "PUBLIC_BASE_URL is not set and --host %r names no address: links will point at 127.0.0.1;"
+                " set PUBLIC_BASE_URL to the address users reach this API at",
+                host,
+            )
         name = "127.0.0.1" if host in _ANY_ADDRESS else host
         return f"http://[{name}]:{port}" if ":" in name else f"http://{name}:{port}"
     url = urlparse(settings.PUBLIC_BASE_URL)
