@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install system-deps lint demo demo-stop test types web screenshot bench-export bench-memory bench-rpc
+.PHONY: install system-deps lint demo demo-stop test types docs web screenshot bench-export bench-memory bench-rpc
 
 # `make install` only builds .venv (with the project, editable, and its test tools).
 install: $(VENV)/.installed
@@ -43,6 +43,11 @@ lint: install
 types: install
 	cd clients/ts && npm ci --no-audit --no-fund
 	$(BIN)/batch-export codegen
+
+# Regenerate docs/API.md and docs/COLUMNS.md from the procedures, the error table and workers/tables.py;
+# commit the result (tests/test_docs.py fails while they are stale).
+docs: install
+	$(BIN)/batch-export docs
 
 # Rebuild the exports page: web/public/app.js (esbuild) and web/public/tables.json (from workers/tables.py);
 # commit the result (tests/web fails while they are stale). `make screenshot` retakes docs/exports-page.png.

@@ -7,11 +7,15 @@ can read it with `| tail -n 1`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlparse
 
-from schemas.settings import SettingsError, load_settings
+from schemas.settings import Settings, SettingsError, load_settings
 
 
 def _settings():
@@ -22,17 +26,70 @@ def _settings():
         raise SystemExit(2) from None
 
 
+@contextlib.contextmanager
+def _database_reachable() -> Iterator[None]:
+    """A database that cannot be reached is one line on stderr and exit status 1, not a traceback."""
+    from db.connection import CannotConnect
+
+    try:
+        yield
+    except CannotConnect as exc:
+        print(f"batch-export: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 def cmd_migrate(args: argparse.Namespace) -> None:
     import db
 
-    applied = db.migrate(_settings().DATABASE_URL)
+    settings = _settings()
+    with _database_reachable():
+        applied = db.migrate(settings.DATABASE_URL)
     print(f"applied: {', '.join(applied)}" if applied else "database is up to date")
 
 
+# PUBLIC_BASE_URL hosts that name this machine: a port there must be the one `serve` listens on.
+_THIS_MACHINE = {"localhost", "127.0.0.1", "::1"}
+_ANY_ADDRESS = {"", "0.0.0.0", "::"}
+
+
+def public_base_url(settings: Settings, host: str, port: int) -> str:
+    """The base of the links the API signs: PUBLIC_BASE_URL when set, else this server's own address.
+
+    An explicit PUBLIC_BASE_URL on this machine but on another port would send every link and email
+    to some other service, so it is refused (SettingsError).
+    """
+    if "PUBLIC_BASE_URL" not in settings.model_fields_set:
+        if host in _ANY_ADDRESS:
+            logging.getLogger("batch-export").warning(
+                "PUBLIC_BASE_URL is not set and --host %r names no address: links will point at 127.0.0.1;"
+                " set PUBLIC_BASE_URL to the address users reach this API at",
+                host,
+            )
+        name = "127.0.0.1" if host in _ANY_ADDRESS else host
+        return f"http://[{name}]:{port}" if ":" in name else f"http://{name}:{port}"
+    url = urlparse(settings.PUBLIC_BASE_URL)
+    url_port = url.port or (443 if url.scheme == "https" else 80)
+    if (url.hostname in _THIS_MACHINE or (url.hostname or "").startswith("127.")) and url_port != port:
+        raise SettingsError(
+            f"PUBLIC_BASE_URL {settings.PUBLIC_BASE_URL} points at port {url_port} of this machine but serve"
+            f" listens on port {port}: set PUBLIC_BASE_URL to match, or unset it to derive it from --host/--port"
+        )
+    return settings.PUBLIC_BASE_URL
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
+    import os
+
     import uvicorn
 
-    _settings()  # fail with one line, before uvicorn starts, if the configuration is bad
+    settings = _settings()  # fail with one line, before uvicorn starts, if the configuration is bad
+    try:
+        base_url = public_base_url(settings, args.host, args.port)
+    except SettingsError as exc:
+        print(f"batch-export: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    # The app reads its settings from the environment when uvicorn imports it.
+    os.environ["PUBLIC_BASE_URL"] = base_url
     # Keep idle connections longer than clients' own reuse window (httpx: 5 s, uvicorn's default
     # too), so a client never sends on a connection the server is closing.
     uvicorn.run(
@@ -102,9 +159,10 @@ def cmd_seed(args: argparse.Namespace) -> None:
     import db
     from devstack.seed import SeedError, seed
 
+    settings = _settings()
     started = time.monotonic()
     try:
-        with db.connect(_settings().DATABASE_URL) as conn:
+        with _database_reachable(), db.connect(settings.DATABASE_URL) as conn:
             counts = seed(conn, args.project, traces=args.traces, rng_seed=args.rng_seed)
     except SeedError as exc:
         print(f"batch-export: {exc}", file=sys.stderr)
@@ -135,6 +193,13 @@ def cmd_codegen(args: argparse.Namespace) -> None:
         print(f"batch-export: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     for path in written:
+        print(path)
+
+
+def cmd_docs(args: argparse.Namespace) -> None:
+    from cli.docs import write_docs
+
+    for path in write_docs(Path(args.out)):
         print(path)
 
 
@@ -185,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     codegen = commands.add_parser("codegen", help="write the TypeScript types and openrpc.json of the procedures")
     codegen.add_argument("--out", default="clients/ts", help="the client package, with `npm ci` run in it")
     codegen.set_defaults(run=cmd_codegen)
+
+    docs = commands.add_parser("docs", help="write docs/API.md and docs/COLUMNS.md from the procedures and tables")
+    docs.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs"), help="the folder to write")
+    docs.set_defaults(run=cmd_docs)
 
     demo = commands.add_parser("demo", help="local Postgres and Redis, API, worker, demo data and a first export")
     demo.add_argument("--traces", type=int, default=5000)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-import psycopg
+from db.connection import open_connection
 
 # Any constant works; it only has to be the same for every process that migrates this database.
 _MIGRATION_LOCK = 0x6261_7463_6865_7870
@@ -17,9 +17,12 @@ def migration_files() -> list[tuple[str, str]]:
 
 
 def migrate(database_url: str) -> list[str]:
-    """Applies pending migrations; returns the versions applied now (empty when up to date)."""
+    """Applies pending migrations; returns the versions applied now (empty when up to date).
+
+    Raises db.connection.CannotConnect when Postgres is unreachable or the database is missing.
+    """
     applied_now: list[str] = []
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with open_connection(database_url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
         try:
             conn.execute(

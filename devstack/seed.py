@@ -62,7 +62,7 @@ class AwkwardValues:
 
 
 def load_awkward_values() -> AwkwardValues:
-    """The hostile strings and JSON values shipped with the package (a copy of ../shared/fixtures)."""
+    """The hostile strings and JSON values shipped with the package (devstack/fixtures)."""
     text = (resources.files("devstack") / "fixtures" / "awkward_values.json").read_text(encoding="utf-8")
     data = json.loads(text)
     return AwkwardValues(strings=list(data["strings"]), json_values=list(data["json_values"]))

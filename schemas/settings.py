@@ -15,10 +15,15 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 LOCAL_POSTGRES_PORT = 54329
 LOCAL_REDIS_PORT = 63799
 INSECURE_DEV_SECRET = "dev-only-insecure-secret-change-me"
+# The checkout the service runs from. Its `.env` and its local data folder are found from here, never
+# from a process's working directory, so the API, workers and cron jobs all read the same ones.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+ENV_FILE = PROJECT_ROOT / ".env"
+LOCAL_DATA_DIR = PROJECT_ROOT / ".data"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    model_config = SettingsConfigDict(env_file=ENV_FILE, env_file_encoding="utf-8", extra="ignore")
 
     DATABASE_URL: str = f"postgresql://postgres@127.0.0.1:{LOCAL_POSTGRES_PORT}/batch_export"
     REDIS_URL: str = f"redis://127.0.0.1:{LOCAL_REDIS_PORT}/0"
@@ -43,6 +48,8 @@ class Settings(BaseSettings):
     SESSION_CACHE_SECONDS: float = Field(default=5, ge=0)
     SMTP_URL: str = ""
     EMAIL_FROM: str = "batch-exports@localhost"
+    # Without SMTP_URL, emails are written here as .eml files instead of sent.
+    OUTBOX_DIR: Path = LOCAL_DATA_DIR / "outbox"
 
     @field_validator("DATABASE_URL")
     @classmethod
@@ -72,6 +79,14 @@ class Settings(BaseSettings):
             # A bare path: make it absolute now, so the API and the worker agree whatever their cwd.
             return Path(value).expanduser().resolve().as_uri()
         raise ValueError("must be file:///abs/path, a local path, or s3://bucket/prefix")
+
+    @field_validator("OUTBOX_DIR")
+    @classmethod
+    def _absolute_folder(cls, value: Path) -> Path:
+        value = value.expanduser()
+        if not value.is_absolute():
+            raise ValueError("must be an absolute path (a relative one would depend on each process's working folder)")
+        return value
 
     @field_validator("BATCH_EXPORT_JOB_RETRY_DELAYS", mode="before")
     @classmethod

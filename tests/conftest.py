@@ -72,6 +72,7 @@ def settings(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPat
         "REDIS_URL": redis_url,
         "EXPORT_STORAGE_URL": tmp_path_factory.mktemp("exports").as_uri(),
         "SECRET_KEY": TEST_SECRET_KEY,
+        "OUTBOX_DIR": str(tmp_path_factory.mktemp("outbox")),
         # The api fixture serves on this port, so links the service signs point at it.
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{free_port()}",
     }

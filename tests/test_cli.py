@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from devstack.servers import free_port
 from tests.support.rpc_client import RpcClient
 
 
@@ -73,6 +74,41 @@ def test_a_bad_setting_is_one_clear_line_not_a_traceback(settings, variable, val
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("batch-export: invalid configuration:") and variable in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def url_with(database_url: str, *, port: int | None = None, dbname: str | None = None) -> str:
+    from urllib.parse import urlparse
+
+    url = urlparse(database_url)
+    if port is not None:
+        url = url._replace(netloc=f"{url.netloc.rsplit(':', 1)[0]}:{port}")
+    if dbname is not None:
+        url = url._replace(path=f"/{dbname}")
+    return url.geturl()
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["seed", "--project", "p"]])
+def test_postgres_down_is_one_clear_line_and_a_failure(settings, command):
+    port = free_port()  # nothing listens there
+    result = run_cli(*command, env_overrides={"DATABASE_URL": url_with(settings.DATABASE_URL, port=port)})
+    line = one_line_error(result)
+    assert line.startswith(f"batch-export: cannot connect to Postgres at 127.0.0.1:{port}: "), line
+    assert "refused" in line.lower(), line
+
+
+def test_migrate_into_a_missing_database_says_how_to_create_it(settings):
+    missing = url_with(settings.DATABASE_URL, dbname="no_such_batch_export_db")
+    line = one_line_error(run_cli("migrate", env_overrides={"DATABASE_URL": missing}))
+    assert line.startswith("batch-export: database no_such_batch_export_db does not exist: create it with "), line
+    assert "createdb --encoding=UTF8" in line
 
 
 def test_sweep_reports_what_it_enqueued(settings):

@@ -2,7 +2,7 @@
 
 With SMTP_URL (`smtp://user:pass@host:port`, `smtps://…` for TLS from the start, `?starttls=true`
 to upgrade) the message is sent; without it the message is written as an .eml file into the
-outbox folder (`.data/outbox`) and logged, so a local run shows what would have been sent.
+outbox folder (OUTBOX_DIR) and logged, so a local run shows what would have been sent.
 A notification never fails an export: problems are logged.
 """
 
@@ -15,15 +15,12 @@ import uuid
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
-
-OUTBOX = Path(".data/outbox")
 
 
 def completed_message(
@@ -59,17 +56,17 @@ def failed_message(*, to: str, export: dict[str, Any], reason: str, settings: Se
     return _message(settings, to, f"Export failed: {export['name']}", body)
 
 
-def send(message: EmailMessage, settings: Settings, *, outbox: Path = OUTBOX) -> None:
+def send(message: EmailMessage, settings: Settings) -> None:
     """Sends over SMTP_URL, or writes into the outbox when SMTP is not configured; never raises."""
     try:
         if settings.SMTP_URL:
             _send_smtp(message, settings.SMTP_URL)
             log.info("emailed %s: %s", message["To"], message["Subject"])
         else:
-            outbox.mkdir(parents=True, exist_ok=True)
-            path = outbox / f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.eml"
+            settings.OUTBOX_DIR.mkdir(parents=True, exist_ok=True)
+            path = settings.OUTBOX_DIR / f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.eml"
             path.write_bytes(bytes(message))
-            log.info("SMTP_URL is not set: wrote the email to %s instead of sending it", path.resolve())
+            log.info("SMTP_URL is not set: wrote the email to %s instead of sending it", path)
     except Exception:
         log.exception("could not send the export email to %s", message["To"])
 

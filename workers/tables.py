@@ -2,8 +2,8 @@
 
 Everything else derives from these definitions: the CSV header and JSON keys (`ExportTable.keys`),
 the filter whitelist (`ExportTable.find_column`), the search, the ordering and the SELECT that
-renders each cell (`workers.filters` and `workers.formats`). Keys and order follow
-../shared/EXPORT_COLUMNS.md exactly.
+renders each cell (`workers.filters` and `workers.formats`), and docs/COLUMNS.md
+(`batch-export docs`), the table of keys and filters users read.
 
 Column SQL is trusted text written here; it refers to the aliases of the table's `source`, in
 which `{project_id}` and `{cutoff}` are filled with bound parameters (the export's project and

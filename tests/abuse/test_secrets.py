@@ -84,6 +84,7 @@ def test_no_secret_in_any_log_reply_export_log_or_email(tmp_path, settings):
             "EXPORT_STORAGE_URL": storage.as_uri(),
             "BATCH_EXPORT_JOB_RETRIES": "0",
             "SMTP_URL": "",
+            "OUTBOX_DIR": str(tmp_path / "outbox"),
         }
         conn = stack.enter_context(db.connect(postgres.url, autocommit=True))
         project = access.create_project(conn, "secrets")

@@ -64,8 +64,8 @@ def export_settings(
         "SMTP_URL": "",
         "EMAIL_FROM": "exports@example.com",
         "BATCH_EXPORT_ROW_LIMIT": "1500000",
+        "OUTBOX_DIR": str(tmp_path / ".data" / "outbox"),
     }
-    # The working folder holds the email outbox; no stray .env is read from the repo.
     monkeypatch.chdir(tmp_path)
     for key, value in env.items():
         monkeypatch.setenv(key, value)

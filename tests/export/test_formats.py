@@ -13,7 +13,7 @@ from workers.formats import FORMULA_PREFIXES
 from workers.tables import TABLES
 
 FORMATS = ("CSV", "JSON", "JSONL")
-# The keys of ../shared/EXPORT_COLUMNS.md, copied here so a change to the definitions must be deliberate.
+# The documented keys of every table (docs/COLUMNS.md renders them from workers/tables.py), copied here so a change to the definitions must be deliberate.
 DOCUMENTED_KEYS = {
     "traces": "id timestamp name userId sessionId release version environment tags bookmarked public input output"
     " metadata latency totalCost inputTokens outputTokens totalTokens observationCount",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
 import psycopg
 import pytest
+from psycopg_pool import PoolTimeout
 
 import db
 from tests.support.faults import FaultStack, make_tenant
@@ -131,3 +133,29 @@ def test_postgres_restart_mid_request_and_mid_export(restartable_stack: FaultSta
     stack.cli("sweep")
     gave_up = stack.load(last_chance)
     assert gave_up["status"] == "FAILED" and gave_up["log"] == UNRECORDED_END
+
+
+def test_a_call_fails_fast_once_the_pool_knows_postgres_is_gone(own_postgres):
+    """With a pool timeout of 30 s, a caller is refused at once, not after 30 s; the pool recovers alone."""
+
+    async def scenario() -> None:
+        pool = db.create_pool(own_postgres.url, timeout=30)
+        await pool.open(wait=True)
+        try:
+            async with pool.connection() as conn:
+                await conn.execute("SELECT 1")
+            own_postgres.stop(mode="fast")
+            # The first caller finds the idle connections dead and would wait for a new one; the next
+            # caller meets a pool whose last attempt failed. Both are refused by the outage, not by the
+            # 30-second timeout (whose error says "after 30.00 sec"); the 20-second bound only keeps
+            # a regression from hanging the suite.
+            for _ in ("first caller", "next caller"):
+                with pytest.raises(PoolTimeout, match="the database is unreachable"):
+                    await asyncio.wait_for(pool.getconn(), 20)
+            own_postgres.start()
+            async with pool.connection() as conn:
+                assert (await (await conn.execute("SELECT 1 AS one")).fetchone())["one"] == 1
+        finally:
+            await pool.close()
+
+    asyncio.run(scenario())

@@ -258,6 +258,6 @@ def run_export(conn: psycopg.Connection, export_id: str, workdir: Path | None = 
     """Runs the RQ job's function in this process (as a worker would) and returns the export's row."""
     from workers.batch_export import run_batch_export
 
-    with contextlib.chdir(workdir or Path.cwd()):  # the email outbox is written under the working folder
+    with contextlib.chdir(workdir or Path.cwd()):
         run_batch_export(export_id)
     return batch_exports.load(conn, export_id)

@@ -42,6 +42,7 @@ _ENV_FIELDS = (
     "BATCH_EXPORT_SWEEP_GRACE_SECONDS",
     "SMTP_URL",
     "EMAIL_FROM",
+    "OUTBOX_DIR",
 )
 
 
@@ -220,12 +221,12 @@ def fault_stack(
         PUBLIC_BASE_URL=f"http://127.0.0.1:{free_port()}",
         SECRET_KEY="fault-tests-secret-key-0123456789",
         SMTP_URL="",
+        OUTBOX_DIR=folder / "outbox",
         # Seconds, not minutes, between attempts: the tests wait for every retry.
         BATCH_EXPORT_JOB_RETRY_DELAYS=(1,),
         # The test enqueues its exports itself; tests of the sweep shorten this.
         BATCH_EXPORT_SWEEP_GRACE_SECONDS=3600,
     )
-    # Jobs run in this process too (reference runs) write their emails under the working folder.
     monkeypatch.chdir(folder)
     for name, value in settings_env(settings).items():
         monkeypatch.setenv(name, value)

@@ -12,7 +12,7 @@ import psycopg
 import devstack
 from db import access
 
-# The project ships a copy of ../shared/fixtures/awkward_values.json for the seed; tests use the same one.
+# The project ships devstack/fixtures/awkward_values.json for the seed; tests use the same one.
 AWKWARD_VALUES = json.loads(
     (Path(devstack.__file__).parent / "fixtures" / "awkward_values.json").read_text(encoding="utf-8")
 )
