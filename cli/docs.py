@@ -68,9 +68,8 @@ def _model_table(schema: Mapping[str, Any]) -> list[str]:
 
 
 def api_markdown() -> str:
-    from procedures.app import API_TITLE, API_VERSION
-    from procedures.batch_export import DOWNLOAD_LINK_LIFETIME
-    from procedures.router import app_router
+    from procedures.app import API_TITLE, API_VERSION, app_router
+    from procedures.batch_export import DOWNLOAD_LINK_LIFETIME, TABLE_SCOPES
     from rpc.errors import ERROR_CODES
     from rpc.openrpc import openrpc_document
     from schemas.settings import Settings
@@ -107,6 +106,12 @@ def api_markdown() -> str:
             f"| `{method['name']}` | {procedure.kind} | {f'`{scope}`' if scope else 'none'} | {params} |"
             f" {_schema_type(method['result']['schema'])} |"
         )
+    lines += [
+        "",
+        "Authorization comes before any other check of the input. Exporting these tables needs a further scope: "
+        + ", ".join(f"`{table}`: `{scope}`" for table, scope in sorted(TABLE_SCOPES.items()))
+        + ".",
+    ]
     lines += ["", "### Params", ""]
     for method in document["methods"]:
         lines += [f"#### `{method['name']}`", "", "| param | type | required |", "|---|---|---|"]
