@@ -7,7 +7,7 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
-import psycopg
+from db.connection import Connection, one
 
 
 def hash_token(token: str) -> bytes:
@@ -34,28 +34,32 @@ WHERE s.token_hash = %(token_hash)s AND s.revoked_at IS NULL AND s.expires_at > 
 """
 
 
-def create_project(conn: psycopg.Connection, name: str, org_name: str | None = None) -> dict[str, Any]:
-    org = conn.execute(
-        "INSERT INTO organizations (name) VALUES (%s) RETURNING id", (org_name or f"{name} organization",)
-    ).fetchone()
-    return conn.execute(
-        "INSERT INTO projects (org_id, name) VALUES (%s, %s) RETURNING id, org_id, name", (org["id"], name)
-    ).fetchone()
+def create_project(conn: Connection, name: str, org_name: str | None = None) -> dict[str, Any]:
+    org = one(
+        conn.execute(
+            "INSERT INTO organizations (name) VALUES (%s) RETURNING id", (org_name or f"{name} organization",)
+        ).fetchone()
+    )
+    return one(
+        conn.execute(
+            "INSERT INTO projects (org_id, name) VALUES (%s, %s) RETURNING id, org_id, name", (org["id"], name)
+        ).fetchone()
+    )
 
 
-def upsert_user(
-    conn: psycopg.Connection, email: str, name: str | None = None, image: str | None = None
-) -> dict[str, Any]:
-    return conn.execute(
-        "INSERT INTO users (email, name, image) VALUES (%s, %s, %s)"
-        " ON CONFLICT (email) DO UPDATE SET name = coalesce(EXCLUDED.name, users.name),"
-        " image = coalesce(EXCLUDED.image, users.image), updated_at = now()"
-        " RETURNING id, email, name, image",
-        (email, name, image),
-    ).fetchone()
+def upsert_user(conn: Connection, email: str, name: str | None = None, image: str | None = None) -> dict[str, Any]:
+    return one(
+        conn.execute(
+            "INSERT INTO users (email, name, image) VALUES (%s, %s, %s)"
+            " ON CONFLICT (email) DO UPDATE SET name = coalesce(EXCLUDED.name, users.name),"
+            " image = coalesce(EXCLUDED.image, users.image), updated_at = now()"
+            " RETURNING id, email, name, image",
+            (email, name, image),
+        ).fetchone()
+    )
 
 
-def set_org_role(conn: psycopg.Connection, org_id: str, user_id: str, role: str) -> None:
+def set_org_role(conn: Connection, org_id: str, user_id: str, role: str) -> None:
     conn.execute(
         "INSERT INTO organization_memberships (org_id, user_id, role) VALUES (%s, %s, %s)"
         " ON CONFLICT (org_id, user_id) DO UPDATE SET role = EXCLUDED.role, updated_at = now()",
@@ -63,7 +67,7 @@ def set_org_role(conn: psycopg.Connection, org_id: str, user_id: str, role: str)
     )
 
 
-def set_project_role(conn: psycopg.Connection, project_id: str, user_id: str, role: str) -> None:
+def set_project_role(conn: Connection, project_id: str, user_id: str, role: str) -> None:
     conn.execute(
         "INSERT INTO project_memberships (project_id, user_id, role) VALUES (%s, %s, %s)"
         " ON CONFLICT (project_id, user_id) DO UPDATE SET role = EXCLUDED.role, updated_at = now()",
@@ -71,12 +75,12 @@ def set_project_role(conn: psycopg.Connection, project_id: str, user_id: str, ro
     )
 
 
-def project_org_id(conn: psycopg.Connection, project_id: str) -> str | None:
+def project_org_id(conn: Connection, project_id: str) -> str | None:
     row = conn.execute("SELECT org_id FROM projects WHERE id = %s", (project_id,)).fetchone()
     return row["org_id"] if row else None
 
 
-def create_session(conn: psycopg.Connection, user_id: str, ttl: timedelta) -> str:
+def create_session(conn: Connection, user_id: str, ttl: timedelta) -> str:
     """Returns the token; only its hash is stored, so this is the one time it can be seen."""
     token = new_token()
     conn.execute(
@@ -86,5 +90,5 @@ def create_session(conn: psycopg.Connection, user_id: str, ttl: timedelta) -> st
     return token
 
 
-def revoke_session(conn: psycopg.Connection, token: str) -> None:
+def revoke_session(conn: Connection, token: str) -> None:
     conn.execute("UPDATE auth_sessions SET revoked_at = now() WHERE token_hash = %s", (hash_token(token),))

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from db.connection import Connection
 from schemas import ACTIVE_STATUSES
 
 # `status IN {active}`: the statuses of an export that may still change, as schemas/ defines them.
@@ -76,11 +76,11 @@ def insert_params(
 # --- worker-side transitions (sync connections) -------------------------------------------------
 
 
-def load(conn: psycopg.Connection, export_id: str) -> dict[str, Any] | None:
+def load(conn: Connection, export_id: str) -> dict[str, Any] | None:
     return conn.execute("SELECT * FROM batch_exports WHERE id = %s", (export_id,)).fetchone()
 
 
-def mark_processing(conn: psycopg.Connection, export_id: str) -> dict[str, Any] | None:
+def mark_processing(conn: Connection, export_id: str) -> dict[str, Any] | None:
     """QUEUED → PROCESSING; a retry after a crash finds PROCESSING and takes it over, from zero."""
     return conn.execute(
         sql.SQL(
@@ -91,7 +91,7 @@ def mark_processing(conn: psycopg.Connection, export_id: str) -> dict[str, Any] 
     ).fetchone()
 
 
-def record_progress(conn: psycopg.Connection, export_id: str, rows_exported: int, rows_total: int | None) -> bool:
+def record_progress(conn: Connection, export_id: str, rows_exported: int, rows_total: int | None) -> bool:
     """Returns False when the export is no longer PROCESSING (cancelled): the job must stop."""
     row = conn.execute(
         "UPDATE batch_exports SET rows_exported = %s, rows_total = coalesce(%s, rows_total), updated_at = now()"
@@ -102,7 +102,7 @@ def record_progress(conn: psycopg.Connection, export_id: str, rows_exported: int
 
 
 def mark_completed(
-    conn: psycopg.Connection,
+    conn: Connection,
     export_id: str,
     *,
     object_key: str,
@@ -120,7 +120,7 @@ def mark_completed(
     ).fetchone()
 
 
-def mark_failed(conn: psycopg.Connection, export_id: str, message: str) -> bool:
+def mark_failed(conn: Connection, export_id: str, message: str) -> bool:
     """QUEUED/PROCESSING → FAILED with a message a user can act on; never overwrites a final state."""
     row = conn.execute(
         sql.SQL(
@@ -132,7 +132,7 @@ def mark_failed(conn: psycopg.Connection, export_id: str, message: str) -> bool:
     return row is not None
 
 
-def note_retry(conn: psycopg.Connection, export_id: str, message: str) -> None:
+def note_retry(conn: Connection, export_id: str, message: str) -> None:
     """Keeps a failed attempt visible in `log` while RQ retries; the export stays active."""
     conn.execute(
         sql.SQL("UPDATE batch_exports SET log = %s, updated_at = now() WHERE id = %s AND status IN {active}").format(
@@ -142,7 +142,7 @@ def note_retry(conn: psycopg.Connection, export_id: str, message: str) -> None:
     )
 
 
-def queued_without_recent_activity(conn: psycopg.Connection, grace_seconds: int) -> list[str]:
+def queued_without_recent_activity(conn: Connection, grace_seconds: int) -> list[str]:
     """Exports still QUEUED after the grace period: candidates for the sweep to re-enqueue."""
     rows = conn.execute(
         "SELECT id FROM batch_exports WHERE status = 'QUEUED'"
@@ -152,7 +152,7 @@ def queued_without_recent_activity(conn: psycopg.Connection, grace_seconds: int)
     return [r["id"] for r in rows]
 
 
-def processing_without_recent_activity(conn: psycopg.Connection, idle_seconds: float) -> list[str]:
+def processing_without_recent_activity(conn: Connection, idle_seconds: float) -> list[str]:
     """Exports PROCESSING whose row has not changed for `idle_seconds`: a running attempt writes its
     progress every second, so these are dead attempts or retries waiting for their turn."""
     rows = conn.execute(
@@ -166,7 +166,7 @@ def processing_without_recent_activity(conn: psycopg.Connection, idle_seconds: f
 # --- the export engine's reads and the expiry sweep ---------------------------------------------
 
 
-def creator(conn: psycopg.Connection, export_id: str) -> dict[str, Any] | None:
+def creator(conn: Connection, export_id: str) -> dict[str, Any] | None:
     """The user who requested the export (email, name), for the notification; None if deleted."""
     return conn.execute(
         "SELECT u.id, u.email, u.name FROM batch_exports e JOIN users u ON u.id = e.user_id WHERE e.id = %s",
@@ -174,7 +174,7 @@ def creator(conn: psycopg.Connection, export_id: str) -> dict[str, Any] | None:
     ).fetchone()
 
 
-def expired_with_objects(conn: psycopg.Connection, limit: int) -> list[dict[str, Any]]:
+def expired_with_objects(conn: Connection, limit: int) -> list[dict[str, Any]]:
     """Completed exports past their expiry whose object is still stored."""
     return conn.execute(
         "SELECT id, object_key FROM batch_exports WHERE status = 'COMPLETED' AND object_key IS NOT NULL"
@@ -183,7 +183,7 @@ def expired_with_objects(conn: psycopg.Connection, limit: int) -> list[dict[str,
     ).fetchall()
 
 
-def forget_object(conn: psycopg.Connection, export_id: str, object_key: str) -> None:
+def forget_object(conn: Connection, export_id: str, object_key: str) -> None:
     """The object was deleted: the export stays listed (COMPLETED, expired) but has nothing to download."""
     conn.execute(
         "UPDATE batch_exports SET object_key = NULL, updated_at = now(),"

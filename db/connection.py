@@ -8,8 +8,20 @@ from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+# Rows are dicts everywhere: what the queries in db/ return and what their callers index by name.
+Row = DictRow
+Connection = psycopg.Connection[DictRow]
+AsyncConnection = psycopg.AsyncConnection[DictRow]
+
+
+def one(row: Row | None) -> Row:
+    """The row of a statement that always returns one (INSERT … RETURNING, an aggregate)."""
+    if row is None:
+        raise LookupError("the statement returned no row")
+    return row
 
 
 class CannotConnect(psycopg.OperationalError):
@@ -19,14 +31,14 @@ class CannotConnect(psycopg.OperationalError):
     """
 
 
-def connect(database_url: str, *, autocommit: bool = False) -> psycopg.Connection:
+def connect(database_url: str, *, autocommit: bool = False) -> Connection:
     try:
         return psycopg.connect(database_url, autocommit=autocommit, row_factory=dict_row)
     except psycopg.OperationalError as exc:
         raise CannotConnect(explain_connection_failure(database_url, exc)) from exc
 
 
-def open_connection(database_url: str, *, autocommit: bool = False) -> psycopg.Connection:
+def open_connection(database_url: str, *, autocommit: bool = False) -> psycopg.Connection[tuple[Any, ...]]:
     """psycopg.connect with tuple rows (what migrations use), a failure to connect explained as CannotConnect."""
     try:
         return psycopg.connect(database_url, autocommit=autocommit)
@@ -52,7 +64,7 @@ def explain_connection_failure(database_url: str, exc: BaseException) -> str:
     return f"cannot connect to Postgres at {where}: {reason}"
 
 
-async def _check(conn: psycopg.AsyncConnection) -> None:
+async def _check(conn: AsyncConnection) -> None:
     """Run on every checkout: a connection that died with a Postgres restart is replaced, not handed out.
 
     An idle connection has nothing to read. When Postgres stops or kills a backend it writes a
@@ -65,7 +77,7 @@ async def _check(conn: psycopg.AsyncConnection) -> None:
         await conn.execute("SELECT 1")
 
 
-class FailFastPool(AsyncConnectionPool):
+class FailFastPool(AsyncConnectionPool[AsyncConnection]):
     """A pool that stops making callers wait for a connection once it knows the database is gone.
 
     psycopg_pool waits the full `timeout` for a connection even when its every attempt to connect
@@ -125,7 +137,7 @@ DATABASE_UNREACHABLE = "the database is unreachable: the pool's last attempt to 
 
 def create_pool(
     database_url: str, *, min_size: int = 2, max_size: int = 10, timeout: float = 10, unavailable_timeout: float = 1
-) -> AsyncConnectionPool:
+) -> FailFastPool:
     """An unopened pool; the app opens it at start-up and closes it at shutdown.
 
     `timeout` bounds the wait for a connection while Postgres is up but every connection is busy;
@@ -135,6 +147,7 @@ def create_pool(
         database_url,
         min_size=min_size,
         max_size=max_size,
+        connection_class=AsyncConnection,
         kwargs={"row_factory": dict_row, "autocommit": True},
         check=_check,
         timeout=timeout,

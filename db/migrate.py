@@ -12,7 +12,7 @@ _MIGRATION_LOCK = 0x6261_7463_6865_7870
 
 def migration_files() -> list[tuple[str, str]]:
     folder = resources.files("db") / "migrations"
-    files = sorted(p for p in folder.iterdir() if p.name.endswith(".sql"))
+    files = sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
     return [(p.name.removesuffix(".sql"), p.read_text(encoding="utf-8")) for p in files]
 
 

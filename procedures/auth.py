@@ -62,7 +62,7 @@ async def require_project_access(call: Call) -> Any:
         found = ProjectAccess.from_row(row)
         cache.put(key, found, generation, valid_until=found.session_expires_at)
     # A missing project and a project without membership look the same, so existence is not revealed.
-    if found.role in (None, "NONE"):
+    if found.role in (None, "NONE") or found.org_id is None:
         raise RPCError("FORBIDDEN", _NO_ACCESS)
     scopes = ROLE_SCOPES[found.role]
     input_scope: InputScope | None = call.meta.get("input_scope")

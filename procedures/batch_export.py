@@ -11,7 +11,7 @@ import redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
-from db import audit_logs, batch_exports
+from db import audit_logs, batch_exports, one
 from procedures.auth import rpc, scoped
 from procedures.context import ProjectContext
 from rpc import RPCError
@@ -100,7 +100,7 @@ async def create_export(ctx: ProjectContext, input: CreateBatchExport) -> BatchE
         # Serialise creates per project so the active-export limit holds under concurrency.
         await conn.execute(batch_exports.LOCK_PROJECT_SQL, params)
         cur = await conn.execute(batch_exports.CREATE_SQL, {**params, "max_active": limit})
-        row = await cur.fetchone()
+        row = one(await cur.fetchone())
         if row["id"] is None:
             raise RPCError(
                 "TOO_MANY_REQUESTS",
@@ -138,7 +138,7 @@ async def cancel_export(ctx: ProjectContext, input: BatchExportRef) -> BatchExpo
             )
         await conn.execute(batch_exports.CANCEL_SQL, params)
         cur = await conn.execute(batch_exports.GET_SQL, params)
-        after = to_batch_export(await cur.fetchone())
+        after = to_batch_export(one(await cur.fetchone()))
         await conn.execute(audit_logs.INSERT_SQL, _audit(ctx, after.id, "cancel", before, after))
 
     # A queued job is taken off the queue; a running one sees CANCELLED at its next progress write
@@ -169,7 +169,7 @@ async def list_exports(ctx: ProjectContext, input: ListBatchExports) -> BatchExp
             total = rows[0]["total_count"]
         else:  # an empty project, or a page past the end
             cur = await conn.execute(batch_exports.COUNT_SQL, params)
-            total = (await cur.fetchone())["n"]
+            total = one(await cur.fetchone())["n"]
     now = datetime.now(UTC)
     return BatchExportList(exports=[to_batch_export(r, now) for r in rows], totalCount=total)
 
@@ -188,6 +188,7 @@ async def download_url(ctx: ProjectContext, input: BatchExportRef) -> DownloadUr
                 f"This export is {export.status}; a download link exists only once it has COMPLETED.",
             )
         if export.isExpired:
+            assert export.expiresAt is not None, "only an export with an expiry time expires"
             raise RPCError(
                 "PRECONDITION_FAILED",
                 f"This export's file expired at {export.expiresAt.isoformat()}; create the export again.",

@@ -7,9 +7,9 @@ from datetime import datetime
 from typing import Any
 
 import redis
-from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 
+from db.connection import FailFastPool
 from procedures.access_cache import AccessCache
 from schemas.settings import Settings
 from workers.storage import Storage
@@ -20,7 +20,7 @@ class Resources:
     """Created once per process at start-up and shared by every request."""
 
     settings: Settings
-    pool: AsyncConnectionPool
+    pool: FailFastPool
     redis: redis.Redis
     storage: Storage
     access_cache: AccessCache[ProjectAccess]

@@ -85,7 +85,7 @@ def run_batch_export(batch_export_id: str) -> None:
 _ATTEMPT_LOCK_CLASS = 0x62786174  # "bxat", a positive int4
 
 
-def _one_attempt_at_a_time(conn: psycopg.Connection, export_id: str) -> None:
+def _one_attempt_at_a_time(conn: db.Connection, export_id: str) -> None:
     """Holds the export's lock for the whole attempt, first waiting for any earlier attempt to let go.
 
     RQ retries a job whose worker stopped sending heartbeats, but a worker that is only frozen or cut
@@ -95,17 +95,19 @@ def _one_attempt_at_a_time(conn: psycopg.Connection, export_id: str) -> None:
     about half a minute when its machine vanishes.
     """
     key = (_ATTEMPT_LOCK_CLASS, export_id)
-    locked = conn.execute(
-        "SELECT set_config('tcp_keepalives_idle', '10', false), set_config('tcp_keepalives_interval', '5', false),"
-        " set_config('tcp_keepalives_count', '3', false), pg_try_advisory_lock(%s::int, hashtext(%s)) AS ok",
-        key,
-    ).fetchone()["ok"]
+    locked = db.one(
+        conn.execute(
+            "SELECT set_config('tcp_keepalives_idle', '10', false), set_config('tcp_keepalives_interval', '5', false),"
+            " set_config('tcp_keepalives_count', '3', false), pg_try_advisory_lock(%s::int, hashtext(%s)) AS ok",
+            key,
+        ).fetchone()
+    )["ok"]
     if not locked:
         log.warning("export %s: an earlier attempt is still running; waiting for it to end", export_id)
         conn.execute("SELECT pg_advisory_lock(%s::int, hashtext(%s))", key)
 
 
-def _run(settings: Settings, conn: psycopg.Connection, export: dict[str, Any]) -> None:
+def _run(settings: Settings, conn: db.Connection, export: dict[str, Any]) -> None:
     export_id = export["id"]
     compiled = compile_query(BatchExportQuery.model_validate(export["query"]))
     fmt = FORMATS[export["format"]]
@@ -164,7 +166,7 @@ def _stream(
         data.execute("SET client_encoding TO 'UTF8'")
         data.commit()
         with data.transaction():
-            snapshot = data.execute("SELECT pg_export_snapshot() AS id").fetchone()["id"]
+            snapshot = db.one(data.execute("SELECT pg_export_snapshot() AS id").fetchone())["id"]
             counter = _RowCounter(settings.DATABASE_URL, snapshot, count_rows(compiled, limit), params)
             watchdog = _Watchdog(settings.DATABASE_URL, export["id"], data, counter)
             counter.start()
@@ -191,7 +193,7 @@ def _stream(
 class _Watchdog(threading.Thread):
     """Every second: records progress, and stops the export's query once the export is cancelled."""
 
-    def __init__(self, database_url: str, export_id: str, data: psycopg.Connection, counter: _RowCounter):
+    def __init__(self, database_url: str, export_id: str, data: db.Connection, counter: _RowCounter):
         super().__init__(name=f"export-progress-{export_id}", daemon=True)
         self.database_url, self.export_id, self.data, self.counter = database_url, export_id, data, counter
         self.rows = 0
@@ -236,7 +238,7 @@ class _RowCounter(threading.Thread):
         super().__init__(name="export-row-count", daemon=True)
         self.database_url, self.snapshot, self.statement, self.params = database_url, snapshot, statement, params
         self.total: int | None = None
-        self._conn: psycopg.Connection | None = None
+        self._conn: db.Connection | None = None
         self._done = threading.Event()
         self._lock = threading.Lock()
 
@@ -253,7 +255,7 @@ class _RowCounter(threading.Thread):
                     conn.execute(
                         psycopg.sql.SQL("SET TRANSACTION SNAPSHOT {}").format(psycopg.sql.Literal(self.snapshot))
                     )
-                    self.total = conn.execute(self.statement, self.params).fetchone()["n"]
+                    self.total = db.one(conn.execute(self.statement, self.params).fetchone())["n"]
         except psycopg.Error as exc:
             if not self._done.is_set():
                 log.info("row count for progress skipped: %s", exc)
@@ -329,7 +331,7 @@ def _is_s3_unreachable(exc: BaseException) -> bool:
     return isinstance(exc, (ConnectionError, HTTPClientError))
 
 
-def _fail(settings: Settings, conn: psycopg.Connection, export: dict[str, Any], message: str) -> None:
+def _fail(settings: Settings, conn: db.Connection, export: dict[str, Any], message: str) -> None:
     if not batch_exports.mark_failed(conn, export["id"], message):
         return  # cancelled meanwhile: no email about a failure the user no longer waits for
     user = batch_exports.creator(conn, export["id"])
@@ -341,7 +343,7 @@ def _fail(settings: Settings, conn: psycopg.Connection, export: dict[str, Any], 
 
 def _notify_completed(
     settings: Settings,
-    conn: psycopg.Connection,
+    conn: db.Connection,
     export: dict[str, Any],
     storage: Any,
     key: str,

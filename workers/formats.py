@@ -111,7 +111,7 @@ class FileFormat:
     extension: str
     content_type: str
 
-    def copy_statement(self, compiled: CompiledQuery, limit: int) -> sql.Composable:
+    def copy_statement(self, compiled: CompiledQuery, limit: int) -> sql.Composed:
         if self.name == "CSV":
             select = select_rows(compiled, [csv_cell(c) for c in compiled.table.exported_columns], limit)
             return sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv)").format(select)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 
-import psycopg
-
 import db
 from db import batch_exports
 from schemas.settings import Settings
@@ -27,7 +25,7 @@ def delete_expired(settings: Settings) -> int:
     return deleted
 
 
-def delete_expired_exports(conn: psycopg.Connection, storage: Storage, *, batch_size: int = 500) -> int:
+def delete_expired_exports(conn: db.Connection, storage: Storage, *, batch_size: int = 500) -> int:
     """Deletes the objects of exports whose link has expired and forgets their keys; returns how many."""
     deleted = 0
     while True:
