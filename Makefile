@@ -33,10 +33,11 @@ demo-stop: install
 test: install system-deps lint
 	$(BIN)/python -m pytest
 
-# The gates before the tests: lint and formatting (ruff).
+# The gates before the tests: lint and formatting (ruff), then types (mypy, configured in pyproject.toml).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # Regenerate clients/ts/src/types.ts and clients/ts/openrpc.json from the procedures; commit the result
 # (tests/ts fails while they are stale).

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+import psycopg.sql
 
 
 class LocalServiceError(RuntimeError):
@@ -160,7 +161,7 @@ class LocalPostgres:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone()
             if not exists:
-                conn.execute(f'CREATE DATABASE "{self.database}"')
+                conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(self.database)))
 
     def stop(self, mode: str = "fast") -> None:
         if (self.data_dir / "PG_VERSION").exists() and self.is_running():

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from psycopg import sql
 
 from tests.support.abuse import CANARY, Arena, assert_error_object, table_fingerprints
 from tests.support.exports import run_export
@@ -192,10 +193,9 @@ def test_every_table_exports_only_the_callers_rows_under_hostile_search_and_filt
             },
         )
         ids = {r["id"] for r in export_rows(conn, arena, reply["result"]["id"], tmp_path)}
-        source = {"events": "SELECT id FROM observations", "sessions": "SELECT session_id AS id FROM traces"}.get(
-            table, f"SELECT id FROM {table}"
-        )
-        own = {r["id"] for r in conn.execute(source + " WHERE project_id = %s", (arena.attacker.id,))}
+        source = {"events": ("id", "observations"), "sessions": ("session_id", "traces")}.get(table, ("id", table))
+        statement = sql.SQL("SELECT {} AS id FROM {} WHERE project_id = %s").format(*map(sql.Identifier, source))
+        own = {r["id"] for r in conn.execute(statement, (arena.attacker.id,))}
         assert ids <= own, (table, ids - own)
 
 

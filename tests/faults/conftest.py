@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 import db
 from devstack.servers import LocalPostgres, LocalRedis
@@ -26,7 +27,7 @@ from tests.support.servers import running_postgres, running_redis
 def fault_template(local_postgres: LocalPostgres) -> Template:
     name = "faults_template"
     with psycopg.connect(local_postgres.admin_url, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = postgres_url(local_postgres, name)
     db.migrate(url)
     with db.connect(url, autocommit=True) as conn:
@@ -52,12 +53,16 @@ def fault_database(fault_template: Template) -> Iterator[str]:
     name = f"faults_{uuid.uuid4().hex[:12]}"
     server = fault_template.server
     with psycopg.connect(server.admin_url, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name} TEMPLATE {fault_template.name} STRATEGY FILE_COPY")
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+                sql.Identifier(name), sql.Identifier(fault_template.name)
+            )
+        )
     try:
         yield postgres_url(server, name)
     finally:
         with psycopg.connect(server.admin_url, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from db import access, batch_exports
@@ -54,10 +55,13 @@ JSON_COLUMNS = {
 
 
 def _insert(conn: psycopg.Connection, table: str, row: dict[str, Any]) -> None:
-    columns = ", ".join(row)
-    values = ", ".join(f"%({k})s" for k in row)
+    statement = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+        sql.Identifier(table),
+        sql.SQL(", ").join(map(sql.Identifier, row)),
+        sql.SQL(", ").join(map(sql.Placeholder, row)),
+    )
     params = {k: Jsonb(v) if k in JSON_COLUMNS and v is not None else v for k, v in row.items()}
-    conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({values})", params)
+    conn.execute(statement, params)
 
 
 def seed_project(conn: psycopg.Connection, awkward: dict[str, Any], name: str = "export tests") -> SeededProject:

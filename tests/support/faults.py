@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 import redis as redis_lib
+from psycopg import sql
 from rq.registry import StartedJobRegistry
 
 import db
@@ -203,7 +204,7 @@ def lease_expired(stack: FaultStack, export_id: str) -> bool:
 def hold_table(database_url: str, table: str) -> psycopg.Connection:
     """Keeps every query on `table` waiting, so an export is stuck in its query until the lock goes."""
     blocker = psycopg.connect(database_url)
-    blocker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+    blocker.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(table)))
     return blocker
 
 
