@@ -12,12 +12,11 @@ import pytest
 import redis as redis_lib
 
 import db
-from db import access
 from devstack.servers import LocalPostgres, LocalRedis, free_port
 from schemas.settings import Settings, get_settings
 from tests.support.rpc_client import RpcClient
 from tests.support.servers import ServerThread, running_postgres, running_redis
-from tests.support.world import AWKWARD_VALUES, TEST_SECRET_KEY, Project
+from tests.support.world import AWKWARD_VALUES, TEST_SECRET_KEY, Project, new_project
 
 
 @pytest.fixture(scope="session")
@@ -106,8 +105,7 @@ def client(api: ServerThread) -> Iterator[RpcClient]:
 
 @pytest.fixture
 def project(conn: psycopg.Connection) -> Project:
-    created = access.create_project(conn, "test project")
-    return Project(id=created["id"], org_id=created["org_id"], conn=conn)
+    return new_project(conn)
 
 
 @pytest.fixture

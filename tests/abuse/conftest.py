@@ -27,11 +27,11 @@ from tests.support.abuse import (
     add_password_user_to_postgres,
     add_password_user_to_redis,
     insert_attacker_rows,
-    new_project,
     serve_api,
 )
 from tests.support.exports import run_export
 from tests.support.rpc_client import RpcClient
+from tests.support.world import new_project
 
 
 @pytest.fixture(scope="package", autouse=True)

@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from db import access, batch_exports
-from tests.support.abuse import ServedApi, assert_no_leak, assert_reply, json_body, new_project
+from tests.support.abuse import ServedApi, assert_no_leak, assert_reply, json_body
+from tests.support.world import new_project
 from workers.tables import TABLES
 
 # Bounded and derandomized, so CI is quick and reproducible; ABUSE_FUZZ_EXAMPLES=2000 explores further (and randomly).

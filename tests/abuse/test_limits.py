@@ -16,7 +16,8 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from tests.support.abuse import ServedApi, assert_error_object, new_project
+from tests.support.abuse import ServedApi, assert_error_object
+from tests.support.world import new_project
 
 REPO = Path(__file__).resolve().parents[2]
 APP_PACKAGES = ("rpc", "schemas", "procedures", "workers", "db")

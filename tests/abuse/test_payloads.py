@@ -16,8 +16,9 @@ import httpx
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.support.abuse import ServedApi, assert_no_leak, assert_reply, json_body, new_project
+from tests.support.abuse import ServedApi, assert_no_leak, assert_reply, json_body
 from tests.support.exports import run_export
+from tests.support.world import new_project
 
 MIB = 1024 * 1024
 FORMULAS = [

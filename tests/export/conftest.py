@@ -9,18 +9,17 @@ from typing import Any
 import psycopg
 import pytest
 
-from db import access
 from schemas.settings import get_settings
 from tests.support.exports import (
     BIG_TRACES,
     ExportResult,
     SeededProject,
-    create_export,
     insert_big_traces,
     run_export,
     seed_project,
 )
 from tests.support.stream_gate import StreamGate
+from tests.support.world import Project, new_project
 
 
 @pytest.fixture(scope="session")
@@ -33,15 +32,14 @@ def seeded(database_url: str, awkward_values: dict) -> SeededProject:
 
 
 @pytest.fixture(scope="session")
-def big_project(database_url: str) -> SeededProject:
+def big_project(database_url: str) -> Project:
     """Enough rows that an export runs for seconds: long enough to cancel it, or kill it, half-way."""
     import db
 
     with db.connect(database_url, autocommit=True) as c:
-        project = access.create_project(c, "big export")
-        user = access.upsert_user(c, "big-exporter@example.com", "Big")
-        insert_big_traces(c, project["id"], BIG_TRACES)
-    return SeededProject(project["id"], user["id"], "big-exporter@example.com")
+        project = new_project(c, "big export", user_email="big-exporter@example.com", user_name="Big")
+        insert_big_traces(c, project.id, BIG_TRACES)
+    return project
 
 
 @pytest.fixture
@@ -95,7 +93,7 @@ def export_table(
     def run(
         project: SeededProject, query: dict[str, Any], format: str = "CSV", name: str = "my export"
     ) -> ExportResult:
-        export_id = create_export(conn, project, query, format, name)
+        export_id = project.new_export(conn, query, format, name)
         row = run_export(conn, export_id)
         data = (storage_dir / row["object_key"]).read_bytes() if row["object_key"] else None
         return ExportResult(export_id, row, data)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from db import batch_exports
-from tests.support.exports import BASE_TIME, BIG_TRACES, create_export
+from tests.support.exports import BASE_TIME, BIG_TRACES
 from workers.batch_export import run_batch_export
 
 pytestmark = pytest.mark.slow
@@ -54,7 +54,7 @@ def test_sigkilled_job_rerun_writes_a_byte_identical_file(
     conn, export_settings, gated_export, storage_dir, tmp_path, big_project, fmt
 ):
     query = {"tableName": "traces", "orderBy": {"column": "timestamp", "order": "ASC"}}
-    export_id = create_export(conn, big_project, query, fmt, name="crash test")
+    export_id = big_project.new_export(conn, query, fmt, name="crash test")
 
     # The undisturbed run.
     run_batch_export(export_id)
@@ -72,7 +72,7 @@ def test_sigkilled_job_rerun_writes_a_byte_identical_file(
     )
     conn.execute(
         "INSERT INTO traces (id, project_id, timestamp, name) VALUES ('after-the-export', %s, %s, 'late')",
-        (big_project.project_id, BASE_TIME),
+        (big_project.id, BASE_TIME),
     )
 
     # An attempt killed mid-stream (held there by the gate): no except, no finally, no cleanup.
@@ -95,7 +95,7 @@ def test_sigkilled_job_rerun_writes_a_byte_identical_file(
     assert retried["rows_exported"] == first["rows_exported"]
     assert digest(path) == undisturbed
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
-    conn.execute("DELETE FROM traces WHERE project_id = %s AND id = 'after-the-export'", (big_project.project_id,))
+    conn.execute("DELETE FROM traces WHERE project_id = %s AND id = 'after-the-export'", (big_project.id,))
 
 
 def start_rq_worker(env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen:
@@ -164,13 +164,13 @@ def test_sigkilled_rq_worker_export_is_retried_to_the_same_bytes(
         "tableName": "traces",
         "filter": [{"column": "environment", "type": "stringOptions", "operator": "any of", "value": ["default"]}],
     }
-    reference_id = create_export(conn, big_project, query, "CSV", name="rq crash")
+    reference_id = big_project.new_export(conn, query, "CSV", name="rq crash")
     run_batch_export(reference_id)
     reference = batch_exports.load(conn, reference_id)
     undisturbed = (storage_dir / reference["object_key"]).read_bytes()
 
     # Same rows, same order: the export under test differs only in id (and so its key).
-    export_id = create_export(conn, big_project, query, "CSV", name="rq crash")
+    export_id = big_project.new_export(conn, query, "CSV", name="rq crash")
     # Put back whatever REDIS_URL was: the session's `settings` fixture exports one that every
     # later subprocess inherits (deleting it sent them to the demo's Redis port).
     previous = os.environ.get("REDIS_URL")

@@ -11,22 +11,22 @@ from pathlib import Path
 
 import pytest
 
-from db import access, batch_exports
+from db import batch_exports
 from schemas.settings import get_settings
-from tests.support.exports import BASE_TIME, BIG_TRACES, SeededProject, create_export
+from tests.support.exports import BASE_TIME, BIG_TRACES
+from tests.support.world import Project, new_project
 from workers.batch_export import ExportFailed, run_batch_export
 from workers.storage import verify_download_signature
 
 
-def small_project(conn, names: list[str]) -> SeededProject:
-    project = access.create_project(conn, "small")
-    user = access.upsert_user(conn, f"small-{project['id'][:8]}@example.com", "Small")
+def small_project(conn, names: list[str]) -> Project:
+    project = new_project(conn, "small", user_name="Small")
     for i, name in enumerate(names):
         conn.execute(
             "INSERT INTO traces (id, project_id, timestamp, name) VALUES (%s, %s, %s, %s)",
-            (f"t{i:02d}", project["id"], BASE_TIME, name),
+            (f"t{i:02d}", project.id, BASE_TIME, name),
         )
-    return SeededProject(project["id"], user["id"], user["email"])
+    return project
 
 
 def files_under(folder: Path) -> list[Path]:
@@ -55,16 +55,16 @@ def test_rows_created_after_the_export_was_requested_are_not_exported(
     conn, export_settings, storage_dir, awkward_values
 ):
     project = small_project(conn, awkward_values["strings"][:5])
-    export_id = create_export(conn, project, {"tableName": "traces"}, "JSONL")
+    export_id = project.new_export(conn, {"tableName": "traces"}, "JSONL")
     # Written after the export was requested, before its job runs (a queue backlog, or a retry later).
     conn.execute(
         "INSERT INTO traces (id, project_id, timestamp, name) VALUES ('late', %s, %s, 'late')",
-        (project.project_id, BASE_TIME),
+        (project.id, BASE_TIME),
     )
     conn.execute(
         "INSERT INTO observations (id, project_id, trace_id, start_time, end_time, total_cost)"
         " VALUES ('late-obs', %s, 't00', %s, %s, 99)",
-        (project.project_id, BASE_TIME, BASE_TIME),
+        (project.id, BASE_TIME, BASE_TIME),
     )
     run_batch_export(export_id)
     row = batch_exports.load(conn, export_id)
@@ -83,7 +83,7 @@ def test_row_limit_cuts_the_file_and_says_so_in_log_and_email(
     project = small_project(conn, [f"n{i}" for i in range(8)])
     monkeypatch.setenv("BATCH_EXPORT_ROW_LIMIT", "5")
     get_settings.cache_clear()
-    export_id = create_export(conn, project, {"tableName": "traces"}, "CSV")
+    export_id = project.new_export(conn, {"tableName": "traces"}, "CSV")
     with caplog.at_level(logging.WARNING, logger="workers.batch_export"):
         run_batch_export(export_id)
     row = batch_exports.load(conn, export_id)
@@ -99,7 +99,7 @@ def test_exactly_the_limit_is_not_reported_as_cut(conn, export_settings, monkeyp
     project = small_project(conn, [f"n{i}" for i in range(5)])
     monkeypatch.setenv("BATCH_EXPORT_ROW_LIMIT", "5")
     get_settings.cache_clear()
-    export_id = create_export(conn, project, {"tableName": "traces"}, "JSON")
+    export_id = project.new_export(conn, {"tableName": "traces"}, "JSON")
     run_batch_export(export_id)
     row = batch_exports.load(conn, export_id)
     assert row["rows_exported"] == 5 and "limit" not in row["log"]
@@ -113,8 +113,8 @@ def test_missing_export_ends_quietly(export_settings):
 
 
 def test_cancelled_export_is_not_started(conn, export_settings, storage_dir, seeded):
-    export_id = create_export(conn, seeded, {"tableName": "traces"})
-    conn.execute(batch_exports.CANCEL_SQL, {"id": export_id, "project_id": seeded.project_id})
+    export_id = seeded.new_export(conn, {"tableName": "traces"})
+    conn.execute(batch_exports.CANCEL_SQL, {"id": export_id, "project_id": seeded.id})
     run_batch_export(export_id)
     row = batch_exports.load(conn, export_id)
     assert row["status"] == "CANCELLED" and row["object_key"] is None
@@ -124,11 +124,11 @@ def test_cancelled_export_is_not_started(conn, export_settings, storage_dir, see
 def test_completed_export_records_key_expiry_and_emails_a_working_link(
     conn, export_settings, storage_dir, tmp_path, seeded
 ):
-    export_id = create_export(conn, seeded, {"tableName": "scores"}, "CSV", name="Q1 scores / ../../etc")
+    export_id = seeded.new_export(conn, {"tableName": "scores"}, "CSV", name="Q1 scores / ../../etc")
     run_batch_export(export_id)
     row = batch_exports.load(conn, export_id)
     assert row["status"] == "COMPLETED" and row["finished_at"] is not None
-    assert row["object_key"] == f"{seeded.project_id}/{export_id}/Q1_scores_etc.csv"
+    assert row["object_key"] == f"{seeded.id}/{export_id}/Q1_scores_etc.csv"
     hours = (row["expires_at"] - row["finished_at"]).total_seconds() / 3600
     assert hours == pytest.approx(24)
     assert row["rows_exported"] == row["rows_total"] == len(seeded.scores)
@@ -146,9 +146,8 @@ def test_completed_export_records_key_expiry_and_emails_a_working_link(
 
 
 def test_invalid_stored_query_fails_without_retry(conn, export_settings, seeded, tmp_path):
-    export_id = create_export(
+    export_id = seeded.new_export(
         conn,
-        seeded,
         {"tableName": "traces", "filter": [{"column": "secret", "type": "string", "operator": "=", "value": "x"}]},
     )
     run_batch_export(export_id)
@@ -163,7 +162,7 @@ def test_storage_failure_sets_failed_with_an_actionable_message(conn, export_set
     blocker.write_text("a file where the storage folder should be")
     monkeypatch.setenv("EXPORT_STORAGE_URL", blocker.as_uri())
     get_settings.cache_clear()
-    export_id = create_export(conn, seeded, {"tableName": "traces"})
+    export_id = seeded.new_export(conn, {"tableName": "traces"})
     with pytest.raises(ExportFailed) as caught:
         run_batch_export(export_id)
     row = batch_exports.load(conn, export_id)
@@ -176,7 +175,7 @@ def test_storage_failure_sets_failed_with_an_actionable_message(conn, export_set
 
 
 def test_cancel_mid_export_stops_the_stream_and_leaves_no_file(conn, gated_export, storage_dir, big_project):
-    export_id = create_export(conn, big_project, {"tableName": "traces"}, "JSON")
+    export_id = big_project.new_export(conn, {"tableName": "traces"}, "JSON")
     gated_export.hold()
     worker = threading.Thread(target=run_batch_export, args=(export_id,))
     worker.start()
@@ -185,7 +184,7 @@ def test_cancel_mid_export_stops_the_stream_and_leaves_no_file(conn, gated_expor
     row = wait_for(lambda: (r := batch_exports.load(conn, export_id)) and r["rows_exported"] > 0 and r)
     assert row["status"] == "PROCESSING"
     assert all(p.name.endswith(".partial") for p in files_under(storage_dir))
-    conn.execute(batch_exports.CANCEL_SQL, {"id": export_id, "project_id": big_project.project_id})
+    conn.execute(batch_exports.CANCEL_SQL, {"id": export_id, "project_id": big_project.id})
     # The job's progress thread notices and cancels the query; only then may the stream go on.
     gated_export.wait_cancel_request()
     gated_export.release()
@@ -198,7 +197,7 @@ def test_cancel_mid_export_stops_the_stream_and_leaves_no_file(conn, gated_expor
 
 
 def test_progress_reports_rows_and_total_while_the_object_stays_invisible(conn, gated_export, storage_dir, big_project):
-    export_id = create_export(conn, big_project, {"tableName": "traces"}, "CSV")
+    export_id = big_project.new_export(conn, {"tableName": "traces"}, "CSV")
     gated_export.hold()
     worker = threading.Thread(target=run_batch_export, args=(export_id,))
     worker.start()

@@ -10,7 +10,6 @@ import pytest
 from db import batch_exports
 from devstack.servers import free_port
 from schemas.settings import get_settings
-from tests.support.exports import create_export
 from workers.batch_export import ExportFailed, run_batch_export
 
 
@@ -39,7 +38,7 @@ def smtp_inbox(export_settings, monkeypatch):
 
 
 def test_completed_export_is_emailed_with_its_link_over_smtp(conn, smtp_inbox, seeded, tmp_path):
-    export_id = create_export(conn, seeded, {"tableName": "sessions"}, "JSON", name="Sessions\nBcc: evil@example.com")
+    export_id = seeded.new_export(conn, {"tableName": "sessions"}, "JSON", name="Sessions\nBcc: evil@example.com")
     run_batch_export(export_id)
     row = batch_exports.load(conn, export_id)
     [(sender, recipients, message)] = smtp_inbox.messages
@@ -58,7 +57,7 @@ def test_failed_export_email_says_what_went_wrong(conn, smtp_inbox, seeded, tmp_
     blocker.write_text("not a folder")
     monkeypatch.setenv("EXPORT_STORAGE_URL", blocker.as_uri())
     get_settings.cache_clear()
-    export_id = create_export(conn, seeded, {"tableName": "traces"}, "CSV", name="broken")
+    export_id = seeded.new_export(conn, {"tableName": "traces"}, "CSV", name="broken")
     with pytest.raises(ExportFailed):  # a file where the export folder should be
         run_batch_export(export_id)
     [(_, _, message)] = smtp_inbox.messages
@@ -69,6 +68,6 @@ def test_failed_export_email_says_what_went_wrong(conn, smtp_inbox, seeded, tmp_
 def test_unreachable_smtp_server_does_not_fail_the_export(conn, export_settings, seeded, monkeypatch):
     monkeypatch.setenv("SMTP_URL", f"smtp://127.0.0.1:{free_port()}")
     get_settings.cache_clear()
-    export_id = create_export(conn, seeded, {"tableName": "audit_logs"}, "CSV")
+    export_id = seeded.new_export(conn, {"tableName": "audit_logs"}, "CSV")
     run_batch_export(export_id)
     assert batch_exports.load(conn, export_id)["status"] == "COMPLETED"

@@ -7,7 +7,6 @@ from rq.registry import ScheduledJobRegistry
 
 from db import batch_exports
 from schemas.settings import get_settings
-from tests.support.exports import create_export
 from workers.queue import build_worker, enqueue_export, export_queue
 
 
@@ -19,7 +18,7 @@ def rq_settings(export_settings, redis_url, redis_client, monkeypatch):
 
 
 def test_enqueued_export_is_run_by_an_rq_worker(conn, rq_settings, redis_client, storage_dir, seeded):
-    export_id = create_export(conn, seeded, {"tableName": "events"}, "JSONL")
+    export_id = seeded.new_export(conn, {"tableName": "events"}, "JSONL")
     assert enqueue_export(redis_client, export_id, rq_settings) is True
     assert enqueue_export(redis_client, export_id, rq_settings) is False  # one job per export
     build_worker(redis_client).work(burst=True)
@@ -36,7 +35,7 @@ def test_failed_attempt_with_retries_left_stays_active_for_rqs_retry(
     monkeypatch.setenv("EXPORT_STORAGE_URL", blocker.as_uri())
     monkeypatch.setenv("BATCH_EXPORT_JOB_RETRIES", "2")
     get_settings.cache_clear()
-    export_id = create_export(conn, seeded, {"tableName": "traces"}, "CSV")
+    export_id = seeded.new_export(conn, {"tableName": "traces"}, "CSV")
     enqueue_export(redis_client, export_id, get_settings())
     build_worker(redis_client).work(burst=True)
     row = batch_exports.load(conn, export_id)
@@ -53,7 +52,7 @@ def test_last_attempt_failure_is_failed_with_the_actionable_message(
     monkeypatch.setenv("EXPORT_STORAGE_URL", blocker.as_uri())
     monkeypatch.setenv("BATCH_EXPORT_JOB_RETRIES", "0")
     get_settings.cache_clear()
-    export_id = create_export(conn, seeded, {"tableName": "traces"}, "CSV")
+    export_id = seeded.new_export(conn, {"tableName": "traces"}, "CSV")
     enqueue_export(redis_client, export_id, get_settings())
     build_worker(redis_client).work(burst=True)
     row = batch_exports.load(conn, export_id)

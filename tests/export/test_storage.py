@@ -12,7 +12,6 @@ import pytest
 from db import batch_exports
 from devstack.servers import free_port
 from schemas.settings import Settings, get_settings
-from tests.support.exports import create_export
 from workers.batch_export import run_batch_export
 from workers.maintenance import delete_expired_exports
 from workers.storage import (
@@ -168,8 +167,8 @@ def test_file_links_are_signed_and_expire(tmp_path):
 
 
 def test_expired_export_objects_are_deleted_and_forgotten(conn, export_settings, storage_dir, seeded):
-    expired_id = create_export(conn, seeded, {"tableName": "audit_logs"}, "CSV", name="old")
-    fresh_id = create_export(conn, seeded, {"tableName": "audit_logs"}, "CSV", name="new")
+    expired_id = seeded.new_export(conn, {"tableName": "audit_logs"}, "CSV", name="old")
+    fresh_id = seeded.new_export(conn, {"tableName": "audit_logs"}, "CSV", name="new")
     run_batch_export(expired_id)
     run_batch_export(fresh_id)
     conn.execute("UPDATE batch_exports SET expires_at = now() - interval '1 minute' WHERE id = %s", (expired_id,))
@@ -220,7 +219,7 @@ def s3_settings(export_settings, s3_bucket, monkeypatch) -> Settings:
 
 
 def test_export_to_s3_completes_with_a_presigned_attachment_link(conn, s3_settings, s3_bucket, s3_endpoint, seeded):
-    export_id = create_export(conn, seeded, {"tableName": "traces"}, "CSV", name="traces: ../all")
+    export_id = seeded.new_export(conn, {"tableName": "traces"}, "CSV", name="traces: ../all")
     run_batch_export(export_id)
     row = batch_exports.load(conn, export_id)
     assert row["status"] == "COMPLETED", row["log"]
@@ -244,7 +243,7 @@ def test_large_s3_export_is_a_multipart_upload(conn, s3_settings, s3_bucket, s3_
         "tableName": "traces",
         "filter": [{"column": "timestamp", "type": "datetime", "operator": "<", "value": cut}],
     }
-    export_id = create_export(conn, big_project, query, "JSONL")
+    export_id = big_project.new_export(conn, query, "JSONL")
     run_batch_export(export_id)
     row = batch_exports.load(conn, export_id)
     assert row["status"] == "COMPLETED", row["log"]

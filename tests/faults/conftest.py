@@ -19,8 +19,9 @@ from psycopg import sql
 import db
 from devstack.servers import LocalPostgres, LocalRedis
 from tests.support.exports import insert_big_traces
-from tests.support.faults import BIG_TENANT_TRACES, FaultStack, Template, Tenant, fault_stack, make_tenant, postgres_url
+from tests.support.faults import BIG_TENANT_TRACES, FaultStack, Template, fault_stack, make_tenant, postgres_url
 from tests.support.servers import running_postgres, running_redis
+from tests.support.world import Project
 
 
 @pytest.fixture(scope="session")
@@ -33,17 +34,17 @@ def fault_template(local_postgres: LocalPostgres) -> Template:
     with db.connect(url, autocommit=True) as conn:
         small = make_tenant(conn, "faults: small")
         big = make_tenant(conn, "faults: big", traces=None)
-        insert_big_traces(conn, big.project_id, BIG_TENANT_TRACES)
+        insert_big_traces(conn, big.id, BIG_TENANT_TRACES)
     return Template(local_postgres, name, small, big)
 
 
 @pytest.fixture
-def small_tenant(fault_template: Template) -> Tenant:
+def small_tenant(fault_template: Template) -> Project:
     return fault_template.small
 
 
 @pytest.fixture
-def big_tenant(fault_template: Template) -> Tenant:
+def big_tenant(fault_template: Template) -> Project:
     return fault_template.big
 
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from tests.support.faults import FaultStack, Tenant, make_tenant
+from tests.support.faults import FaultStack, make_tenant
 from tests.support.processes import wait_for
+from tests.support.world import Project
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +43,7 @@ class Tally:
     clients_answered: set = field(default_factory=set)
 
 
-async def client_loop(number: int, tenant: Tenant, http: httpx.AsyncClient, deadline: float, tally: Tally) -> None:
+async def client_loop(number: int, tenant: Project, http: httpx.AsyncClient, deadline: float, tally: Tally) -> None:
     rng = random.Random(number)
     mine: list[str] = []
     headers = {"Authorization": f"Bearer {tenant.token}"}
@@ -51,7 +52,7 @@ async def client_loop(number: int, tenant: Tenant, http: httpx.AsyncClient, dead
         if roll < 0.35:
             method = "batchExport.create"
             params = {
-                "projectId": tenant.project_id,
+                "projectId": tenant.id,
                 "name": f"load {number}",
                 "format": rng.choice(["CSV", "JSON", "JSONL"]),
                 "query": {
@@ -62,10 +63,10 @@ async def client_loop(number: int, tenant: Tenant, http: httpx.AsyncClient, dead
             }
         elif roll < 0.8 or not mine:
             method = "batchExport.all"
-            params = {"projectId": tenant.project_id, "page": 0, "limit": rng.choice([10, 50])}
+            params = {"projectId": tenant.id, "page": 0, "limit": rng.choice([10, 50])}
         else:
             method = "batchExport.cancel"
-            params = {"projectId": tenant.project_id, "batchExportId": rng.choice(mine)}
+            params = {"projectId": tenant.id, "batchExportId": rng.choice(mine)}
         body = {"jsonrpc": "2.0", "id": number, "method": method, "params": params}
         try:
             response = await http.post("/rpc", json=body, headers=headers)
@@ -93,7 +94,7 @@ async def client_loop(number: int, tenant: Tenant, http: httpx.AsyncClient, dead
             tally.told[params["batchExportId"]].add(reply["result"]["status"])
 
 
-async def run_clients(url: str, tenants: list[Tenant], seconds: float, tally: Tally) -> None:
+async def run_clients(url: str, tenants: list[Project], seconds: float, tally: Tally) -> None:
     # A new connection per request. uvicorn closes a connection idle for 5 s, and a client as starved of
     # CPU as this one may reuse it a moment after: its request then dies unanswered, a client-side
     # race that has nothing to do with the service (with a 60 s keep-alive it never happens).
@@ -105,7 +106,7 @@ async def run_clients(url: str, tenants: list[Tenant], seconds: float, tally: Ta
         )
 
 
-def test_two_hundred_clients_for_a_minute(stack: FaultStack, small_tenant: Tenant, conn):
+def test_two_hundred_clients_for_a_minute(stack: FaultStack, small_tenant: Project, conn):
     seconds = float(os.environ.get("BX_LOAD_SECONDS", "60"))
     # One project with data; the others' exports hold a header only, so the API, not the export
     # engine, is what the clients keep busy.

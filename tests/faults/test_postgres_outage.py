@@ -54,7 +54,7 @@ def test_postgres_restart_mid_request_and_mid_export(restartable_stack: FaultSta
 
     def create(name: str) -> dict:
         params = {
-            "projectId": tenant.project_id,
+            "projectId": tenant.id,
             "name": name,
             "format": "CSV",
             "query": {"tableName": "traces", "filter": None, "orderBy": {"column": "timestamp", "order": "ASC"}},
@@ -98,17 +98,17 @@ def test_postgres_restart_mid_request_and_mid_export(restartable_stack: FaultSta
 
     # While Postgres is down, a call fails within the pool's timeout instead of hanging.
     started = time.monotonic()
-    assert_clean_internal_error(client.call("batchExport.all", {"projectId": tenant.project_id}, token=tenant.token))
+    assert_clean_internal_error(client.call("batchExport.all", {"projectId": tenant.id}, token=tenant.token))
     assert time.monotonic() - started < 20
 
     own_postgres.start()
     # The same API process, not restarted, answers again: its pool replaced the dead connections.
-    listing = client.result("batchExport.all", {"projectId": tenant.project_id}, token=tenant.token)
+    listing = client.result("batchExport.all", {"projectId": tenant.id}, token=tenant.token)
     assert "interrupted" not in [e["name"] for e in listing["exports"]], "a create that errored left no export"
     with db.connect(url, autocommit=True) as conn:
         audit = conn.execute(
             "SELECT count(*) AS n FROM audit_logs WHERE project_id = %s AND resource_type = 'batchExport'",
-            (tenant.project_id,),
+            (tenant.id,),
         ).fetchone()
     assert audit["n"] == 2  # the reference and the retried export; the interrupted create wrote nothing
     assert "result" in create("after the restart")

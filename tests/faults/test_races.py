@@ -19,9 +19,10 @@ from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from tests.support.faults import FaultStack, Tenant, hold_table, lease_expired
+from tests.support.faults import FaultStack, hold_table, lease_expired
 from tests.support.processes import attempts, attempts_of, overlapping, wait_for
 from tests.support.rpc_client import RpcClient
+from tests.support.world import Project
 from workers.batch_export import run_batch_export
 from workers.queue import enqueue_export, export_queue, sweep
 
@@ -30,8 +31,8 @@ pytestmark = pytest.mark.slow
 QUERY = {"tableName": "traces", "filter": None, "orderBy": {"column": "timestamp", "order": "DESC"}}
 
 
-def create_params(tenant: Tenant, name: str) -> dict:
-    return {"projectId": tenant.project_id, "name": name, "format": "CSV", "query": QUERY}
+def create_params(tenant: Project, name: str) -> dict:
+    return {"projectId": tenant.id, "name": name, "format": "CSV", "query": QUERY}
 
 
 def job_done(stack: FaultStack, export_id: str) -> bool:
@@ -64,12 +65,12 @@ def waiting_for_a_lock(stack: FaultStack, query_hint: str) -> bool:
     return row[0] > 0
 
 
-def check_outcome(stack: FaultStack, client: RpcClient, tenant: Tenant, export_id: str, reply: dict) -> str:
+def check_outcome(stack: FaultStack, client: RpcClient, tenant: Project, export_id: str, reply: dict) -> str:
     """The export ended as the canceller was told, everywhere a user can look; returns what they were told."""
-    ref = {"projectId": tenant.project_id, "batchExportId": export_id}
+    ref = {"projectId": tenant.id, "batchExportId": export_id}
     row = stack.load(export_id)
-    folder = stack.storage / tenant.project_id / export_id
-    page = client.result("batchExport.all", {"projectId": tenant.project_id, "limit": 50}, token=tenant.token)
+    folder = stack.storage / tenant.id / export_id
+    page = client.result("batchExport.all", {"projectId": tenant.id, "limit": 50}, token=tenant.token)
     listed = {e["id"]: e for e in page["exports"]}[export_id]
     link = client.call("batchExport.downloadUrl", ref, token=tenant.token)
     if "result" in reply:
@@ -89,13 +90,13 @@ def check_outcome(stack: FaultStack, client: RpcClient, tenant: Tenant, export_i
 
 
 def test_a_cancel_that_lands_after_the_file_is_written_but_before_completion_wins(
-    stack: FaultStack, small_tenant: Tenant, conn
+    stack: FaultStack, small_tenant: Project, conn
 ):
     """The narrowest window: the file is in place, the job is about to record COMPLETED, a cancel commits first."""
     client = RpcClient(stack.api_in_thread().url)
     worker = stack.worker()
     export = client.result("batchExport.create", create_params(small_tenant, "cancel first"), token=small_tenant.token)
-    ref = {"projectId": small_tenant.project_id, "batchExportId": export["id"]}
+    ref = {"projectId": small_tenant.id, "batchExportId": export["id"]}
     query_blocker = hold_table(stack.settings.DATABASE_URL, "traces")
     row_lock = psycopg.connect(stack.settings.DATABASE_URL)
     try:
@@ -106,7 +107,7 @@ def test_a_cancel_that_lands_after_the_file_is_written_but_before_completion_win
             cancelling = pool.submit(client.call, "batchExport.cancel", ref, token=small_tenant.token)
             wait_for(lambda: waiting_for_a_lock(stack, "FOR UPDATE OF e"), 30, "the cancel to queue", worker)
             query_blocker.close()  # the job streams its rows and moves its file into place
-            final = stack.storage / small_tenant.project_id / export["id"]
+            final = stack.storage / small_tenant.id / export["id"]
             wait_for(lambda: any(not p.name.endswith(".partial") for p in final.glob("*")), 30, "the file", worker)
             row_lock.rollback()  # the cancel commits, then the job learns it may not complete
             reply = cancelling.result(timeout=60)
@@ -119,7 +120,7 @@ def test_a_cancel_that_lands_after_the_file_is_written_but_before_completion_win
 
 
 def test_a_cancel_that_comes_once_the_export_completed_is_refused_and_the_file_stays(
-    stack: FaultStack, small_tenant: Tenant
+    stack: FaultStack, small_tenant: Project
 ):
     client = RpcClient(stack.api_in_thread().url)
     worker = stack.worker()
@@ -127,13 +128,13 @@ def test_a_cancel_that_comes_once_the_export_completed_is_refused_and_the_file_s
     wait_for(lambda: stack.load(export["id"])["status"] == "COMPLETED", 60, "the export", worker)
     reply = client.call(
         "batchExport.cancel",
-        {"projectId": small_tenant.project_id, "batchExportId": export["id"]},
+        {"projectId": small_tenant.id, "batchExportId": export["id"]},
         token=small_tenant.token,
     )
     assert check_outcome(stack, client, small_tenant, export["id"], reply) == "COMPLETED"
 
 
-def test_cancels_at_random_moments_each_end_as_the_canceller_was_told(stack: FaultStack, small_tenant: Tenant):
+def test_cancels_at_random_moments_each_end_as_the_canceller_was_told(stack: FaultStack, small_tenant: Project):
     """Whatever moment a cancel lands at (queued, running, finishing, done), the export ends as its caller was told."""
     client = RpcClient(stack.api_in_thread().url)
     worker = stack.worker()
@@ -143,7 +144,7 @@ def test_cancels_at_random_moments_each_end_as_the_canceller_was_told(stack: Fau
         export = client.result("batchExport.create", create_params(small_tenant, f"race {i}"), token=token)
         time.sleep(rng.uniform(0, 0.3))
         reply = client.call(
-            "batchExport.cancel", {"projectId": small_tenant.project_id, "batchExportId": export["id"]}, token=token
+            "batchExport.cancel", {"projectId": small_tenant.id, "batchExportId": export["id"]}, token=token
         )
         wait_for(lambda export=export: job_done(stack, export["id"]), 30, "the job to be over", worker, interval=0.02)
         check_outcome(stack, client, small_tenant, export["id"], reply)
@@ -151,7 +152,7 @@ def test_cancels_at_random_moments_each_end_as_the_canceller_was_told(stack: Fau
 
 
 def test_concurrent_creates_and_duplicate_enqueues_run_each_export_once_on_one_worker_at_a_time(
-    stack: FaultStack, small_tenant: Tenant
+    stack: FaultStack, small_tenant: Project
 ):
     stack.configure(BATCH_EXPORT_MAX_ACTIVE_PER_PROJECT=100, BATCH_EXPORT_SWEEP_GRACE_SECONDS=0)
     api = stack.api_in_thread()
@@ -224,7 +225,7 @@ def test_concurrent_creates_and_duplicate_enqueues_run_each_export_once_on_one_w
 
 
 def test_a_worker_frozen_past_its_lease_never_runs_an_export_alongside_the_retry(
-    stack: FaultStack, big_tenant: Tenant, conn
+    stack: FaultStack, big_tenant: Project, conn
 ):
     stack.configure(BATCH_EXPORT_JOB_RETRIES=2)
     reference_id = big_tenant.new_export(conn, name="frozen")
@@ -272,5 +273,5 @@ def test_a_worker_frozen_past_its_lease_never_runs_an_export_alongside_the_retry
     assert [a.worker for a in runs] == [frozen.name], "the retry found the export COMPLETED when its turn came"
     assert done["status"] == "COMPLETED", done["log"]
     assert stack.file(done).read_bytes() == undisturbed
-    folder = stack.storage / big_tenant.project_id / export_id
+    folder = stack.storage / big_tenant.id / export_id
     assert sorted(p.name for p in folder.iterdir()) == [stack.file(done).name]

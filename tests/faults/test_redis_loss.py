@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from rq.job import Job
 
-from tests.support.faults import FaultStack, Tenant
+from tests.support.faults import FaultStack
 from tests.support.processes import attempts_of, overlapping, wait_for
 from tests.support.rpc_client import RpcClient
+from tests.support.world import Project
 from workers.queue import HEARTBEAT_GRACE_SECONDS, JOB_MONITORING_INTERVAL, export_queue
 
 pytestmark = pytest.mark.slow
@@ -20,7 +21,7 @@ def final(stack: FaultStack, export_ids: list[str]) -> list[dict] | None:
     return rows if all(row["status"] not in ("QUEUED", "PROCESSING") for row in rows) else None
 
 
-def test_exports_accepted_while_redis_is_down_each_run_once(stack: FaultStack, small_tenant: Tenant):
+def test_exports_accepted_while_redis_is_down_each_run_once(stack: FaultStack, small_tenant: Project):
     stack.configure(BATCH_EXPORT_SWEEP_GRACE_SECONDS=0)
     client = RpcClient(stack.api_in_thread().url)
     stack.redis.stop()
@@ -28,7 +29,7 @@ def test_exports_accepted_while_redis_is_down_each_run_once(stack: FaultStack, s
         client.result(
             "batchExport.create",
             {
-                "projectId": small_tenant.project_id,
+                "projectId": small_tenant.id,
                 "name": f"while Redis is down {i}",
                 "format": "CSV",
                 "query": {"tableName": "traces", "filter": None, "orderBy": None},
@@ -53,7 +54,7 @@ def test_exports_accepted_while_redis_is_down_each_run_once(stack: FaultStack, s
     assert len(contents) == 1 and next(iter(contents)).startswith(b"id,")
 
 
-def test_exports_queued_when_redis_loses_its_data_each_run_once(stack: FaultStack, small_tenant: Tenant, conn):
+def test_exports_queued_when_redis_loses_its_data_each_run_once(stack: FaultStack, small_tenant: Project, conn):
     # One export has failed an attempt and waits ten minutes for its retry, scheduled in Redis.
     stack.configure(BATCH_EXPORT_JOB_RETRIES=2, BATCH_EXPORT_JOB_RETRY_DELAYS=(600,))
     not_a_folder = stack.folder / "broken-storage"

@@ -14,8 +14,9 @@ import boto3
 import pytest
 
 from devstack.servers import free_port
-from tests.support.faults import FaultStack, Tenant
+from tests.support.faults import FaultStack
 from tests.support.processes import TcpProxy, attempts_of, overlapping, wait_for
+from tests.support.world import Project
 from workers.batch_export import run_batch_export
 
 pytestmark = pytest.mark.slow
@@ -71,7 +72,7 @@ def status_after_attempt(stack: FaultStack, export_id: str) -> dict | None:
 
 
 def test_s3_cut_off_mid_upload_fails_the_attempt_and_the_retry_leaves_one_complete_object(
-    stack: FaultStack, big_tenant: Tenant, conn, s3, moto_port
+    stack: FaultStack, big_tenant: Project, conn, s3, moto_port
 ):
     reference_id = big_tenant.new_export(conn, FIRST_HOURS, name="to s3")
     run_batch_export(reference_id)  # to the local folder: the bytes an undisturbed export holds
@@ -115,7 +116,7 @@ def test_s3_cut_off_mid_upload_fails_the_attempt_and_the_retry_leaves_one_comple
     assert len(runs) == 2 and overlapping(runs) == []
 
 
-def test_s3_down_on_every_attempt_ends_failed_naming_the_endpoint(stack: FaultStack, small_tenant: Tenant, conn, s3):
+def test_s3_down_on_every_attempt_ends_failed_naming_the_endpoint(stack: FaultStack, small_tenant: Project, conn, s3):
     unreachable = f"http://127.0.0.1:{free_port()}"
     stack.configure(
         EXPORT_STORAGE_URL=f"s3://{s3.bucket}/exports",
@@ -142,7 +143,7 @@ def not_a_folder(stack: FaultStack) -> Path:
 
 
 def test_unwritable_export_folder_fails_the_attempt_clearly_and_the_retry_writes_the_file(
-    stack: FaultStack, small_tenant: Tenant, conn
+    stack: FaultStack, small_tenant: Project, conn
 ):
     blocked = not_a_folder(stack)
     stack.configure(EXPORT_STORAGE_URL=blocked.as_uri(), BATCH_EXPORT_JOB_RETRIES=1, BATCH_EXPORT_JOB_RETRY_DELAYS=(5,))
@@ -166,7 +167,7 @@ def test_unwritable_export_folder_fails_the_attempt_clearly_and_the_retry_writes
 
 
 def test_export_folder_unwritable_on_every_attempt_ends_failed_with_the_reason(
-    stack: FaultStack, small_tenant: Tenant, conn
+    stack: FaultStack, small_tenant: Project, conn
 ):
     blocked = not_a_folder(stack)
     stack.configure(EXPORT_STORAGE_URL=blocked.as_uri(), BATCH_EXPORT_JOB_RETRIES=1)

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from rq.registry import FailedJobRegistry
 
-from tests.support.faults import BIG_TENANT_TRACES, Tenant, hold_table, lease_expired
+from tests.support.faults import BIG_TENANT_TRACES, hold_table, lease_expired
 from tests.support.processes import attempts_of, overlapping, wait_for
+from tests.support.world import Project
 from workers.batch_export import run_batch_export
 from workers.queue import WORKER_DIED, export_queue
 
@@ -32,7 +33,9 @@ def partials(folder: Path) -> dict[str, int]:
     return {p.name: p.stat().st_size for p in folder.glob(".*.partial")}
 
 
-def test_export_killed_twice_mid_stream_completes_with_the_bytes_of_an_undisturbed_run(stack, big_tenant: Tenant, conn):
+def test_export_killed_twice_mid_stream_completes_with_the_bytes_of_an_undisturbed_run(
+    stack, big_tenant: Project, conn
+):
     stack.configure(BATCH_EXPORT_JOB_RETRIES=3)
     reference_id = big_tenant.new_export(conn, name="killed twice")
     run_batch_export(reference_id)
@@ -41,7 +44,7 @@ def test_export_killed_twice_mid_stream_completes_with_the_bytes_of_an_undisturb
     undisturbed = digest(stack.file(reference))
 
     export_id = big_tenant.new_export(conn, name="killed twice")
-    folder = stack.storage / big_tenant.project_id / export_id
+    folder = stack.storage / big_tenant.id / export_id
     # The workers reach Postgres through a gate that stops each attempt's row stream a few MB in, until
     # the test lets go: so every kill below lands mid-stream, however fast the machine is.
     gate = stack.stream_gate()
@@ -85,7 +88,7 @@ def test_export_killed_twice_mid_stream_completes_with_the_bytes_of_an_undisturb
 
 
 def test_work_horse_killed_on_its_last_attempt_leaves_the_export_failed_with_the_reason(
-    stack, small_tenant: Tenant, conn
+    stack, small_tenant: Project, conn
 ):
     stack.configure(BATCH_EXPORT_JOB_RETRIES=0)
     worker = stack.worker()
@@ -109,7 +112,7 @@ def test_work_horse_killed_on_its_last_attempt_leaves_the_export_failed_with_the
     assert worker.alive(), "the worker itself survives its work horse"
 
 
-def test_worker_dead_for_good_is_failed_by_the_sweep_once_its_lease_is_over(stack, small_tenant: Tenant, conn):
+def test_worker_dead_for_good_is_failed_by_the_sweep_once_its_lease_is_over(stack, small_tenant: Project, conn):
     stack.configure(BATCH_EXPORT_JOB_RETRIES=0)
     worker = stack.worker()
     export_id = small_tenant.new_export(conn)

@@ -49,11 +49,9 @@ def test_all_rejects_a_limit_outside_1_to_100(client, project, owner_token, limi
 
 
 def test_all_shows_only_the_requested_projects_exports(client, project, owner_token, conn):
-    from db import access
-    from tests.support.world import Project
+    from tests.support.world import new_project
 
-    created = access.create_project(conn, "other")
-    other = Project(id=created["id"], org_id=created["org_id"], conn=conn)
+    other = new_project(conn, "other")
     _create(client, project, owner_token, 2)
     listing = client.result("batchExport.all", {"projectId": other.id}, token=other.member("OWNER"))
     assert listing == {"exports": [], "totalCount": 0}

@@ -154,12 +154,10 @@ def test_download_url_needs_read_scope(client, project, owner_token, completed_c
 
 
 def test_download_url_of_another_projects_export_is_not_found(client, project, owner_token, completed_csv_export, conn):
-    from db import access
-    from tests.support.world import Project
+    from tests.support.world import new_project
 
     export, _ = completed_csv_export
-    created = access.create_project(conn, "intruder's project")
-    intruder = Project(id=created["id"], org_id=created["org_id"], conn=conn)
+    intruder = new_project(conn, "intruder's project")
     error = client.error(
         "batchExport.downloadUrl",
         {"projectId": intruder.id, "batchExportId": export["id"]},

@@ -11,7 +11,7 @@ from db import access
 from procedures.app import create_app
 from tests.support.rpc_client import RpcClient, create_params
 from tests.support.servers import ServerThread, running_postgres
-from tests.support.world import Project
+from tests.support.world import new_project
 
 pytestmark = pytest.mark.slow
 
@@ -23,8 +23,7 @@ def test_first_call_after_a_postgres_restart_succeeds(settings, mode):
     with running_postgres("bx-test-pg-api-restart-") as server:
         own = settings.model_copy(update={"DATABASE_URL": server.url})
         with db.connect(server.url, autocommit=True) as conn, ServerThread(create_app(own)) as api:
-            created = access.create_project(conn, "restart project")
-            project = Project(id=created["id"], org_id=created["org_id"], conn=conn)
+            project = new_project(conn, "restart project")
             token = project.member("OWNER")
             client = RpcClient(api.url)
             # Fill the pool with several open connections, all of which the restart will kill.

@@ -20,7 +20,6 @@ import redis as redis_lib
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from db import access
 from devstack.servers import LocalPostgres, free_port
 from rpc.errors import ERROR_CODES
 from tests.support.world import Project
@@ -134,11 +133,6 @@ def serve_api(env: dict[str, str], folder: Path, secret_values: dict[str, str]) 
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-def new_project(conn: psycopg.Connection, name: str) -> Project:
-    created = access.create_project(conn, name)
-    return Project(id=created["id"], org_id=created["org_id"], conn=conn)
 
 
 def assert_no_leak(text: str, sent: bytes | str = b"", secret_values: dict[str, str] | None = None) -> None:

@@ -16,7 +16,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from db import access, batch_exports
+from db import batch_exports
+from tests.support.world import Project, new_project
 
 BASE_TIME = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -25,12 +26,9 @@ BIG_TRACES = 300_000
 
 
 @dataclass
-class SeededProject:
-    """What was inserted, so tests can compute the expected rows independently of the exporter."""
+class SeededProject(Project):
+    """A project with the rows that were inserted into it, so tests compute expected rows without the exporter."""
 
-    project_id: str
-    user_id: str
-    user_email: str
     traces: list[dict[str, Any]] = field(default_factory=list)
     observations: list[dict[str, Any]] = field(default_factory=list)
     scores: list[dict[str, Any]] = field(default_factory=list)
@@ -68,11 +66,11 @@ def seed_project(conn: psycopg.Connection, awkward: dict[str, Any], name: str = 
     """Every awkward string and JSON value lands in names, ids of users, tags, metadata, input and output."""
     strings: list[str] = awkward["strings"]
     json_values: list[Any] = awkward["json_values"]
-    project = access.create_project(conn, name)
-    email = f"analyst-{uuid.uuid4().hex[:8]}@example.com"
-    user = access.upsert_user(conn, email, 'Analyst "=1+1"')
-    seeded = SeededProject(project["id"], user["id"], email)
-    pid = project["id"]
+    project = new_project(
+        conn, name, user_email=f"analyst-{uuid.uuid4().hex[:8]}@example.com", user_name='Analyst "=1+1"'
+    )
+    seeded = SeededProject(**vars(project))
+    pid = project.id
 
     for i, text in enumerate(strings):
         trace = {
@@ -150,7 +148,7 @@ def seed_project(conn: psycopg.Connection, awkward: dict[str, Any], name: str = 
             "data_type": "NUMERIC" if i % 2 else "CATEGORICAL",
             "comment": text,
             "metadata": {"reviewer": text},
-            "author_user_id": user["id"],
+            "author_user_id": project.user_id,
         }
         _insert(conn, "scores", score)
         seeded.scores.append(score)
@@ -186,8 +184,8 @@ def seed_project(conn: psycopg.Connection, awkward: dict[str, Any], name: str = 
         entry = {
             "id": f"audit-{i:02d}",
             "project_id": pid,
-            "org_id": project["org_id"],
-            "user_id": user["id"],
+            "org_id": project.org_id,
+            "user_id": project.user_id,
             "resource_type": "trace" if i % 2 else "prompt",
             "resource_id": strings[i + 5],
             "action": "update",
@@ -198,22 +196,6 @@ def seed_project(conn: psycopg.Connection, awkward: dict[str, Any], name: str = 
         _insert(conn, "audit_logs", entry)
         seeded.audit_logs.append(entry)
     return seeded
-
-
-def create_export(
-    conn: psycopg.Connection,
-    project: SeededProject,
-    query: dict[str, Any],
-    format: str = "CSV",
-    name: str = "my export",
-) -> str:
-    row = conn.execute(
-        batch_exports.INSERT_SQL,
-        batch_exports.insert_params(
-            project_id=project.project_id, user_id=project.user_id, name=name, format=format, query=query
-        ),
-    ).fetchone()
-    return row["id"]
 
 
 @dataclass

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +16,14 @@ from psycopg import sql
 from rq.registry import StartedJobRegistry
 
 import db
-from db import access, batch_exports
+from db import batch_exports
 from devstack.seed import seed
 from devstack.servers import LocalPostgres, LocalRedis, free_port
 from schemas.settings import Settings, get_settings
 from tests.support.processes import ApiProcess, CliProcess, WorkerProcess
 from tests.support.servers import ServerThread
 from tests.support.stream_gate import StreamGate
+from tests.support.world import Project, new_project
 from workers.queue import enqueue_export, export_queue
 
 # What the subprocesses are told, from the stack's Settings.
@@ -49,7 +48,6 @@ _ENV_FIELDS = (
 
 # The big tenant's traces: an export of them streams tens of MB.
 BIG_TENANT_TRACES = 60_000
-TRACES_BY_TIME = {"tableName": "traces", "orderBy": {"column": "timestamp", "order": "ASC"}}
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -60,40 +58,12 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-@dataclass
-class Tenant:
-    """A project with data to export and an owner who may call the API."""
-
-    project_id: str
-    user_id: str
-    token: str
-
-    def new_export(
-        self,
-        conn: psycopg.Connection,
-        query: dict[str, Any] = TRACES_BY_TIME,
-        fmt: str = "CSV",
-        name: str = "fault test",
-    ) -> str:
-        """An export row as `create` writes it (the test enqueues it, or not, itself)."""
-        row = conn.execute(
-            batch_exports.INSERT_SQL,
-            batch_exports.insert_params(
-                project_id=self.project_id, user_id=self.user_id, name=name, format=fmt, query=query
-            ),
-        ).fetchone()
-        return row["id"]
-
-
-def make_tenant(conn: psycopg.Connection, name: str, traces: int | None = 300) -> Tenant:
-    project = access.create_project(conn, name)
-    user = access.upsert_user(conn, f"{uuid.uuid4().hex[:12]}@example.com", f"{name} owner")
-    access.set_org_role(conn, project["org_id"], user["id"], "NONE")
-    access.set_project_role(conn, project["id"], user["id"], "OWNER")
-    token = access.create_session(conn, user["id"], timedelta(hours=2))
+def make_tenant(conn: psycopg.Connection, name: str, traces: int | None = 300) -> Project:
+    """A project with data to export (devstack's seed) and an owner who may call the API."""
+    tenant = new_project(conn, name, user_name=f"{name} owner", role="OWNER")
     if traces:
-        seed(conn, project["id"], traces=traces)
-    return Tenant(project["id"], user["id"], token)
+        seed(conn, tenant.id, traces=traces)
+    return tenant
 
 
 @dataclass(frozen=True)
@@ -102,8 +72,8 @@ class Template:
 
     server: LocalPostgres
     name: str
-    small: Tenant  # a seeded project whose exports take a fraction of a second
-    big: Tenant  # its traces export streams for seconds: long enough to kill it half-way
+    small: Project  # a seeded project whose exports take a fraction of a second
+    big: Project  # its traces export streams for seconds: long enough to kill it half-way
 
 
 def postgres_url(server: LocalPostgres, name: str) -> str:
