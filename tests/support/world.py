@@ -74,13 +74,13 @@ def new_project(
     role: str | None = None,
     ttl: timedelta = timedelta(hours=2),
 ) -> Project:
-    """A new project (in an organization of its own); with `user_email` or `role`, the user its exports are made by.
+    """A new project (in an organization of its own); with a user's email, name or role, the user its exports are made by.
 
     A `role` makes that user a member of the project (and of no other) with a session token.
     """
     created = access.create_project(conn, name)
     project = Project(id=created["id"], org_id=created["org_id"], conn=conn)
-    if user_email is None and role is None:
+    if user_email is None and user_name is None and role is None:
         return project
     email = user_email or f"{uuid.uuid4().hex[:12]}@example.com"
     user = access.upsert_user(conn, email, user_name or f"{name} user")
