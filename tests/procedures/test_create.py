@@ -2,7 +2,7 @@
 
 from rq.job import Job
 
-from tests.procedures.helpers import create_params
+from tests.procedures.helpers import TRACES_QUERY, create_params
 from workers.queue import QUEUE_NAME, enqueue_export, export_queue
 
 
@@ -112,3 +112,16 @@ def test_too_many_active_exports_is_too_many_requests(client, project, owner_tok
     error = client.error("batchExport.create", create_params(project.id), token=owner_token)
     assert error["code"] == -32029 and error["data"]["code"] == "TOO_MANY_REQUESTS"
     assert str(settings.BATCH_EXPORT_MAX_ACTIVE_PER_PROJECT) in error["message"]
+
+
+def test_search_type_longer_than_its_choices_is_bad_request(client, project, owner_token):
+    query = {**TRACES_QUERY, "searchQuery": "x", "searchType": ["id", "content"] * 50_000}
+    error = client.error("batchExport.create", create_params(project.id, query=query), token=owner_token)
+    assert error["data"]["code"] == "BAD_REQUEST"
+    assert any("searchType" in issue["loc"] for issue in error["data"]["issues"])
+
+
+def test_search_type_with_both_choices_is_accepted(client, project, owner_token):
+    query = {**TRACES_QUERY, "searchQuery": "x", "searchType": ["id", "content"]}
+    export = client.result("batchExport.create", create_params(project.id, query=query), token=owner_token)
+    assert export["query"]["searchType"] == ["id", "content"]
