@@ -284,8 +284,9 @@ observation_profiles AS (
     SELECT y.*,
            jsonb_build_object('input', y.input_tokens, 'output', y.output_tokens,
                               'total', y.input_tokens + y.output_tokens) AS usage,
-           jsonb_build_object('input', y.input_cost, 'output', y.output_cost,
-                              'total', y.input_cost + y.output_cost) AS cost
+           -- float8, not numeric, in JSON: numeric keeps its scale (0.30000000000000000000), an SDK sends 0.3.
+           jsonb_build_object('input', y.input_cost::float8, 'output', y.output_cost::float8,
+                              'total', (y.input_cost + y.output_cost)::float8) AS cost
     FROM (
         SELECT x.k, x.hk,
                p.generation_names[1 + (x.hk & 255) %% cardinality(p.generation_names)] AS generation_name,
@@ -297,7 +298,7 @@ observation_profiles AS (
                jsonb_build_object('stream', (x.hk >> 16) & 1 = 1, 'attempt', 1 + ((x.hk >> 17) & 1)) AS generation_metadata,
                p.models[x.model] AS model,
                'model-' || x.model AS internal_model_id,
-               jsonb_build_object('temperature', ((x.hk >> 18) & 7) / 10.0,
+               jsonb_build_object('temperature', (((x.hk >> 18) & 7) / 10.0)::float8,
                                   'max_tokens', 256 * (1 + ((x.hk >> 21) & 7))) AS model_parameters,
                x.input_tokens, x.output_tokens,
                round(x.input_tokens * p.input_prices[x.model] / 1000000, 8) AS input_cost,
@@ -528,7 +529,7 @@ INSERT INTO dataset_runs (id, project_id, dataset_id, name, description, metadat
 SELECT 'dr-' || lpad(d::text, 2, '0') || '-' || r, %(project_id)s, 'ds-' || lpad(d::text, 2, '0'),
        (%(run_names)s::text[])[r], 'Experiment ' || r || ' on dataset ' || d,
        jsonb_build_object('model', (ARRAY['gpt-4o-mini', 'gpt-4o', 'claude-3-5-sonnet-20241022'])[r],
-                          'temperature', (r - 1) / 2.0),
+                          'temperature', ((r - 1) / 2.0)::float8),
        %(now)s::timestamptz - (7 * (%(runs)s - r) + 2) * interval '1 day' + d * interval '1 hour',
        %(now)s::timestamptz - (7 * (%(runs)s - r) + 2) * interval '1 day' + d * interval '1 hour'
 FROM generate_series(1, %(datasets)s) AS d, generate_series(1, %(runs)s) AS r
