@@ -48,10 +48,26 @@ def cmd_serve(args: argparse.Namespace) -> None:
 def cmd_worker(args: argparse.Namespace) -> None:
     import redis
 
-    from workers.queue import build_worker
+    from workers.queue import REDIS_RETRY_MAX_DELAY, build_worker, redis_address, wait_for_redis
 
     settings = _settings()
-    worker = build_worker(redis.Redis.from_url(settings.REDIS_URL))
+    connection = redis.Redis.from_url(settings.REDIS_URL)
+
+    # A worker rides out Redis outages once running, so it waits for Redis at start too: a supervisor
+    # may start it before Redis, and a restart during an outage must not become a crash loop.
+    def unreachable(exc: Exception) -> None:
+        print(
+            f"batch-export worker: Redis at {redis_address(connection)} is unreachable ({exc});"
+            f" waiting for it, trying again every {REDIS_RETRY_MAX_DELAY:.0f} s at most",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    try:
+        wait_for_redis(connection, unreachable)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    worker = build_worker(connection)
     # The scheduler runs RQ's delayed retries (the backoff between attempts).
     worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
 
