@@ -22,6 +22,14 @@ def _settings():
         raise SystemExit(2) from None
 
 
+def _service_settings(command: str):
+    """The settings of a long-running process (serve, worker), with its warnings printed once at start."""
+    settings = _settings()
+    for warning in settings.startup_warnings():
+        print(f"batch-export {command}: {warning}", file=sys.stderr, flush=True)
+    return settings
+
+
 def cmd_migrate(args: argparse.Namespace) -> None:
     import db
 
@@ -32,7 +40,7 @@ def cmd_migrate(args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    _settings()  # fail with one line, before uvicorn starts, if the configuration is bad
+    _service_settings("serve")  # fail with one line, before uvicorn starts, if the configuration is bad
     # Keep idle connections longer than clients' own reuse window (httpx: 5 s, uvicorn's default
     # too), so a client never sends on a connection the server is closing.
     uvicorn.run(
@@ -50,7 +58,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
     from workers.queue import REDIS_RETRY_MAX_DELAY, build_worker, redis_address, wait_for_redis
 
-    settings = _settings()
+    settings = _service_settings("worker")
     connection = redis.Redis.from_url(settings.REDIS_URL)
 
     # A worker rides out Redis outages once running, so it waits for Redis at start too: a supervisor
