@@ -155,6 +155,13 @@ class ExportScheduler(RQScheduler):
             self.request_stop()
         super().work()
 
+    def stop(self) -> None:
+        try:
+            super().stop()
+        except REDIS_DOWN:
+            self._status = self.Status.STOPPED
+            self.log.warning("scheduler: stopping without releasing its lock, which expires on its own: Redis is down")
+
     # Each step of the scheduler's loop (it runs once a second) skips its turn while Redis is unreachable,
     # instead of ending the scheduler with a traceback for its worker to restart.
     def register_birth(self) -> None:
@@ -288,8 +295,19 @@ class ExportWorker(Worker):
             lambda: super(ExportWorker, self).handle_job_success(job, queue, started_job_registry, execution)
         )
 
-    def handle_job_failure(self, job: Job, queue: Queue, **kwargs: Any) -> None:
-        self._through_redis_outages(lambda: super(ExportWorker, self).handle_job_failure(job, queue, **kwargs))
+    def handle_job_failure(
+        self,
+        job: Job,
+        queue: Queue,
+        started_job_registry: Any = None,
+        exc_string: Any = "",
+        execution: Any = None,
+    ) -> Any:
+        return self._through_redis_outages(
+            lambda: super(ExportWorker, self).handle_job_failure(
+                job, queue, started_job_registry, exc_string, execution
+            )
+        )
 
     def register_death(self) -> None:
         try:
@@ -297,6 +315,19 @@ class ExportWorker(Worker):
         except REDIS_DOWN:
             # Stopping during an outage: the worker's record in Redis expires on its own.
             self.log.warning("stopping without unregistering from Redis, which is unreachable")
+
+    def unsubscribe(self) -> None:
+        try:
+            super().unsubscribe()
+        except REDIS_DOWN:
+            pass  # stopping during an outage: Redis drops the subscription with the connection
+
+    def set_shutdown_requested_date(self) -> None:
+        # Called from the SIGTERM handler: an outage must not turn the request to stop into an error.
+        try:
+            super().set_shutdown_requested_date()
+        except REDIS_DOWN:
+            self.log.warning("stopping after the current job; Redis is unreachable, so it is not told")
 
     def _pubsub_exception_handler(self, exc: Exception, pubsub: Any, pubsub_thread: Any) -> None:
         if isinstance(exc, redis.exceptions.ConnectionError):

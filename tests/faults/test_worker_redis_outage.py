@@ -77,6 +77,15 @@ def test_worker_resumes_after_an_outage_while_idle_and_logs_it_once(stack: Fault
     assert "Traceback" not in worker.log(), worker.log()[-3000:]
 
 
+def test_worker_stopped_during_an_outage_exits_cleanly(stack: FaultStack):
+    worker = stack.worker()
+    stack.redis.stop()
+    wait_for(lambda: WORKER_WAITS in worker.log() or not worker.alive(), 60, "the worker to notice", worker)
+    os.kill(worker.pid, signal.SIGTERM)
+    assert worker.process.wait(timeout=30) == 0, worker.log()[-3000:]
+    assert "Traceback" not in worker.log(), worker.log()[-3000:]
+
+
 def test_worker_started_while_redis_is_down_says_so_in_one_line_and_waits(
     stack: FaultStack, small_tenant: Tenant, conn
 ):
