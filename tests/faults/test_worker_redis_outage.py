@@ -8,10 +8,12 @@ import re
 import signal
 
 import pytest
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
 
 from tests.conftest import RpcClient
 from tests.faults.conftest import FaultStack, Tenant, hold_table
-from tests.faults.processes import WorkerProcess, attempts_of, is_alive, wait_for
+from tests.faults.processes import TcpProxy, WorkerProcess, attempts_of, is_alive, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -59,6 +61,36 @@ def test_worker_rides_out_a_redis_outage_while_its_work_horse_exports(stack: Fau
     assert len(attempts_of(running, worker)) == 1 and len(attempts_of(created["id"], worker)) == 1
     assert stack.file(stack.load(created["id"])).read_bytes() == stack.file(stack.load(running)).read_bytes()
     assert "found an unhandled exception" not in worker.log()
+
+
+def test_worker_cut_off_from_a_redis_that_keeps_its_data_records_the_job_once_back(
+    stack: FaultStack, small_tenant: Tenant, conn
+):
+    # Redis itself stays up (the API enqueues as usual); only the worker's path to it is cut.
+    proxy = TcpProxy(stack.redis.port).start()
+    worker = stack.worker(REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0")
+    running = small_tenant.new_export(conn, QUERY, name="exporting when the network goes")
+    blocker = hold_table(stack.settings.DATABASE_URL, "observations")
+    try:
+        assert stack.enqueue(running)
+        wait_for(lambda: attempts_of(running, worker), 30, "the attempt to start", worker)
+        proxy.cut()
+        wait_for(lambda: WORKER_WAITS in worker.log() or not worker.alive(), 60, "the worker to notice", worker)
+        queued = small_tenant.new_export(conn, QUERY, name="enqueued while the worker is cut off")
+        assert stack.enqueue(queued)
+    finally:
+        blocker.close()
+    wait_for(lambda: stack.load(running)["status"] == "COMPLETED", 60, "the running export to finish", worker)
+    proxy.restore()
+    wait_for(lambda: stack.load(queued)["status"] == "COMPLETED", 60, "the queued export", worker)
+
+    assert worker.alive(), worker.log()[-3000:]
+    with stack.redis_client() as connection:
+        statuses = [
+            Job.fetch(i, connection=connection, serializer=JSONSerializer).get_status() for i in (running, queued)
+        ]
+    assert statuses == [JobStatus.FINISHED, JobStatus.FINISHED]
+    assert len(attempts_of(running, worker)) == 1 and len(attempts_of(queued, worker)) == 1
 
 
 def test_worker_resumes_after_an_outage_while_idle_and_logs_it_once(stack: FaultStack, small_tenant: Tenant, conn):
