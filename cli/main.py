@@ -38,6 +38,14 @@ def _database_reachable() -> Iterator[None]:
         raise SystemExit(1) from None
 
 
+def _service_settings(command: str):
+    """The settings of a long-running process (serve, worker), with its warnings printed once at start."""
+    settings = _settings()
+    for warning in settings.startup_warnings():
+        print(f"batch-export {command}: {warning}", file=sys.stderr, flush=True)
+    return settings
+
+
 def cmd_migrate(args: argparse.Namespace) -> None:
     import db
 
@@ -82,7 +90,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     import uvicorn
 
-    settings = _settings()  # fail with one line, before uvicorn starts, if the configuration is bad
+    settings = _service_settings("serve")  # fail with one line, before uvicorn starts, if the configuration is bad
     try:
         base_url = public_base_url(settings, args.host, args.port)
     except SettingsError as exc:
@@ -105,10 +113,26 @@ def cmd_serve(args: argparse.Namespace) -> None:
 def cmd_worker(args: argparse.Namespace) -> None:
     import redis
 
-    from workers.queue import build_worker
+    from workers.queue import REDIS_RETRY_MAX_DELAY, build_worker, redis_address, wait_for_redis
 
-    settings = _settings()
-    worker = build_worker(redis.Redis.from_url(settings.REDIS_URL))
+    settings = _service_settings("worker")
+    connection = redis.Redis.from_url(settings.REDIS_URL)
+
+    # A worker rides out Redis outages once running, so it waits for Redis at start too: a supervisor
+    # may start it before Redis, and a restart during an outage must not become a crash loop.
+    def unreachable(exc: Exception) -> None:
+        print(
+            f"batch-export worker: Redis at {redis_address(connection)} is unreachable ({exc});"
+            f" waiting for it, trying again every {REDIS_RETRY_MAX_DELAY:.0f} s at most",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    try:
+        wait_for_redis(connection, unreachable)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    worker = build_worker(connection)
     # The scheduler runs RQ's delayed retries (the backoff between attempts).
     worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
 

@@ -287,8 +287,9 @@ observation_profiles AS (
     SELECT y.*,
            jsonb_build_object('input', y.input_tokens, 'output', y.output_tokens,
                               'total', y.input_tokens + y.output_tokens) AS usage,
-           jsonb_build_object('input', y.input_cost, 'output', y.output_cost,
-                              'total', y.input_cost + y.output_cost) AS cost
+           -- float8, not numeric, in JSON: numeric keeps its scale (0.30000000000000000000), an SDK sends 0.3.
+           jsonb_build_object('input', y.input_cost::float8, 'output', y.output_cost::float8,
+                              'total', (y.input_cost + y.output_cost)::float8) AS cost
     FROM (
         SELECT x.k, x.hk,
                p.generation_names[1 + (x.hk & 255) %% cardinality(p.generation_names)] AS generation_name,
@@ -300,7 +301,7 @@ observation_profiles AS (
                jsonb_build_object('stream', (x.hk >> 16) & 1 = 1, 'attempt', 1 + ((x.hk >> 17) & 1)) AS generation_metadata,
                p.models[x.model] AS model,
                'model-' || x.model AS internal_model_id,
-               jsonb_build_object('temperature', ((x.hk >> 18) & 7) / 10.0,
+               jsonb_build_object('temperature', (((x.hk >> 18) & 7) / 10.0)::float8,
                                   'max_tokens', 256 * (1 + ((x.hk >> 21) & 7))) AS model_parameters,
                x.input_tokens, x.output_tokens,
                round(x.input_tokens * p.input_prices[x.model] / 1000000, 8) AS input_cost,
@@ -538,7 +539,7 @@ INSERT INTO dataset_runs (id, project_id, dataset_id, name, description, metadat
 SELECT 'dr-' || lpad(d::text, 2, '0') || '-' || r, %(project_id)s, 'ds-' || lpad(d::text, 2, '0'),
        (%(run_names)s::text[])[r], 'Experiment ' || r || ' on dataset ' || d,
        jsonb_build_object('model', (ARRAY['gpt-4o-mini', 'gpt-4o', 'claude-3-5-sonnet-20241022'])[r],
-                          'temperature', (r - 1) / 2.0),
+                          'temperature', ((r - 1) / 2.0)::float8),
        %(now)s::timestamptz - (7 * (%(runs)s - r) + 2) * interval '1 day' + d * interval '1 hour',
        %(now)s::timestamptz - (7 * (%(runs)s - r) + 2) * interval '1 day' + d * interval '1 hour'
 FROM generate_series(1, %(datasets)s) AS d, generate_series(1, %(runs)s) AS r
@@ -576,7 +577,7 @@ def trace_id(n: int) -> str:
 
 
 def seed(
-    conn: psycopg.Connection,
+    conn: psycopg.Connection[Any],
     project_id: str,
     *,
     traces: int,
@@ -615,7 +616,7 @@ def seed(
                     "(seeding twice would mix two data sets under the same ids)"
                 )
             if now is None:
-                now = cur.execute("SELECT now()").fetchone()[0]
+                (now,) = cur.execute("SELECT now()").fetchone() or (None,)
             params = _bulk_params(
                 project_id, traces=traces, rng_seed=rng_seed, now=now, awkward_traces=min(traces, len(awkward.strings))
             )
@@ -740,7 +741,7 @@ def _generate_trace_sessions(cur: psycopg.Cursor, params: dict[str, Any]) -> dic
 class _Helper:
     """A second connection doing work in a thread (start), committed only by finish()."""
 
-    def __init__(self, conn: psycopg.Connection) -> None:
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
         self.counts: dict[str, int] = {}
         self.error: BaseException | None = None
@@ -774,7 +775,7 @@ class _Helper:
         self.conn.close()  # rolls back anything not committed by finish()
 
 
-def _start_helper(conn: psycopg.Connection, params: dict[str, Any], awkward: AwkwardValues) -> _Helper | None:
+def _start_helper(conn: psycopg.Connection[Any], params: dict[str, Any], awkward: AwkwardValues) -> _Helper | None:
     """Opens a second connection with `conn`'s parameters, or returns None to write everything on `conn`."""
     # conn.info.dsn hides the password; the libpq options behind it carry it.
     options = {o.keyword.decode(): o.val.decode() for o in conn.pgconn.info if o.val is not None}

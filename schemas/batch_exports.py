@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -57,7 +57,8 @@ class BatchExportQuery(_Input):
     tableName: TableName
     filter: Annotated[list[Filter], Field(max_length=50)] | None = None
     searchQuery: Annotated[str, StringConstraints(max_length=1000)] | None = None
-    searchType: Annotated[list[SearchType], Field(fail_fast=True)] | None = None
+    # Each search type at most once: like every other list on the wire, its length is bounded.
+    searchType: Annotated[list[SearchType], Field(max_length=len(get_args(SearchType)), fail_fast=True)] | None = None
     orderBy: OrderBy | None = None
     # The page the user was looking at; an export always covers every matching row, as in Langfuse.
     limit: Annotated[int, Field(ge=1)] | None = None

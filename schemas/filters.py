@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 ColumnName = Annotated[str, Field(min_length=1, max_length=200)]
 FilterText = Annotated[str, Field(max_length=100_000)]
 # fail_fast: the first wrong option is reported, not each of up to a thousand (which cost the API a
 # second of CPU per filter and a reply of megabytes).
 OptionList = Annotated[list[FilterText], Field(max_length=1000, fail_fast=True)]
+
+
+def _in_utc(value: datetime) -> datetime:
+    """The instant in UTC (a value without an offset is taken as UTC, as the frontend sends it).
+
+    Postgres takes offsets only up to ±15:59 and refuses the rest when the export runs, long after
+    the caller was told the export was accepted; in UTC every instant a datetime can hold is one it takes.
+    """
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range: in UTC it falls outside the years 1 to 9999") from None
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_in_utc)]
 
 StringOperator = Literal["=", "contains", "does not contain", "starts with", "ends with"]
 NumberOperator = Literal["=", ">", "<", ">=", "<="]
@@ -30,7 +47,7 @@ class _Filter(BaseModel):
 class DatetimeFilter(_Filter):
     type: Literal["datetime"]
     operator: DatetimeOperator
-    value: datetime
+    value: UtcDatetime
 
 
 class StringFilter(_Filter):

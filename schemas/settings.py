@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlparse
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # The local stack `batch-export demo` starts listens on these ports; the defaults point at it so a
@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     # For S3-compatible servers (MinIO, moto, R2 ...); empty means AWS itself.
     S3_ENDPOINT_URL: str = ""
     PUBLIC_BASE_URL: str = "http://127.0.0.1:8000"
+    # "production" refuses the development defaults of secrets; anything else only warns about them.
+    ENVIRONMENT: str = "development"
+    # Signs download links: whoever knows it can forge a link to any export.
     SECRET_KEY: str = Field(default=INSECURE_DEV_SECRET, min_length=16)
     BATCH_EXPORT_ROW_LIMIT: int = Field(default=1_500_000, gt=0)
     BATCH_EXPORT_DOWNLOAD_LINK_EXPIRATION_HOURS: float = Field(default=24, gt=0)
@@ -96,9 +99,34 @@ class Settings(BaseSettings):
                 value = tuple(int(part) for part in value.replace(" ", "").split(","))
             except ValueError:
                 raise ValueError("must be whole seconds separated by commas, like 10,60,300") from None
+        if not isinstance(value, (tuple, list)):
+            return value  # pydantic refuses what is not a sequence of integers
         if not value or any(delay < 0 for delay in value):
             raise ValueError("must be at least one delay, none negative")
         return value
+
+    @model_validator(mode="after")
+    def _no_development_secret_in_production(self) -> Settings:
+        if self.is_production and self.SECRET_KEY == INSECURE_DEV_SECRET:
+            raise ValueError(
+                "SECRET_KEY is the public development default, refused with ENVIRONMENT=production:"
+                " set SECRET_KEY to a long random secret (e.g. `openssl rand -hex 32`)"
+            )
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.ENVIRONMENT.strip().lower() == "production"
+
+    def startup_warnings(self) -> list[str]:
+        """What an operator must hear when a process starts with settings that are only fit for development."""
+        warnings = []
+        if self.SECRET_KEY == INSECURE_DEV_SECRET:
+            warnings.append(
+                "WARNING: SECRET_KEY is not set: download links are signed with the public development secret,"
+                " so anyone can forge them; set SECRET_KEY (ENVIRONMENT=production refuses to start without it)"
+            )
+        return warnings
 
     @field_validator("PUBLIC_BASE_URL")
     @classmethod
@@ -116,8 +144,14 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        problems = "; ".join(_problem(err) for err in exc.errors())
         raise SettingsError(f"invalid configuration: {problems}") from None
+
+
+def _problem(err: Any) -> str:
+    message = str(err["msg"]).removeprefix("Value error, ")
+    where = ".".join(str(part) for part in err["loc"])
+    return f"{where}: {message}" if where else message
 
 
 @lru_cache(maxsize=1)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 import db
@@ -353,3 +357,85 @@ def test_seeding_a_project_that_already_has_traces_is_refused(module_conn, seede
 def test_an_unknown_project_is_refused(conn):
     with pytest.raises(SeedError, match="does not exist"):
         seed(conn, "no-such-project", traces=1)
+
+
+def _json_numbers(value: Any) -> Iterator[str]:
+    """Every number in a JSON value, as the text it is written with."""
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _json_numbers(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _json_numbers(item)
+    elif isinstance(value, _NumberText):
+        yield value
+
+
+class _NumberText(str):
+    pass
+
+
+def _padded(number: str) -> bool:
+    """0.30000000000000000000, 1.50, 2.0: a decimal's scale, which no SDK's JSON encoder writes."""
+    mantissa = number.lower().split("e")[0]
+    return "." in mantissa and mantissa.endswith("0")
+
+
+def test_seeded_json_numbers_are_written_as_an_sdk_would_send_them(module_conn, seeded, awkward_values):
+    project_id, _ = seeded
+    padded = []
+    for table in SEEDED_TABLES:
+        columns = module_conn.execute(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_name = %s AND data_type = 'jsonb' ORDER BY ordinal_position",
+            (table,),
+        ).fetchall()
+        for column in (c["column_name"] for c in columns):
+            query = sql.SQL("SELECT {}::text AS v FROM {} WHERE project_id = %s AND {} IS NOT NULL").format(
+                sql.Identifier(column), sql.Identifier(table), sql.Identifier(column)
+            )
+            for row in module_conn.execute(query, (project_id,)):
+                numbers = _json_numbers(json.loads(row["v"], parse_float=_NumberText, parse_int=_NumberText))
+                padded += [(table, column, n) for n in numbers if _padded(n)]
+    assert sorted({(t, c) for t, c, _ in padded}) == [], padded[:10]
+
+
+def test_an_export_of_seeded_observations_carries_their_temperature_as_sent(
+    module_conn, seeded, tmp_path, monkeypatch, database_url
+):
+    from db import batch_exports
+    from schemas.settings import get_settings
+    from workers.batch_export import run_batch_export
+
+    project_id, _ = seeded
+    storage = tmp_path / "exports"
+    storage.mkdir()
+    monkeypatch.chdir(tmp_path)
+    for name, value in {
+        "DATABASE_URL": database_url,
+        "EXPORT_STORAGE_URL": storage.as_uri(),
+        "SECRET_KEY": "test-secret-key-0123456789",
+        "SMTP_URL": "",
+    }.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    user = access.upsert_user(module_conn, "seed-exporter@example.com", "Seed Exporter")
+    query = {
+        "tableName": "observations",
+        "filter": [{"column": "type", "type": "stringOptions", "operator": "any of", "value": ["GENERATION"]}],
+        "orderBy": None,
+    }
+    export_id = module_conn.execute(
+        batch_exports.INSERT_SQL,
+        batch_exports.insert_params(
+            project_id=project_id, user_id=user["id"], name="seed", format="JSONL", query=query
+        ),
+    ).fetchone()["id"]
+    try:
+        run_batch_export(export_id)
+    finally:
+        get_settings.cache_clear()
+    row = batch_exports.load(module_conn, export_id)
+    text = (storage / row["object_key"]).read_text()
+    assert '"temperature": 0.3' in text.replace('"temperature":0.3', '"temperature": 0.3')
+    assert "0.30000" not in text and "0.50000" not in text

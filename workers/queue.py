@@ -7,15 +7,22 @@ refused by RQ itself because the job id is the export id.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
+import signal
+import time
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
-from rq import Callback, Queue, Retry, Worker
+from rq import Callback, Queue, Retry, Worker, worker_registration
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import AbandonedJobError, DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
+from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 
 import db
@@ -25,6 +32,7 @@ from workers.batch_export import run_batch_export
 from workers.maintenance import delete_expired
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 QUEUE_NAME = "batch-exports"
 # A worker reports a heartbeat this often while a job runs ...
@@ -36,6 +44,10 @@ MAINTENANCE_INTERVAL = 15
 # An idle worker blocks on the queue for worker_ttl - 15 s between maintenance checks; RQ's default
 # (420 s) would leave a dead worker's job unnoticed for minutes.
 WORKER_TTL = 35
+# While Redis cannot be reached a worker tries again after 0.5 s, then twice as long each time up to this:
+# an outage of any length costs a ping every few seconds, and the worker resumes within them.
+REDIS_RETRY_MAX_DELAY = 5.0
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 def export_queue(connection: redis.Redis) -> Queue:
@@ -102,8 +114,255 @@ def _record_attempt_failure(job: Job, message: str) -> None:
             batch_exports.mark_failed(conn, job.id, message)
 
 
+def wait_for_redis(connection: redis.Redis, on_unreachable: Callable[[Exception], None]) -> None:
+    """Returns once Redis answers; calls `on_unreachable` once, with the first error, if it does not at first."""
+    delay = 0.5
+    reported = False
+    while True:
+        try:
+            connection.ping()
+            return
+        except REDIS_DOWN as exc:
+            if not reported:
+                on_unreachable(exc)
+                reported = True
+        time.sleep(delay)
+        delay = min(delay * 2, REDIS_RETRY_MAX_DELAY)
+
+
+def redis_address(connection: redis.Redis) -> str:
+    """Where the connection points, without its password: for messages to operators."""
+    kwargs = connection.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+
+
+class ExportScheduler(RQScheduler):
+    """RQ's scheduler (it runs the delayed retries), which ends with the worker that started it.
+
+    It runs in a process forked from the worker; when the worker is SIGKILLed nothing would stop it,
+    and the orphan would hold the scheduler lock and keep enqueueing for a worker that is gone.
+    """
+
+    _redis_down = False
+
+    def work(self) -> None:
+        # Linux sends SIGTERM (the scheduler's own "stop" signal) to this process when its parent dies.
+        parent = os.getppid()
+        _exit_with_parent(signal.SIGTERM)
+        if os.getppid() != parent:  # the worker died before the request was in place
+            self.request_stop()
+        super().work()
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        except REDIS_DOWN:
+            self._status = self.Status.STOPPED
+            self.log.warning("scheduler: stopping without releasing its lock, which expires on its own: Redis is down")
+
+    # Each step of the scheduler's loop (it runs once a second) skips its turn while Redis is unreachable,
+    # instead of ending the scheduler with a traceback for its worker to restart.
+    def register_birth(self) -> None:
+        self._unless_redis_is_down(super().register_birth)
+
+    def acquire_locks(self, auto_start: bool = False) -> Any:
+        return self._unless_redis_is_down(lambda: super(ExportScheduler, self).acquire_locks(auto_start))
+
+    def heartbeat(self) -> None:
+        self._unless_redis_is_down(super().heartbeat)
+
+    def enqueue_scheduled_jobs(self) -> None:
+        self._unless_redis_is_down(super().enqueue_scheduled_jobs)
+
+    def _unless_redis_is_down(self, step: Callable[[], T]) -> T | None:
+        try:
+            result = step()
+        except REDIS_DOWN as exc:
+            if not self._redis_down:
+                self._redis_down = True
+                self.log.warning("scheduler: Redis is unreachable (%s); skipping its rounds until it answers", exc)
+            return None
+        if self._redis_down:
+            self._redis_down = False
+            self.log.warning("scheduler: Redis answers again; resuming")
+        return result
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _exit_with_parent(sig: signal.Signals) -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+            log.warning("the scheduler cannot ask to end with its worker: prctl failed (errno %d)", ctypes.get_errno())
+    except (OSError, AttributeError):
+        log.warning("the scheduler cannot ask to end with its worker: prctl is not available on this system")
+
+
 class ExportWorker(Worker):
-    """RQ's worker, with a short heartbeat lease so a dead worker's export is noticed and retried quickly."""
+    """RQ's worker, with a short heartbeat lease so a dead worker's export is noticed and retried quickly.
+
+    It also rides out Redis outages of any length. RQ's own loop retries only its blocking dequeue and
+    quits on any other Redis error: the heartbeat between jobs, the work horse's heartbeats while a job
+    runs, the horse's bookkeeping at the end of a job. Each of those steps is safe to repeat, so each
+    waits here for Redis (logging the outage once, and its end) and runs again. An export created
+    meanwhile was refused a job by Redis; the sweep in the maintenance tasks enqueues it afterwards.
+    """
+
+    _redis_down_since: float | None = None
+
+    def _through_redis_outages(self, step: Callable[[], T]) -> T:
+        """Runs `step`; while Redis cannot be reached, waits for it (with backoff) and runs `step` again."""
+        delay = 0.5
+        while True:
+            try:
+                result = step()
+            except REDIS_DOWN as exc:
+                if self._redis_down_since is None:
+                    self._redis_down_since = time.monotonic()
+                    self.log.warning(
+                        "Redis at %s is unreachable (%s): waiting for it, trying again every %.0f s at most",
+                        redis_address(self.connection),
+                        exc,
+                        REDIS_RETRY_MAX_DELAY,
+                    )
+                time.sleep(delay)
+                delay = min(delay * 2, REDIS_RETRY_MAX_DELAY)
+                continue
+            if self._redis_down_since is not None:
+                self.log.warning(
+                    "Redis answers again after %.0f s unreachable: resuming", time.monotonic() - self._redis_down_since
+                )
+                self._redis_down_since = None
+                self._register_again()
+            return result
+
+    def _register_again(self) -> None:
+        """A Redis that restarted without its data has forgotten this worker: it is listed again."""
+        if self.is_horse:
+            return
+        try:
+            if not self.connection.sismember(self.redis_workers_keys, self.key):
+                with self.connection.pipeline() as pipeline:
+                    pipeline.hset(self.key, mapping=self.serialize())
+                    worker_registration.register(self, pipeline)
+                    pipeline.execute()
+        except REDIS_DOWN:
+            pass  # gone again: the next step waits for it
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        if pipeline is not None:  # queued on the caller's pipeline: no Redis call yet
+            return super().heartbeat(timeout, pipeline)
+        self._through_redis_outages(lambda: super(ExportWorker, self).heartbeat(timeout))
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        if pipeline is not None:
+            return super().set_state(state, pipeline)
+        self._through_redis_outages(lambda: super(ExportWorker, self).set_state(state))
+
+    def check_for_suspension(self, burst: bool) -> None:
+        self._through_redis_outages(lambda: super(ExportWorker, self).check_for_suspension(burst))
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        return self._through_redis_outages(
+            lambda: super(ExportWorker, self).dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        )
+
+    def prepare_execution(self, job: Job) -> Any:
+        return self._through_redis_outages(lambda: super(ExportWorker, self).prepare_execution(job))
+
+    def maintain_heartbeats(self, job: Job, execution: Any) -> None:
+        # The work horse goes on exporting meanwhile; only its lease waits for Redis.
+        self._through_redis_outages(lambda: super(ExportWorker, self).maintain_heartbeats(job, execution))
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        try:
+            super().execute_job(job, queue)
+        except REDIS_DOWN:
+            # Redis went away just as the horse ended (and ended badly): the job stays in RQ's started
+            # registry, its lease runs out, and RQ's abandoned-job clean-up retries or fails it.
+            self.log.warning("could not record the end of job %s: Redis is unreachable", job.id, exc_info=True)
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        # In the work horse, after the export itself is done: its outcome waits for Redis, not lost.
+        self._through_redis_outages(lambda: super(ExportWorker, self).handle_execution_ended(job, queue, heartbeat_ttl))
+
+    def handle_job_success(self, job: Job, queue: Queue, started_job_registry: Any, execution: Any) -> None:
+        self._through_redis_outages(
+            lambda: super(ExportWorker, self).handle_job_success(job, queue, started_job_registry, execution)
+        )
+
+    def handle_job_failure(
+        self,
+        job: Job,
+        queue: Queue,
+        started_job_registry: Any = None,
+        exc_string: Any = "",
+        execution: Any = None,
+    ) -> Any:
+        return self._through_redis_outages(
+            lambda: super(ExportWorker, self).handle_job_failure(
+                job, queue, started_job_registry, exc_string, execution
+            )
+        )
+
+    def register_death(self) -> None:
+        try:
+            super().register_death()
+        except REDIS_DOWN:
+            # Stopping during an outage: the worker's record in Redis expires on its own.
+            self.log.warning("stopping without unregistering from Redis, which is unreachable")
+
+    def unsubscribe(self) -> None:
+        try:
+            super().unsubscribe()
+        except REDIS_DOWN:
+            pass  # stopping during an outage: Redis drops the subscription with the connection
+
+    def set_shutdown_requested_date(self) -> None:
+        # Called from the SIGTERM handler: an outage must not turn the request to stop into an error.
+        try:
+            super().set_shutdown_requested_date()
+        except REDIS_DOWN:
+            self.log.warning("stopping after the current job; Redis is unreachable, so it is not told")
+
+    def _pubsub_exception_handler(self, exc: Exception, pubsub: Any, pubsub_thread: Any) -> None:
+        if isinstance(exc, redis.exceptions.ConnectionError):
+            # redis-py resubscribes once Redis is back; the outage is logged once, by the main loop.
+            time.sleep(2.0)
+            return
+        super()._pubsub_exception_handler(exc, pubsub, pubsub_thread)
+
+    def _start_scheduler(
+        self,
+        burst: bool = False,
+        logging_level: str | None = "INFO",
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+    ) -> None:
+        # RQ's own, with ExportScheduler instead of RQScheduler (RQ has no option to choose the class).
+        self.scheduler = ExportScheduler(
+            self.queues,
+            connection=self.connection,
+            logging_level=logging_level if logging_level is not None else self.log.level,
+            date_format=date_format,
+            log_format=log_format,
+            serializer=self.serializer,
+        )
+        self.scheduler.acquire_locks()
+        if self.scheduler.acquired_locks:
+            if burst:
+                try:
+                    self.scheduler.register_birth()
+                    self.scheduler.enqueue_scheduled_jobs()
+                finally:
+                    self.scheduler.release_locks()
+                    self.scheduler.register_death()
+            else:
+                self.scheduler.start()
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return self.job_monitoring_interval + HEARTBEAT_GRACE_SECONDS
@@ -118,7 +377,7 @@ class ExportWorker(Worker):
             self.log.exception("could not record the death of export %s's work horse", job.id)
 
     def run_maintenance_tasks(self) -> None:
-        super().run_maintenance_tasks()
+        self._through_redis_outages(super().run_maintenance_tasks)
         # The worker is the one process that always runs, so it also repairs lost enqueues.
         # A failing sweep is logged and tried again next cycle; it must never stop the worker.
         try:

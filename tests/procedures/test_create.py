@@ -1,8 +1,13 @@
 """batchExport.create: the export row, its audit entry, and exactly one RQ job."""
 
+import csv
+import io
+from pathlib import Path
+
+import pytest
 from rq.job import Job
 
-from tests.support.rpc_client import create_params
+from tests.support.rpc_client import TRACES_QUERY, create_params
 from workers.queue import QUEUE_NAME, enqueue_export, export_queue
 
 
@@ -112,3 +117,67 @@ def test_too_many_active_exports_is_too_many_requests(client, project, owner_tok
     error = client.error("batchExport.create", create_params(project.id), token=owner_token)
     assert error["code"] == -32029 and error["data"]["code"] == "TOO_MANY_REQUESTS"
     assert str(settings.BATCH_EXPORT_MAX_ACTIVE_PER_PROJECT) in error["message"]
+
+
+def test_search_type_longer_than_its_choices_is_bad_request(client, project, owner_token):
+    query = {**TRACES_QUERY, "searchQuery": "x", "searchType": ["id", "content"] * 50_000}
+    error = client.error("batchExport.create", create_params(project.id, query=query), token=owner_token)
+    assert error["data"]["code"] == "BAD_REQUEST"
+    assert any("searchType" in issue["loc"] for issue in error["data"]["issues"])
+
+
+def test_search_type_with_both_choices_is_accepted(client, project, owner_token):
+    query = {**TRACES_QUERY, "searchQuery": "x", "searchType": ["id", "content"]}
+    export = client.result("batchExport.create", create_params(project.id, query=query), token=owner_token)
+    assert export["query"]["searchType"] == ["id", "content"]
+
+
+def _after(value: str) -> dict:
+    return {
+        "tableName": "traces",
+        "filter": [{"column": "timestamp", "type": "datetime", "operator": ">", "value": value}],
+        "orderBy": {"column": "timestamp", "order": "ASC"},
+    }
+
+
+@pytest.mark.parametrize(
+    "sent, in_utc",
+    [
+        ("2026-01-01T00:00:00+23:59", "2025-12-31T00:01:00Z"),
+        ("2026-01-01T00:00:00-16:00", "2026-01-01T16:00:00Z"),
+        ("2026-01-01T00:00:00", "2026-01-01T00:00:00Z"),
+    ],
+)
+def test_datetime_filters_are_stored_in_utc(client, project, owner_token, sent, in_utc):
+    export = client.result("batchExport.create", create_params(project.id, query=_after(sent)), token=owner_token)
+    assert export["query"]["filter"][0]["value"] == in_utc
+
+
+@pytest.mark.parametrize("sent", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:30:00-01:00"])
+def test_datetime_filter_outside_the_years_postgres_takes_in_utc_is_bad_request(client, project, owner_token, sent):
+    error = client.error("batchExport.create", create_params(project.id, query=_after(sent)), token=owner_token)
+    assert error["data"]["code"] == "BAD_REQUEST"
+    assert "out of range" in error["message"] or any("out of range" in i["msg"] for i in error["data"]["issues"])
+
+
+def test_datetime_filter_with_an_offset_postgres_refuses_exports_the_rows_after_that_instant(
+    client, project, owner_token, conn, settings, tmp_path, monkeypatch
+):
+    from db import batch_exports
+    from workers.batch_export import run_batch_export
+
+    for trace_id, at in (("before", "2025-12-31T00:00:00Z"), ("after", "2025-12-31T00:02:00Z")):
+        conn.execute(
+            "INSERT INTO traces (id, project_id, timestamp, name) VALUES (%s, %s, %s, %s)",
+            (trace_id, project.id, at, trace_id),
+        )
+    query = _after("2026-01-01T00:00:00+23:59")  # 2025-12-31T00:01:00Z
+    export = client.result("batchExport.create", create_params(project.id, query=query), token=owner_token)
+    monkeypatch.chdir(tmp_path)  # the job's email outbox
+    run_batch_export(export["id"])
+
+    row = batch_exports.load(conn, export["id"])
+    assert row["status"] == "COMPLETED", row["log"]
+    storage = Path(settings.EXPORT_STORAGE_URL.removeprefix("file://"))
+    rows = list(csv.DictReader(io.StringIO((storage / row["object_key"]).read_text(), newline="")))
+    assert [r["id"] for r in rows] == ["after"]
