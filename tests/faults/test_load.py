@@ -149,7 +149,7 @@ def test_two_hundred_clients_for_a_minute(stack: FaultStack, small_tenant: Proje
     )
     rows = {r["id"]: r for r in conn.execute("SELECT * FROM batch_exports WHERE id = ANY(%s)", (ids,)).fetchall()}
     assert set(rows) == set(ids), "no created export is missing"
-    projects = [t.project_id for t in tenants]
+    projects = [t.id for t in tenants]
     stored = {
         r["id"] for r in conn.execute("SELECT id FROM batch_exports WHERE project_id = ANY(%s)", (projects,)).fetchall()
     }
