@@ -119,8 +119,16 @@ def cmd_worker(args: argparse.Namespace) -> None:
     connection = redis.Redis.from_url(settings.REDIS_URL)
 
     # A worker rides out Redis outages once running, so it waits for Redis at start too: a supervisor
-    # may start it before Redis, and a restart during an outage must not become a crash loop.
+    # may start it before Redis, and a restart during an outage must not become a crash loop. A burst
+    # run (cron, a script) has no outage to ride out: it says so in one line and fails.
     def unreachable(exc: Exception) -> None:
+        if args.burst:
+            print(
+                f"batch-export worker: Redis at {redis_address(connection)} is unreachable ({exc})",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise SystemExit(1)
         print(
             f"batch-export worker: Redis at {redis_address(connection)} is unreachable ({exc});"
             f" waiting for it, trying again every {REDIS_RETRY_MAX_DELAY:.0f} s at most",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -107,12 +108,17 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _no_development_secret_in_production(self) -> Settings:
-        if self.is_production and self.SECRET_KEY == INSECURE_DEV_SECRET:
+        if self.is_production and self.uses_development_secret:
             raise ValueError(
                 "SECRET_KEY is the public development default, refused with ENVIRONMENT=production:"
                 " set SECRET_KEY to a long random secret (e.g. `openssl rand -hex 32`)"
             )
         return self
+
+    @property
+    def uses_development_secret(self) -> bool:
+        # Constant-time, like every comparison of a secret.
+        return hmac.compare_digest(self.SECRET_KEY.encode(), INSECURE_DEV_SECRET.encode())
 
     @property
     def is_production(self) -> bool:
@@ -121,7 +127,7 @@ class Settings(BaseSettings):
     def startup_warnings(self) -> list[str]:
         """What an operator must hear when a process starts with settings that are only fit for development."""
         warnings = []
-        if self.SECRET_KEY == INSECURE_DEV_SECRET:
+        if self.uses_development_secret:
             warnings.append(
                 "WARNING: SECRET_KEY is not set: download links are signed with the public development secret,"
                 " so anyone can forge them; set SECRET_KEY (ENVIRONMENT=production refuses to start without it)"

@@ -111,6 +111,15 @@ def test_migrate_into_a_missing_database_says_how_to_create_it(settings):
     assert "createdb --encoding=UTF8" in line
 
 
+def test_a_burst_worker_with_redis_down_is_one_clear_line_and_a_failure(settings):
+    port = free_port()  # nothing listens there
+    result = run_cli("worker", "--burst", env_overrides={"REDIS_URL": f"redis://127.0.0.1:{port}/0"})
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = [text for text in result.stderr.splitlines() if "Redis" in text]
+    assert line.startswith(f"batch-export worker: Redis at 127.0.0.1:{port}/0 is unreachable ("), line
+
+
 def test_sweep_reports_what_it_enqueued(settings):
     assert last_line(run_cli("sweep")).startswith("enqueued ")
 
