@@ -220,8 +220,15 @@ def test_concurrent_creates_and_duplicate_enqueues_run_each_export_once_on_one_w
     assert Counter(a.export_id for a in runs) == Counter(ids), "each export ran exactly once"
     assert overlapping(runs) == [] and doubled == []
     assert {a.worker for a in runs} == {"worker-a", "worker-b"}, "both workers took part"
-    with stack.redis_client() as connection:
-        assert all(len(Job.fetch(i, connection=connection, serializer=JSONSerializer).results()) == 1 for i in ids)
+
+    def results() -> list[int]:
+        with stack.redis_client() as connection:
+            return [len(Job.fetch(i, connection=connection, serializer=JSONSerializer).results()) for i in ids]
+
+    # RQ records a job's result just after the job has written COMPLETED to Postgres: wait for the
+    # last ones, then there must be exactly one result per job.
+    wait_for(lambda: all(results()), 30, "RQ to record every job's result", *workers)
+    assert results() == [1] * len(ids)
 
 
 def test_a_worker_frozen_past_its_lease_never_runs_an_export_alongside_the_retry(

@@ -107,8 +107,13 @@ def test_work_horse_killed_on_its_last_attempt_leaves_the_export_failed_with_the
     assert failed["status"] == "FAILED"
     assert failed["log"] == WORKER_DIED
     assert failed["finished_at"] is not None and failed["object_key"] is None
-    with stack.redis_client() as connection:
-        assert export_id in FailedJobRegistry(queue=export_queue(connection)).get_job_ids()
+
+    def in_failed_registry() -> bool:
+        with stack.redis_client() as connection:
+            return export_id in FailedJobRegistry(queue=export_queue(connection)).get_job_ids()
+
+    # The worker records the death in Postgres first, then RQ moves the job to its failed registry.
+    wait_for(in_failed_registry, 30, "RQ to fail the job", worker)
     assert worker.alive(), "the worker itself survives its work horse"
 
 

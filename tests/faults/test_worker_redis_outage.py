@@ -86,11 +86,15 @@ def test_worker_cut_off_from_a_redis_that_keeps_its_data_records_the_job_once_ba
     wait_for(lambda: stack.load(queued)["status"] == "COMPLETED", 60, "the queued export", worker)
 
     assert worker.alive(), worker.log()[-3000:]
-    with stack.redis_client() as connection:
-        statuses = [
-            Job.fetch(i, connection=connection, serializer=JSONSerializer).get_status() for i in (running, queued)
-        ]
-    assert statuses == [JobStatus.FINISHED, JobStatus.FINISHED]
+
+    def statuses() -> list[JobStatus]:
+        with stack.redis_client() as connection:
+            return [
+                Job.fetch(i, connection=connection, serializer=JSONSerializer).get_status() for i in (running, queued)
+            ]
+
+    # RQ records a job's end in Redis just after the job has written COMPLETED to Postgres.
+    wait_for(lambda: statuses() == [JobStatus.FINISHED, JobStatus.FINISHED], 30, "RQ to record both jobs", worker)
     assert len(attempts_of(running, worker)) == 1 and len(attempts_of(queued, worker)) == 1
 
 
