@@ -65,11 +65,6 @@ class StreamGate:
             self._after = None
             self._changed.notify_all()
 
-    def held(self) -> int:
-        """How many connections are being held right now."""
-        with self._changed:
-            return len(self._held)
-
     def wait_held(self, total: int = 1, timeout: float = 120) -> None:
         """Until `total` connections have been held since the gate opened (one per attempt at a stream)."""
         self._wait(lambda: self._ever_held >= total, timeout, f"{total} held stream(s)")
