@@ -42,6 +42,7 @@ SEEDED_TABLES = (
     "traces",
     "observations",
     "scores",
+    "comments",
     "trace_sessions",
     "datasets",
     "dataset_items",
@@ -162,6 +163,19 @@ POOLS: dict[str, list[str]] = {
     "categorical_score_names": ["sentiment", "topic"],
     "categories": ["positive", "neutral", "negative", "billing", "bug-report"],
     "text_score_names": ["reviewer_note", "rationale"],
+    "comments": [
+        "Customer escalated this one; see ticket #4521.",
+        "Wrong document retrieved, the answer is still right.",
+        "Latency spike: the retriever timed out twice.",
+        "@anna can you check the prompt version here?",
+        "Gute Antwort, aber zu lang.",
+        "Used for the Q3 eval set.",
+    ],
+    "comment_authors": ["user-000001", "user-000002", "user-000003"],
+    "tools": ["web_search", "get_weather", "lookup_order", "calculator", "send_email"],
+    "services": ["support-bot", "rag-api", "eval-runner"],
+    "scopes": ["langfuse-sdk", "openinference.instrumentation.openai", "opentelemetry.instrumentation.httpx"],
+    "sdk_languages": ["python", "python", "node"],
     "score_comments": [
         "Looks right, but cites the wrong document.",
         'Too verbose; the "short answer" was asked for.',
@@ -198,7 +212,9 @@ WITH pools AS (
            %(boolean_score_names)s::text[] AS boolean_score_names,
            %(categorical_score_names)s::text[] AS categorical_score_names,
            %(categories)s::text[] AS categories, %(text_score_names)s::text[] AS text_score_names,
-           %(score_comments)s::text[] AS score_comments
+           %(score_comments)s::text[] AS score_comments, %(comments)s::text[] AS comments,
+           %(comment_authors)s::text[] AS comment_authors, %(tools)s::text[] AS tools,
+           %(services)s::text[] AS services, %(scopes)s::text[] AS scopes, %(sdk_languages)s::text[] AS sdk_languages
 ),"""
 
 # One row per trace, computed identically by every statement that needs a trace's fields, so
@@ -256,7 +272,10 @@ trace_profiles AS (
                'customer_tier', p.tiers[1 + ((x.hk >> 16) & 255) %% cardinality(p.tiers)],
                'region', p.regions[1 + ((x.hk >> 24) & 255) %% cardinality(p.regions)],
                'request', jsonb_build_object('retries', (x.hk >> 32) & 3, 'cached', (x.hk >> 34) & 1 = 1),
-               'sdk', 'python/2.' || ((x.hk >> 35) & 15)) AS metadata,
+               'sdk', 'python/2.' || ((x.hk >> 35) & 15))
+             -- an LLM-as-a-judge run marks its traces with the evaluator that made them
+             || CASE WHEN (x.hk >> 60) & 7 = 0 THEN jsonb_build_object('evaluator_id', 'eval-' || (1 + ((x.hk >> 63) & 1)))
+                     ELSE '{}'::jsonb END AS metadata,
            p.tag_sets[1 + ((x.hk >> 40) & 255) %% cardinality(p.tag_sets)]::text[] AS tags,
            CASE WHEN (x.hk >> 48) & 7 = 0 THEN NULL
                 ELSE 'v1.' || ((x.hk >> 51) & 7) || '.' || ((x.hk >> 54) & 3) END AS release,
@@ -314,12 +333,38 @@ observation_profiles AS (
                jsonb_build_object('documents', (x.hk >> 44) & 7, 'status', 'ok') AS span_output,
                p.event_names[1 + ((x.hk >> 47) & 255) %% cardinality(p.event_names)] AS event_name,
                jsonb_build_object('source', 'sdk', 'tags', jsonb_build_array('ui', 'v2')) AS event_metadata,
-               CASE WHEN (x.hk >> 55) & 3 = 0 THEN NULL ELSE 'rev-' || (1 + ((x.hk >> 57) & 7)) END AS version
+               CASE WHEN (x.hk >> 55) & 3 = 0 THEN NULL ELSE 'rev-' || (1 + ((x.hk >> 57) & 7)) END AS version,
+               -- Tools: up to three offered (a JSON schema each), and one or two of them called.
+               (SELECT coalesce(jsonb_object_agg(p.tools[1 + (x.tool_first + i) %% cardinality(p.tools)],
+                                                 jsonb_build_object(
+                                                     'description', 'Calls ' || p.tools[1 + (x.tool_first + i) %% cardinality(p.tools)],
+                                                     'parameters', jsonb_build_object(
+                                                         'type', 'object',
+                                                         'properties', jsonb_build_object('query', jsonb_build_object('type', 'string'))))),
+                                '{}'::jsonb)
+                FROM generate_series(0, x.tools_offered - 1) AS i) AS tool_definitions,
+               (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                                    'id', 'call_' || x.k || '_' || i,
+                                    'name', p.tools[1 + (x.tool_first + i) %% cardinality(p.tools)],
+                                    'arguments', jsonb_build_object('query', p.questions[1 + x.question])) ORDER BY i),
+                                '[]'::jsonb)
+                FROM generate_series(0, x.tools_called - 1) AS i) AS tool_calls,
+               ARRAY(SELECT p.tools[1 + (x.tool_first + i) %% cardinality(p.tools)]
+                     FROM generate_series(0, x.tools_called - 1) AS i ORDER BY i) AS tool_call_names,
+               p.services[1 + ((x.ht >> 8) & 255) %% cardinality(p.services)] AS service_name,
+               CASE WHEN (x.ht >> 16) & 7 = 0 THEN NULL ELSE '2.' || ((x.ht >> 19) & 7) || '.0' END AS service_version,
+               p.scopes[1 + ((x.ht >> 22) & 255) %% cardinality(p.scopes)] AS scope_name,
+               '0.' || (30 + ((x.ht >> 30) & 15)) || '.1' AS scope_version,
+               p.sdk_languages[1 + ((x.ht >> 34) & 255) %% cardinality(p.sdk_languages)] AS sdk_language,
+               '1.' || (24 + ((x.ht >> 42) & 7)) || '.0' AS sdk_version
         FROM (
-            SELECT k, hk, k %% %(questions_count)s AS question, 1 + ((hk >> 40) & 255) %% %(models_count)s AS model,
+            SELECT k, hk, ht, ht & 3 AS tools_offered, least(ht & 3, (ht >> 2) & 3) AS tools_called,
+                   (ht >> 4) & 15 AS tool_first,
+                   k %% %(questions_count)s AS question, 1 + ((hk >> 40) & 255) %% %(models_count)s AS model,
                    20 + ((hashint8extended(k, %(seed)s + 12) >> 8) & 65535) %% 3980 AS input_tokens,
                    5 + ((hashint8extended(k, %(seed)s + 12) >> 32) & 65535) %% 1200 AS output_tokens
-            FROM (SELECT k, hashint8extended(k, %(seed)s + 11) AS hk FROM generate_series(0, 256 * %(questions_count)s - 1) AS k OFFSET 0) AS h
+            FROM (SELECT k, hashint8extended(k, %(seed)s + 11) AS hk, hashint8extended(k, %(seed)s + 14) AS ht
+                  FROM generate_series(0, 256 * %(questions_count)s - 1) AS k OFFSET 0) AS h
         ) AS x, pools AS p
     ) AS y
     OFFSET 0
@@ -355,7 +400,10 @@ INSERT INTO observations (id, project_id, trace_id, parent_observation_id, type,
                           metadata, level, status_message, version, input, output, model, internal_model_id,
                           model_parameters, completion_start_time, prompt_id, prompt_name, prompt_version,
                           provided_usage_details, usage_details, provided_cost_details, cost_details,
-                          total_cost, environment, created_at, updated_at)
+                          total_cost, environment, created_at, updated_at, tool_definitions, tool_calls,
+                          tool_call_names, usage_pricing_tier_id, usage_pricing_tier_name, service_name,
+                          service_version, scope_name, scope_version, telemetry_sdk_language, telemetry_sdk_name,
+                          telemetry_sdk_version)
 SELECT 'o-' || lpad(o.n::text, 8, '0') || '-' || o.j, %(project_id)s, o.trace_id,
        CASE WHEN o.j = 1 THEN NULL ELSE 'o-' || lpad(o.n::text, 8, '0') || '-1' END,
        o.type, o.start_time, o.end_time,
@@ -384,7 +432,16 @@ SELECT 'o-' || lpad(o.n::text, 8, '0') || '-' || o.j, %(project_id)s, o.trace_id
        CASE WHEN o.type = 'GENERATION' AND (o.ho >> 52) & 3 = 0 THEN op.cost ELSE '{}'::jsonb END,
        CASE WHEN o.type = 'GENERATION' THEN op.cost ELSE '{}'::jsonb END,
        CASE WHEN o.type = 'GENERATION' THEN op.input_cost + op.output_cost END,
-       o.environment, o.end_time + interval '1 second', o.end_time + interval '1 second'
+       o.environment, o.end_time + interval '1 second', o.end_time + interval '1 second',
+       CASE WHEN o.type = 'GENERATION' THEN op.tool_definitions ELSE '{}'::jsonb END,
+       CASE WHEN o.type = 'GENERATION' THEN op.tool_calls ELSE '[]'::jsonb END,
+       CASE WHEN o.type = 'GENERATION' THEN op.tool_call_names ELSE '{}'::text[] END,
+       CASE WHEN o.type <> 'GENERATION' THEN NULL WHEN op.input_tokens > 3000 THEN 'tier-long-context'
+            ELSE 'tier-standard' END,
+       CASE WHEN o.type <> 'GENERATION' THEN NULL WHEN op.input_tokens > 3000 THEN 'Long context (>3k input tokens)'
+            ELSE 'Standard' END,
+       op.service_name, op.service_version, op.scope_name, op.scope_version, op.sdk_language, 'opentelemetry',
+       op.sdk_version
 FROM (
     SELECT c.*, c.start_time + c.elapsed_ms * interval '1 millisecond' AS end_time,
            CASE WHEN (c.ho >> 54) & 63 < 2 THEN 'ERROR' WHEN (c.ho >> 54) & 63 < 5 THEN 'WARNING'
@@ -423,7 +480,11 @@ score_profiles AS (
                 WHEN 'EVAL' THEN jsonb_build_object(
                     'evaluator', 'llm-as-judge', 'judge_model', 'gpt-4o',
                     'template', jsonb_build_object('name', 'correctness', 'version', 1 + ((x.hk >> 60) & 3)))
-                WHEN 'ANNOTATION' THEN jsonb_build_object('queue', 'weekly-review') END AS metadata
+                WHEN 'ANNOTATION' THEN jsonb_build_object('queue', 'weekly-review') END AS metadata,
+           -- annotations are made by people
+           CASE WHEN x.source = 'ANNOTATION'
+                THEN p.comment_authors[1 + ((x.hk >> 40) & 255) %% cardinality(p.comment_authors)] END
+             AS author_user_id
     FROM (
         SELECT k, hk,
                CASE WHEN hk & 127 < 58 THEN 'NUMERIC' WHEN hk & 127 < 83 THEN 'BOOLEAN'
@@ -437,13 +498,13 @@ score_profiles AS (
         sql.SQL(_TRACE_FRAME_CTE),
         sql.SQL("""
 INSERT INTO scores (id, project_id, trace_id, session_id, observation_id, timestamp, name, value, string_value,
-                    source, data_type, comment, metadata, environment, created_at, updated_at)
+                    source, data_type, comment, metadata, author_user_id, environment, created_at, updated_at)
 SELECT 'sc-' || lpad(x.n::text, 8, '0') || '-' || x.s, %(project_id)s,
        CASE WHEN x.target <> 'session' THEN x.trace_id END,
        CASE WHEN x.target = 'session' THEN x.session_id END,
        CASE WHEN x.target = 'observation' THEN 'o-' || lpad(x.n::text, 8, '0') || '-1' END,
        x.scored_at, sp.name, sp.value, sp.string_value, sp.source, sp.data_type, sp.comment, sp.metadata,
-       x.environment, x.scored_at + interval '1 second', x.scored_at + interval '1 second'
+       sp.author_user_id, x.environment, x.scored_at + interval '1 second', x.scored_at + interval '1 second'
 FROM (
     SELECT t.n, t.trace_id, t.session_id, t.environment, s, hs,
            CASE WHEN (hs >> 8) & 15 < 3 THEN 'observation'
@@ -457,6 +518,39 @@ FROM (
     OFFSET 0
 ) AS x
 JOIN score_profiles AS sp ON sp.k = (x.hs >> 24) & 1023
+"""),
+    ]
+)
+
+# About one trace in four has comments (one to three), one root observation in eight, and a few
+# sessions: the comment filters and the `comments` column have something to find.
+INSERT_COMMENTS_SQL = sql.Composed(
+    [
+        sql.SQL(_POOLS_CTE),
+        sql.SQL(_TRACE_FRAME_CTE),
+        sql.SQL("""
+INSERT INTO comments (id, project_id, object_type, object_id, content, author_user_id, created_at, updated_at)
+SELECT 'cm-' || lpad(c.n::text, 8, '0') || '-' || c.k, %(project_id)s, c.object_type,
+       CASE c.object_type WHEN 'TRACE' THEN c.trace_id
+                          WHEN 'OBSERVATION' THEN 'o-' || lpad(c.n::text, 8, '0') || '-1'
+                          ELSE c.session_id END,
+       p.comments[1 + ((c.hk >> 8) & 255) %% cardinality(p.comments)],
+       CASE WHEN (c.hk >> 16) & 3 = 0 THEN NULL
+            ELSE p.comment_authors[1 + ((c.hk >> 18) & 255) %% cardinality(p.comment_authors)] END,
+       c.ts + (c.duration_ms + 60000 * c.k) * interval '1 millisecond',
+       c.ts + (c.duration_ms + 60000 * c.k) * interval '1 millisecond'
+FROM (
+    SELECT t.n, t.trace_id, t.session_id, t.ts, t.duration_ms, k, hashint8extended(t.n * 8 + k, %(seed)s + 7) AS hk,
+           CASE WHEN k <= 3 THEN 'TRACE' WHEN k = 4 THEN 'OBSERVATION' ELSE 'SESSION' END AS object_type
+    FROM trace_frame AS t
+    CROSS JOIN LATERAL (SELECT hashint8extended(t.n, %(seed)s + 8) AS hx) AS x
+    CROSS JOIN LATERAL generate_series(1, 5) AS k
+    WHERE (k <= 3 AND x.hx & 3 = 0 AND k <= 1 + ((x.hx >> 2) & 255) %% 3)
+       OR (k = 4 AND (x.hx >> 10) & 7 = 0)
+       -- not from the awkward traces: their session ids are rewritten afterwards
+       OR (k = 5 AND (x.hx >> 13) & 7 = 0 AND t.session_id IS NOT NULL AND t.n > %(awkward_traces)s)
+    OFFSET 0
+) AS c, pools AS p
 """),
     ]
 )
@@ -516,7 +610,7 @@ items AS (
     FROM generate_series(1, %(datasets)s) AS d, generate_series(1, %(items)s) AS k
 )
 INSERT INTO dataset_items (id, project_id, dataset_id, status, input, expected_output, metadata,
-                           source_trace_id, source_observation_id, created_at, updated_at)
+                           source_trace_id, source_observation_id, created_at, updated_at, valid_from)
 SELECT 'di-' || lpad(i.d::text, 2, '0') || '-' || lpad(i.k::text, 5, '0'), %(project_id)s,
        'ds-' || lpad(i.d::text, 2, '0'),
        CASE WHEN (i.hi >> 8) & 15 = 0 THEN 'ARCHIVED' ELSE 'ACTIVE' END,
@@ -528,7 +622,10 @@ SELECT 'di-' || lpad(i.d::text, 2, '0') || '-' || lpad(i.k::text, 5, '0'), %(pro
        CASE WHEN (i.hi >> 24) & 7 < 5 THEN 't-' || lpad((1 + ((i.hi >> 32) & 2147483647) %% %(traces)s)::text, 8, '0') END,
        CASE WHEN (i.hi >> 24) & 7 < 2 THEN 'o-' || lpad((1 + ((i.hi >> 32) & 2147483647) %% %(traces)s)::text, 8, '0') || '-1' END,
        %(now)s::timestamptz - interval '28 days' + i.k * interval '1 minute',
+       %(now)s::timestamptz - interval '28 days' + i.k * interval '1 minute',
+       -- one item in four was edited since: its current version is valid from a later day
        %(now)s::timestamptz - interval '28 days' + i.k * interval '1 minute'
+         + CASE WHEN (i.hi >> 40) & 3 = 0 THEN (1 + ((i.hi >> 42) & 1023) %% 20) * interval '1 day' ELSE interval '0' END
 FROM items AS i, pools AS p
 """),
     ]
@@ -561,6 +658,35 @@ CROSS JOIN LATERAL (
            hashtextextended(i.id || '/' || r.id, %(seed)s) & 2147483647 AS h
 ) AS x
 WHERE r.project_id = %(project_id)s
+"""
+
+# The built-in models the generations point at (`internal_model_id` model-1 … model-7), priced per token.
+# Shared by every project (project_id NULL), so a second seed finds them there already.
+INSERT_MODELS_SQL = """
+INSERT INTO models (id, project_id, model_name, match_pattern, unit, input_price, output_price, total_price,
+                    created_at, updated_at)
+SELECT 'model-' || m.ord, NULL, m.name, '(?i)^(' || m.name || ')$', 'TOKENS',
+       m.input_price / 1000000, m.output_price / 1000000, NULL, %(now)s, %(now)s
+FROM unnest(%(models)s::text[], %(input_prices)s::numeric[], %(output_prices)s::numeric[])
+     WITH ORDINALITY AS m(name, input_price, output_price, ord)
+ON CONFLICT (id) DO NOTHING
+"""
+
+# A trace a dataset run executed carries the experiment on each of its observations (as Langfuse's
+# events do); a trace several runs picked carries the first run item by id.
+UPDATE_EXPERIMENTS_SQL = """
+UPDATE observations AS o
+SET experiment_dataset_id = e.dataset_id, experiment_id = e.run_id, experiment_name = e.run_name,
+    experiment_item_id = e.dataset_item_id, experiment_item_root_span_id = e.root_span_id
+FROM (
+    SELECT DISTINCT ON (ri.trace_id) ri.trace_id, r.dataset_id, r.id AS run_id, r.name AS run_name,
+           ri.dataset_item_id, 'o-' || substr(ri.trace_id, 3) || '-1' AS root_span_id
+    FROM dataset_run_items ri
+    JOIN dataset_runs r ON r.project_id = ri.project_id AND r.id = ri.dataset_run_id
+    WHERE ri.project_id = %(project_id)s
+    ORDER BY ri.trace_id, ri.id
+) AS e
+WHERE o.project_id = %(project_id)s AND o.trace_id = e.trace_id
 """
 
 INSERT_AUDIT_LOG_SQL = """
@@ -630,7 +756,7 @@ def seed(
             # while the project has no other rows, no plan can make them scan the project's bulk.
             head, *rest = _trace_ranges(traces, params["awkward_traces"])
             _add(counts, _insert_trace_rows(cur, {**params, **head}))
-            _place_awkward_values(cur, project_id, traces, awkward)
+            _add(counts, _place_awkward_values(cur, project_id, traces, awkward))
             _add(counts, _insert_trace_sessions(cur, {**params, **head}))
             # The helper also writes the datasets, which the head's connection would otherwise write
             # while the helper's range was already done.
@@ -642,8 +768,11 @@ def seed(
             if helper is None:
                 _add(counts, _insert_datasets(cur, params, awkward))
             counts["audit_logs"] = _insert_audit_logs(cur, project_id, org[0], now, awkward)
+            cur.execute(INSERT_MODELS_SQL, params)
             if helper is not None:
                 _add(counts, helper.finish())
+            # After the helper's commit: its run items and traces are visible here now.
+            cur.execute(UPDATE_EXPERIMENTS_SQL, params)
         # Fresh statistics, or the first export plans its scan as if the tables were empty. The
         # biggest table is analyzed on the helper's connection, at the same time as the others.
         if helper is not None:
@@ -723,6 +852,7 @@ def _insert_trace_rows(cur: psycopg.Cursor, params: dict[str, Any]) -> dict[str,
         "traces": cur.execute(INSERT_TRACES_SQL, params).rowcount,
         "observations": cur.execute(INSERT_OBSERVATIONS_SQL, params).rowcount,
         "scores": cur.execute(INSERT_SCORES_SQL, params).rowcount,
+        "comments": cur.execute(INSERT_COMMENTS_SQL, params).rowcount,
     }
     if skipping_checks:
         cur.execute("SET LOCAL session_replication_role = DEFAULT")
@@ -834,7 +964,7 @@ def _bulk_params(project_id: str, *, traces: int, rng_seed: int, now: datetime, 
     return params
 
 
-def _place_awkward_values(cur: psycopg.Cursor, project_id: str, traces: int, awkward: AwkwardValues) -> None:
+def _place_awkward_values(cur: psycopg.Cursor, project_id: str, traces: int, awkward: AwkwardValues) -> dict[str, int]:
     """Writes the awkward values over the first traces (and their root observation and first score).
 
     Trace slot i carries string i as its name; rotations of the same list fill user ids, releases,
@@ -851,7 +981,7 @@ def _place_awkward_values(cur: psycopg.Cursor, project_id: str, traces: int, awk
     def rotated(i: int, shift: int) -> str:
         return strings[(i + shift) % s_count]
 
-    trace_rows, observation_rows, score_rows = [], [], []
+    trace_rows, observation_rows, score_rows, comment_rows = [], [], [], []
     for i in range(slots):
         n = i + 1
         name = strings[i]
@@ -891,6 +1021,14 @@ def _place_awkward_values(cur: psycopg.Cursor, project_id: str, traces: int, awk
                 "metadata": Jsonb({"note": rotated(i, 11)}),
             }
         )
+        comment_rows.append(
+            {
+                "project_id": project_id,
+                "id": f"cm-{n:0{_ID_WIDTH}d}-9",
+                "trace_id": trace_id(n),
+                "content": rotated(i, 14),
+            }
+        )
         score_rows.append(
             {
                 "project_id": project_id,
@@ -912,6 +1050,13 @@ def _place_awkward_values(cur: psycopg.Cursor, project_id: str, traces: int, awk
            WHERE project_id = %(project_id)s AND id = %(id)s""",
         observation_rows,
     )
+    # Each awkward trace also gets one comment holding an awkward string, written a minute after the trace.
+    cur.executemany(
+        """INSERT INTO comments (id, project_id, object_type, object_id, content, created_at, updated_at)
+           SELECT %(id)s, %(project_id)s, 'TRACE', t.id, %(content)s, t.created_at, t.created_at
+           FROM traces t WHERE t.project_id = %(project_id)s AND t.id = %(trace_id)s""",
+        comment_rows,
+    )
     # The bulk gives every awkward slot at least one score; it becomes a TEXT score (no numeric value).
     cur.executemany(
         """UPDATE scores SET name = 'reviewer_note', data_type = 'TEXT', value = NULL,
@@ -919,6 +1064,7 @@ def _place_awkward_values(cur: psycopg.Cursor, project_id: str, traces: int, awk
            WHERE project_id = %(project_id)s AND id = %(id)s""",
         score_rows,
     )
+    return {"comments": len(comment_rows)}
 
 
 def _place_awkward_dataset_items(cur: psycopg.Cursor, project_id: str, awkward: AwkwardValues) -> None:
