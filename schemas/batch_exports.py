@@ -24,7 +24,8 @@ ExportStatus = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED
 # An active export may still change; a final one never does (and a final status never overwrites CANCELLED).
 ACTIVE_STATUSES: tuple[ExportStatus, ...] = ("QUEUED", "PROCESSING")
 FINAL_STATUSES: tuple[ExportStatus, ...] = ("COMPLETED", "FAILED", "CANCELLED")
-SearchType = Literal["id", "content"]
+# Langfuse's TracingSearchType: `content` searches input, output (and metadata); `input` and `output` one of them.
+SearchType = Literal["id", "content", "input", "output"]
 
 
 def _no_nul(value: str) -> str:

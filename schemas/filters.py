@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 ColumnName = Annotated[str, Field(min_length=1, max_length=200)]
 FilterText = Annotated[str, Field(max_length=100_000)]
@@ -30,13 +30,19 @@ def _in_utc(value: datetime) -> datetime:
 
 UtcDatetime = Annotated[datetime, AfterValidator(_in_utc)]
 
-StringOperator = Literal["=", "contains", "does not contain", "starts with", "ends with"]
+StringOperator = Literal["=", "contains", "does not contain", "starts with", "ends with", "is not empty"]
+# Langfuse's full-text operator on the events table: every word of the value appears as a word of the text.
+MatchOperator = Literal["matches"]
+StringObjectOperator = Literal["=", "contains", "does not contain", "starts with", "ends with", "is set", "is not set"]
 NumberOperator = Literal["=", ">", "<", ">=", "<="]
 DatetimeOperator = Literal[">", "<", ">=", "<="]
 OptionsOperator = Literal["any of", "none of"]
 ArrayOptionsOperator = Literal["any of", "none of", "all of"]
 BooleanOperator = Literal["=", "<>"]
 NullOperator = Literal["is null", "is not null"]
+TracePosition = Literal["root", "first", "last", "nthFromStart", "nthFromEnd"]
+# Langfuse's contains / starts with / ends with "" on a JSON key was how its UI said "the key is set".
+_LEGACY_PRESENCE_OPERATORS = ("contains", "starts with", "ends with")
 
 
 class _Filter(BaseModel):
@@ -44,16 +50,24 @@ class _Filter(BaseModel):
     column: ColumnName
 
 
-class DatetimeFilter(_Filter):
+class _Unkeyed(_Filter):
+    # Langfuse's filter builder keeps `"key": ""` in its state on filters that take no key, and its
+    # server drops the field. An empty key carries nothing, so it is accepted (and not stored or
+    # sent back); any other key is not.
+    key: Literal[""] | None = Field(default=None, exclude=True)
+
+
+class DatetimeFilter(_Unkeyed):
     type: Literal["datetime"]
     operator: DatetimeOperator
     value: UtcDatetime
 
 
-class StringFilter(_Filter):
+class StringFilter(_Unkeyed):
     type: Literal["string"]
-    operator: StringOperator
-    value: FilterText
+    operator: StringOperator | MatchOperator
+    # `is not empty` tests only the column; Langfuse's client sends "" or leaves the value out.
+    value: FilterText = ""
 
 
 class StringObjectFilter(_Filter):
@@ -61,11 +75,17 @@ class StringObjectFilter(_Filter):
 
     type: Literal["stringObject"]
     key: FilterText
-    operator: StringOperator
-    value: FilterText
+    operator: StringObjectOperator | MatchOperator
+    value: FilterText = ""
+
+    @model_validator(mode="after")
+    def _legacy_presence(self) -> StringObjectFilter:
+        if self.value == "" and self.operator in _LEGACY_PRESENCE_OPERATORS:
+            self.operator = "is set"
+        return self
 
 
-class NumberFilter(_Filter):
+class NumberFilter(_Unkeyed):
     type: Literal["number"]
     operator: NumberOperator
     value: float
@@ -78,7 +98,16 @@ class NumberObjectFilter(_Filter):
     value: float
 
 
-class StringOptionsFilter(_Filter):
+class BooleanObjectFilter(_Filter):
+    """A boolean test on one named value of a keyed column (e.g. the score "is_correct" = true)."""
+
+    type: Literal["booleanObject"]
+    key: FilterText
+    operator: BooleanOperator
+    value: bool
+
+
+class StringOptionsFilter(_Unkeyed):
     type: Literal["stringOptions"]
     operator: OptionsOperator
     value: OptionList
@@ -91,23 +120,38 @@ class CategoryOptionsFilter(_Filter):
     value: OptionList
 
 
-class ArrayOptionsFilter(_Filter):
+class ArrayOptionsFilter(_Unkeyed):
     type: Literal["arrayOptions"]
     operator: ArrayOptionsOperator
     value: OptionList
 
 
-class BooleanFilter(_Filter):
+class BooleanFilter(_Unkeyed):
     type: Literal["boolean"]
     operator: BooleanOperator
     value: bool
 
 
-class NullFilter(_Filter):
+class NullFilter(_Unkeyed):
     type: Literal["null"]
     operator: NullOperator
     # Langfuse sends "" here; the value carries no meaning for a null test.
     value: Literal[""] | None = ""
+
+
+class PositionInTraceFilter(_Filter):
+    """Where an observation sits in its trace: the root, the first or last started, or the n-th from either end."""
+
+    type: Literal["positionInTrace"]
+    operator: Literal["="]
+    key: TracePosition
+    value: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+
+    @model_validator(mode="after")
+    def _position_needs_n(self) -> PositionInTraceFilter:
+        if self.key in ("nthFromStart", "nthFromEnd") and self.value is None:
+            raise ValueError(f'"{self.key}" needs the position as value: 1 or more')
+        return self
 
 
 Filter = Annotated[
@@ -119,7 +163,9 @@ Filter = Annotated[
     | StringOptionsFilter
     | CategoryOptionsFilter
     | ArrayOptionsFilter
+    | BooleanObjectFilter
     | BooleanFilter
-    | NullFilter,
+    | NullFilter
+    | PositionInTraceFilter,
     Field(discriminator="type"),
 ]

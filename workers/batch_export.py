@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlparse
 
 import psycopg
 import rq
-from psycopg import IsolationLevel
+from psycopg import IsolationLevel, sql
 from psycopg import errors as pg_errors
 
 import db
@@ -31,6 +31,7 @@ from workers import notifications
 from workers.filters import CompiledQuery, InvalidExportQuery, compile_query
 from workers.formats import FORMATS, FileFormat, PumpResult, count_rows
 from workers.storage import object_key, open_storage
+from workers.tables import SCORE_NAMES_SQL, ScoreName
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,6 @@ def _stream(
     limit: int,
 ) -> PumpResult:
     params = {**compiled.params, "project_id": export["project_id"], "cutoff": export["created_at"]}
-    statement = fmt.copy_statement(compiled, limit + 1)
     with db.connect(settings.DATABASE_URL) as data:
         data.isolation_level = IsolationLevel.REPEATABLE_READ
         data.read_only = True
@@ -167,6 +167,9 @@ def _stream(
         data.commit()
         with data.transaction():
             snapshot = db.one(data.execute("SELECT pg_export_snapshot() AS id").fetchone())["id"]
+            # Inside the snapshot: the score columns are the names the rows below can carry.
+            compiled = with_score_columns(data, compiled, params)
+            statement = fmt.copy_statement(compiled, limit + 1)
             counter = _RowCounter(settings.DATABASE_URL, snapshot, count_rows(compiled, limit), params)
             watchdog = _Watchdog(settings.DATABASE_URL, export["id"], data, counter)
             counter.start()
@@ -188,6 +191,14 @@ def _stream(
                 watchdog.stop()
                 counter.stop()
     return result
+
+
+def with_score_columns(conn: db.Connection, compiled: CompiledQuery, params: dict[str, Any]) -> CompiledQuery:
+    """The query with the project's score names as columns, for the tables whose rows carry scores."""
+    if compiled.table.score_alias is None:
+        return compiled
+    scores = [ScoreName(r["name"], r["numeric"]) for r in conn.execute(SCORE_NAMES_SQL, params)]
+    return compiled.with_score_columns(scores, lambda name: sql.Literal(name).as_string(conn))
 
 
 class _Watchdog(threading.Thread):

@@ -7,14 +7,18 @@ at create time exactly what the worker would reject.
 
 Text comparisons: `=` is exact; `contains`, `does not contain`, `starts with`, `ends with` ignore
 case, as the frontend's table search does. Negative operators (`does not contain`, `none of`)
-keep rows whose value is missing: an empty cell does not contain the text.
+keep rows whose value is missing: an empty cell does not contain the text. A text or number test
+on one key of a JSON object (`stringObject`, `numberObject`) holds only where the key exists,
+`does not contain` included, as Langfuse's filters do; `is not set` is the test for a missing key.
+The option and boolean tests by key (`categoryOptions` `none of`, `booleanObject` `<>`) keep rows
+without the key or score, as Langfuse's score filters do.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC
 from decimal import Decimal
 from typing import Any
@@ -25,16 +29,18 @@ from schemas import BatchExportQuery
 from schemas.filters import (
     ArrayOptionsFilter,
     BooleanFilter,
+    BooleanObjectFilter,
     CategoryOptionsFilter,
     DatetimeFilter,
     NullFilter,
     NumberFilter,
     NumberObjectFilter,
+    PositionInTraceFilter,
     StringFilter,
     StringObjectFilter,
     StringOptionsFilter,
 )
-from workers.tables import Column, ExportTable, get_table
+from workers.tables import Column, ExportTable, ScoreName, get_table
 
 
 class InvalidExportQuery(Exception):
@@ -45,16 +51,26 @@ class InvalidExportQuery(Exception):
         self.message = message
 
 
-# Which filter types each declared column type accepts. `null` is accepted by every filterable column.
+# Which filter types each declared column type accepts: Langfuse's compatible pairs
+# (filterTypeCompatibility.ts) and a few more that mean the same. `null` is accepted by every filterable column.
 ACCEPTED_FILTER_TYPES: dict[str, tuple[str, ...]] = {
     "string": ("string", "stringOptions"),
     "stringOptions": ("stringOptions", "string", "categoryOptions"),
     "stringObject": ("stringObject", "numberObject", "categoryOptions"),
     "number": ("number",),
     "datetime": ("datetime",),
-    "arrayOptions": ("arrayOptions",),
+    "arrayOptions": ("arrayOptions", "stringOptions"),
     "boolean": ("boolean",),
+    # Scores by name: `{name: [averages]}` objects, `name:value` category and `name:true|false` boolean lists.
+    "numberObject": ("numberObject",),
+    "categoryOptions": ("categoryOptions", "stringOptions"),
+    "booleanObject": ("booleanObject",),
+    "positionInTrace": ("positionInTrace",),
+    "null": (),
 }
+
+# What separates the words `matches` looks for.
+_WHITESPACE = "[ \\t\\n\\r\\f\\v]+"
 
 _COMPARISONS = {"=": "=", ">": ">", "<": "<", ">=": ">=", "<=": "<="}
 
@@ -67,6 +83,9 @@ class CompiledQuery:
     conditions: list[sql.Composable]
     order_by: sql.Composable
     params: dict[str, Any] = field(default_factory=dict)
+
+    def with_score_columns(self, scores: Sequence[ScoreName], quote: Callable[[str], str]) -> CompiledQuery:
+        return replace(self, table=self.table.with_score_columns(scores, quote))
 
     @property
     def where(self) -> sql.Composable:
@@ -107,7 +126,7 @@ def compile_query(query: BatchExportQuery) -> CompiledQuery:
 
 
 def resolve_filter_column(table: ExportTable, name: str) -> Column:
-    column = table.find_column(name)
+    column = table.find_filter_column(name)
     if column is None or column.filter is None:
         raise InvalidExportQuery(
             f'Unknown filter column "{name}" for table {table.name}. Valid columns: {", ".join(table.filter_names())}.'
@@ -143,6 +162,9 @@ def compile_filter(table: ExportTable, f: Any, params: _Params) -> sql.Composabl
             return sql.SQL("({} {})").format(expr, nullness)
         return sql.SQL("({} {})").format(column.expr, nullness)
 
+    if isinstance(f, PositionInTraceFilter):
+        return _position_test(column, f)
+
     if isinstance(f, DatetimeFilter):
         value = f.value if f.value.tzinfo else f.value.replace(tzinfo=UTC)
         return _compare(column.expr, f.operator, params.add(value))
@@ -156,42 +178,113 @@ def compile_filter(table: ExportTable, f: Any, params: _Params) -> sql.Composabl
 
     if isinstance(f, StringFilter):
         _check_text(f.value, "filter value")
+        if column.kind == "array":
+            return _any_element_test(column.expr, f.operator, f.value, params)
         return _string_test(_text_expr(column), f.operator, f.value, params)
 
     if isinstance(f, StringOptionsFilter):
         _check_options(f.value)
+        if column.filter in ("arrayOptions", "categoryOptions") or column.kind == "array":
+            # On a list (tags, a row's comments): any of = one element is listed; none of = none is.
+            return _array_test(column.expr, f.operator, f.value, params)
         return _options_test(_text_expr(column), f.operator, f.value, params)
 
     if isinstance(f, CategoryOptionsFilter):
         _check_options(f.value)
+        if column.filter == "categoryOptions":
+            # Score categories are stored flat, as `name:value`, the way Langfuse's filter spells them.
+            key = _json_key(f.key, column)
+            return _array_test(column.expr, f.operator, [f"{key}:{v}" for v in f.value], params)
         if column.filter == "stringObject":
-            return _options_test(_json_key_text(column, f.key, params), f.operator, f.value, params)
+            # As on score categories: `any of` needs the key to hold a listed value, `none of` keeps
+            # the rows where it holds none (or is not set).
+            key_test = _has_key(column, f.key, params)
+            test = _options_test(_json_key_text(column, f.key, params), "any of", f.value, params)
+            hit = sql.SQL("coalesce({} AND {}, false)").format(key_test, test)
+            return hit if f.operator == "any of" else sql.SQL("(NOT {})").format(hit)
         if f.key:
             raise InvalidExportQuery(f'Column "{column.key}" of {table.name} is not a JSON object: it takes no key.')
         return _options_test(_text_expr(column), f.operator, f.value, params)
 
     if isinstance(f, StringObjectFilter):
         _check_text(f.value, "filter value")
-        return _string_test(_json_key_text(column, f.key, params), f.operator, f.value, params)
+        if f.operator == "is not set":
+            return sql.SQL("(NOT coalesce({}, false))").format(_has_key(column, f.key, params))
+        key_test = _has_key(column, f.key, params)
+        if f.operator == "is set":
+            return sql.SQL("coalesce({}, false)").format(key_test)
+        test = _string_test(_json_key_text(column, f.key, params), f.operator, f.value, params)
+        return sql.SQL("({} AND {})").format(key_test, test)
+
+    if isinstance(f, NumberObjectFilter) and column.filter == "numberObject":
+        # Score averages by name, `{name: [average, ...]}`: Langfuse keeps one average per name and
+        # value label, so a boolean score may hold two. The test holds if any of them passes.
+        return sql.SQL(
+            "EXISTS (SELECT FROM jsonb_array_elements(coalesce({col} -> {key}, '[]'::jsonb)) AS a(v)"
+            " WHERE (a.v)::numeric {op} {value})"
+        ).format(
+            col=column.expr,
+            key=params.add(_json_key(f.key, column)),
+            op=sql.SQL(_COMPARISONS[f.operator]),
+            value=params.add(_number(f.value)),
+        )
 
     if isinstance(f, NumberObjectFilter):
-        key = _json_key(f.key, column)
         number = sql.SQL(
             "(CASE WHEN jsonb_typeof({col} -> {key}) = 'number' THEN ({col} ->> {key})::numeric END)"
-        ).format(col=column.expr, key=params.add(key))
+        ).format(col=column.expr, key=params.add(_json_key(f.key, column)))
         return _compare(number, f.operator, params.add(_number(f.value)))
+
+    if isinstance(f, BooleanObjectFilter):
+        return _boolean_object_test(column, f, params)
 
     if isinstance(f, ArrayOptionsFilter):
         _check_options(f.value)
-        array = sql.SQL("coalesce({}, '{{}}'::text[])").format(column.expr)
-        options = sql.SQL("{}::text[]").format(params.add(list(f.value)))
-        if f.operator == "any of":
-            return sql.SQL("({} && {})").format(array, options)
-        if f.operator == "all of":
-            return sql.SQL("({} @> {})").format(array, options)
-        return sql.SQL("(NOT ({} && {}))").format(array, options)
+        return _array_test(column.expr, f.operator, f.value, params)
 
     raise InvalidExportQuery(f'Unsupported filter type "{f.type}".')  # pragma: no cover - the schema's union is closed
+
+
+def _any_element_test(expr: sql.Composable, operator: str, value: str, params: _Params) -> sql.Composable:
+    """A text test on a list (e.g. a row's comments): holds if one element passes; `does not contain` if none contains."""
+    if operator == "does not contain":
+        return sql.SQL("(NOT {})").format(_any_element_test(expr, "contains", value, params))
+    test = _string_test(sql.SQL("e.v"), operator, value, params)
+    return sql.SQL("EXISTS (SELECT FROM unnest({}) AS e(v) WHERE {})").format(expr, test)
+
+
+def _array_test(expr: sql.Composable, operator: str, values: list[str], params: _Params) -> sql.Composable:
+    array = sql.SQL("coalesce({}, '{{}}'::text[])").format(expr)
+    options = sql.SQL("{}::text[]").format(params.add(list(values)))
+    if operator == "any of":
+        return sql.SQL("({} && {})").format(array, options)
+    if operator == "all of":
+        return sql.SQL("({} @> {})").format(array, options)
+    return sql.SQL("(NOT ({} && {}))").format(array, options)
+
+
+def _boolean_object_test(column: Column, f: BooleanObjectFilter, params: _Params) -> sql.Composable:
+    """Boolean scores by name, stored as `name:true` / `name:false` (Langfuse's `score_booleans`).
+
+    `=` holds where the row has a score of that name with that value; `<>` where it has none
+    (a row without the score at all passes `<>`, as in Langfuse).
+    """
+    key = _json_key(f.key, column)
+    entry = params.add([f"{key}:{'true' if f.value else 'false'}"])
+    test = sql.SQL("(coalesce({}, '{{}}'::text[]) @> {}::text[])").format(column.expr, entry)
+    return test if f.operator == "=" else sql.SQL("(NOT {})").format(test)
+
+
+def _position_test(column: Column, f: PositionInTraceFilter) -> sql.Composable:
+    """The column is `ARRAY[is root (1/0), position from the start, position from the end]` of an observation."""
+    index, position = {
+        "root": (1, 1),
+        "first": (2, 1),
+        "last": (3, 1),
+        "nthFromStart": (2, f.value),
+        "nthFromEnd": (3, f.value),
+    }[f.key]
+    return sql.SQL("(({})[{}] = {})").format(column.expr, sql.Literal(index), sql.Literal(position))
 
 
 def _compare(expr: sql.Composable, operator: str, value: sql.Composable) -> sql.Composable:
@@ -201,6 +294,14 @@ def _compare(expr: sql.Composable, operator: str, value: sql.Composable) -> sql.
 def _string_test(expr: sql.Composable, operator: str, value: str, params: _Params) -> sql.Composable:
     if operator == "=":
         return sql.SQL("({} = {})").format(expr, params.add(value))
+    if operator == "is not empty":
+        return sql.SQL("({} <> '')").format(expr)
+    if operator == "matches":
+        # Every word of the value (split at whitespace, case ignored) is a word of the text.
+        words = sql.SQL("array_remove(regexp_split_to_array(lower({}), {}), '')")
+        return sql.SQL("({} @> {})").format(
+            words.format(expr, sql.Literal(_WHITESPACE)), words.format(params.add(value), sql.Literal(_WHITESPACE))
+        )
     needle = params.add(value.lower())
     lowered = sql.SQL("lower({})").format(expr)
     if operator == "contains":
@@ -227,6 +328,13 @@ def _json_key(key: str | None, column: Column) -> str:
             f'A filter on "{column.key}" needs the key of the JSON value to test (e.g. "customer").'
         )
     return key
+
+
+def _has_key(column: Column, key: str | None, params: _Params) -> sql.Composable:
+    # jsonb_typeof: `?` would also hold on an array holding the key as an element.
+    return sql.SQL("(jsonb_typeof({col}) = 'object' AND {col} ? {key})").format(
+        col=column.expr, key=params.add(_json_key(key, column))
+    )
 
 
 def _json_key_text(column: Column, key: str | None, params: _Params) -> sql.Composable:
@@ -256,14 +364,24 @@ def _check_options(values: list[str]) -> None:
 def compile_search(
     table: ExportTable, search_query: str | None, search_types: Sequence[str] | None, params: _Params
 ) -> sql.Composable | None:
-    """Case-insensitive substring search: `id` over ids and names, `content` over input/output/metadata."""
+    """Case-insensitive substring search: `id` over ids and names, `content` over input/output/metadata,
+    `input` or `output` over that one column."""
     if search_query is None or not search_query.strip():
         return None
     _check_text(search_query, "search text")
-    types = search_types or ["id"]
-    columns = [table.column(k) for k in table.id_search] if "id" in types else []
-    if "content" in types:
-        columns += [table.column(k) for k in table.content_search]
+    keys: list[str] = []
+    for search_type in dict.fromkeys(search_types or ["id"]):
+        if search_type == "id":
+            keys += table.id_search
+        elif search_type == "content":
+            keys += table.content_search
+        elif search_type not in table.search_types:
+            raise InvalidExportQuery(
+                f"{table.name} has no {search_type} to search: its search types are {', '.join(table.search_types)}."
+            )
+        else:
+            keys.append(search_type)
+    columns = [table.column(k) for k in dict.fromkeys(keys)]
     needle = params.add(search_query.strip().lower())
     tests = [
         sql.SQL("strpos(lower({}), {}) > 0").format(
@@ -271,6 +389,8 @@ def compile_search(
         )
         for c in columns
     ]
+    if not tests:
+        raise InvalidExportQuery(f"{table.name} has no content to search: its search types are id.")
     return sql.SQL("({})").format(sql.SQL(" OR ").join(tests))
 
 
@@ -283,7 +403,7 @@ def compile_order(table: ExportTable, query: BatchExportQuery) -> sql.Composable
     if query.orderBy is None:
         column, direction = table.column(table.default_order[0]), table.default_order[1]
     else:
-        column = table.find_column(query.orderBy.column)
+        column = table.find_sort_column(query.orderBy.column)
         if column is None or not column.sortable:
             raise InvalidExportQuery(
                 f'Cannot order {table.name} by "{query.orderBy.column}". '

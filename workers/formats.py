@@ -13,6 +13,8 @@ escaping to undo.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -120,8 +122,12 @@ class FileFormat:
 
     def header(self, table: ExportTable) -> bytes:
         if self.name == "CSV":
-            # Keys are plain camelCase identifiers: nothing to quote.
-            return (",".join(table.keys) + "\r\n").encode()
+            # Score columns are named by users: quoted as any cell, and neutralized against formulas.
+            out = io.StringIO()
+            csv.writer(out, lineterminator="\r\n").writerow(
+                "'" + key if key.startswith(FORMULA_PREFIXES) else key for key in table.keys
+            )
+            return out.getvalue().encode()
         return b"[\n" if self.name == "JSON" else b""
 
     def footer(self, rows: int) -> bytes:

@@ -12,17 +12,31 @@ creation time: rows created later never appear, so a retry sees the same rows).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 # Imported by name: `sql` is also the name of a column's SQL text below.
-from psycopg.sql import SQL, Composable
+from psycopg.sql import SQL, Composable, Placeholder
 
 # How a column's value is rendered into a file. Postgres does the rendering (see workers.formats).
 Kind = Literal["text", "timestamp", "number", "boolean", "json", "array"]
 
 # Filter types a column may declare (schemas.filters has the operators of each).
-FilterType = Literal["string", "stringOptions", "stringObject", "number", "datetime", "arrayOptions", "boolean"]
+FilterType = Literal[
+    "string",
+    "stringOptions",
+    "stringObject",
+    "number",
+    "datetime",
+    "arrayOptions",
+    "boolean",
+    "numberObject",
+    "categoryOptions",
+    "booleanObject",
+    "positionInTrace",
+    "null",
+]
 
 
 @dataclass(frozen=True)
@@ -40,7 +54,14 @@ class Column:
 
     @property
     def expr(self) -> Composable:
-        """The column's SQL as one parenthesized expression, ready to compose into a statement."""
+        """The column's SQL as one parenthesized expression, ready to compose into a statement.
+
+        SQL that names `{project_id}` or `{cutoff}` (a correlated subquery) gets the export's bound
+        parameters there, as the table's source does; its other braces must then be doubled.
+        """
+        if "{project_id}" in self.sql or "{cutoff}" in self.sql:
+            bound = SQL(self.sql).format(project_id=Placeholder("project_id"), cutoff=Placeholder("cutoff"))
+            return SQL("({})").format(bound)
         return SQL("({})").format(SQL(self.sql))
 
     @property
@@ -62,15 +83,28 @@ class ExportTable:
     default_order: tuple[str, Literal["ASC", "DESC"]]
     id_search: tuple[str, ...]
     content_search: tuple[str, ...] = ()
+    # The source's alias of the per-row score aggregate (see _score_aggregates) when the rows carry
+    # one column per score name, as Langfuse's trace, observation and event exports do.
+    score_alias: str | None = None
     _lookup: dict[str, Column] = field(init=False, repr=False, compare=False)
+    _filter_lookup: dict[str, Column] = field(init=False, repr=False, compare=False)
+    _sort_lookup: dict[str, Column] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        lookup: dict[str, Column] = {}
-        for column in self.columns:
-            for name in column.names:
-                # First definition wins: an output key is never shadowed by another column's alias.
-                lookup.setdefault(name, column)
-        object.__setattr__(self, "_lookup", lookup)
+        def lookup(columns: list[Column]) -> dict[str, Column]:
+            found: dict[str, Column] = {}
+            for column in columns:
+                for name in column.names:
+                    # First definition wins: an output key is never shadowed by another column's alias.
+                    found.setdefault(name, column)
+            return found
+
+        # A name may mean one column in the file and another in a filter: Langfuse's `toolCalls` filter
+        # counts the calls that the `toolCalls` column lists. Filters and orders look among their own first.
+        object.__setattr__(self, "_lookup", lookup(list(self.columns)))
+        object.__setattr__(self, "_filter_lookup", lookup([c for c in self.columns if c.filter]))
+        sortable = [c for c in self.columns if c.sortable]
+        object.__setattr__(self, "_sort_lookup", lookup(sortable + [c for c in self.columns if not c.sortable]))
         assert self.column(self.time_column) and self.column(self.default_order[0]) and self.column("id")
 
     @property
@@ -85,9 +119,37 @@ class ExportTable:
     def column(self, key: str) -> Column:
         return next(c for c in self.columns if c.key == key)
 
+    def with_score_columns(self, scores: Sequence[ScoreName], quote: Callable[[str], str]) -> ExportTable:
+        """This table with one exported column per score name appended, in the order given.
+
+        `quote` makes a score name (user data) an SQL string literal. The column's key is the score's
+        name, as in Langfuse's files; a name that is already a key of the row gets a " (score)" suffix.
+        """
+        if self.score_alias is None or not scores:
+            return self
+        taken = set(self.keys)
+        added = []
+        for score in scores:
+            key = score.name if score.name not in taken else f"{score.name} (score)"
+            taken.add(key)
+            value = f"{self.score_alias}.by_name ->> {quote(score.name)}"
+            if score.numeric:
+                added.append(_c(key, f"({value})::numeric", "number"))
+            else:
+                added.append(_c(key, value))
+        return replace(self, columns=(*self.columns, *added))
+
     def find_column(self, name: str) -> Column | None:
         """A column by its key, an alias, or its display name (what the frontend sends)."""
         return self._lookup.get(name)
+
+    def find_filter_column(self, name: str) -> Column | None:
+        """The filterable column a filter's `column` names, or None."""
+        return self._filter_lookup.get(name)
+
+    def find_sort_column(self, name: str) -> Column | None:
+        """The column an `orderBy` names: a sortable one where the name has several meanings."""
+        return self._sort_lookup.get(name)
 
     @property
     def filterable_columns(self) -> list[Column]:
@@ -97,8 +159,35 @@ class ExportTable:
         """Every accepted filter column, as `id ("Display name")`, for error messages."""
         return [f'{c.key} ("{c.display}")' if c.display else c.key for c in self.filterable_columns]
 
+    @property
+    def search_types(self) -> list[str]:
+        """The `searchType` values this table answers: `id`, and `content`, `input`, `output` where it has them."""
+        types = ["id"]
+        if self.content_search:
+            types.append("content")
+        types += [k for k in ("input", "output") if k in self.content_search]
+        return types
+
     def sortable_names(self) -> list[str]:
         return [c.key for c in self.columns if c.sortable]
+
+
+@dataclass(frozen=True)
+class ScoreName:
+    """A score name of the project, and whether all its scores are numbers (numeric or boolean)."""
+
+    name: str
+    numeric: bool
+
+
+# The project's score names at the export's cut-off: the score columns of a trace, observation or event row.
+SCORE_NAMES_SQL = """
+    SELECT s.name, bool_and(s.data_type IN ('NUMERIC', 'BOOLEAN')) AS numeric
+    FROM scores s
+    WHERE s.project_id = %(project_id)s AND s.created_at <= %(cutoff)s
+    GROUP BY s.name
+    ORDER BY s.name COLLATE "C"
+"""
 
 
 def _c(
@@ -150,11 +239,74 @@ _TRACE_OBSERVATION_TOTALS = f"""
            sum({_OBS_INPUT_USAGE}) AS input_tokens,
            sum({_OBS_OUTPUT_USAGE}) AS output_tokens,
            sum({_OBS_TOTAL_USAGE}) AS total_tokens,
-           count(*) AS observation_count
+           count(*) AS observation_count,
+           count(*) FILTER (WHERE o.level = 'ERROR') AS error_count,
+           count(*) FILTER (WHERE o.level = 'WARNING') AS warning_count,
+           count(*) FILTER (WHERE o.level = 'DEFAULT') AS default_count,
+           count(*) FILTER (WHERE o.level = 'DEBUG') AS debug_count
     FROM observations o
     WHERE o.project_id = {{project_id}} AND o.created_at <= {{cutoff}} AND o.trace_id IS NOT NULL
     GROUP BY o.trace_id
 """
+
+# The most severe level among a trace's observations (Langfuse's aggregated level).
+_TRACE_LEVEL = """CASE WHEN ot.error_count > 0 THEN 'ERROR' WHEN ot.warning_count > 0 THEN 'WARNING'
+    WHEN ot.default_count > 0 THEN 'DEFAULT' WHEN ot.debug_count > 0 THEN 'DEBUG' END"""
+
+
+def _score_aggregates(object_id: str, where: str) -> str:
+    """Per scored object, Langfuse's three score filters and the values of the export's score columns.
+
+    `averages`: `{name: [average, ...]}` over numeric and boolean scores, one average per name and
+    value label as Langfuse groups them; `categories`: `name:value` of categorical scores;
+    `booleans`: `name:true|false` of boolean scores; `by_name`: `{name: value}` for the export's
+    columns (numeric and boolean: the average; categorical and text: the values, comma-joined).
+    """
+    return f"""
+    SELECT n.object_id,
+           jsonb_object_agg(n.name, n.averages) FILTER (WHERE n.averages IS NOT NULL) AS averages,
+           array_cat_agg(n.categories) AS categories,
+           array_cat_agg(n.booleans) AS booleans,
+           jsonb_object_agg(n.name, n.export_value) AS by_name
+    FROM (
+        SELECT g.object_id, g.name,
+               jsonb_agg(g.average ORDER BY g.average) FILTER (WHERE g.data_type IN ('NUMERIC', 'BOOLEAN'))
+                 AS averages,
+               array_agg(g.name || ':' || g.string_value ORDER BY g.string_value)
+                 FILTER (WHERE g.data_type = 'CATEGORICAL' AND g.string_value <> '') AS categories,
+               array_agg(g.name || ':' || lower(g.string_value) ORDER BY g.string_value)
+                 FILTER (WHERE g.data_type = 'BOOLEAN' AND g.string_value <> '') AS booleans,
+               CASE WHEN bool_or(g.data_type IN ('NUMERIC', 'BOOLEAN'))
+                    THEN to_jsonb(sum(g.total) / nullif(sum(g.counted), 0))
+                    ELSE to_jsonb(string_agg(g.string_value, ', ' ORDER BY g.string_value)) END AS export_value
+        FROM (
+            SELECT {object_id} AS object_id, s.name, s.data_type, coalesce(s.string_value, '') AS string_value,
+                   avg(s.value)::float8 AS average, sum(s.value)::float8 AS total, count(s.value) AS counted
+            FROM scores s
+            WHERE s.project_id = {{project_id}} AND s.created_at <= {{cutoff}} AND {where}
+            GROUP BY 1, 2, 3, 4
+        ) g
+        GROUP BY g.object_id, g.name
+    ) n
+    GROUP BY n.object_id
+"""
+
+
+def _comment_aggregates(object_type: str) -> str:
+    """Per commented object of one type: how many comments, their texts (for `commentContent`) and the comments."""
+    return f"""
+    SELECT c.object_id, count(*) AS comment_count,
+           array_agg(c.content ORDER BY c.created_at, c.id) AS contents,
+           jsonb_agg(jsonb_build_object('id', c.id, 'content', c.content, 'authorUserId', c.author_user_id,
+                                        -- the files' timestamp format, inside the JSON too
+                                        'createdAt', to_char(c.created_at AT TIME ZONE 'UTC',
+                                                             'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+                     ORDER BY c.created_at, c.id) AS comments
+    FROM comments c
+    WHERE c.project_id = {{project_id}} AND c.created_at <= {{cutoff}} AND c.object_type = '{object_type}'
+    GROUP BY c.object_id
+"""
+
 
 # --- traces ---------------------------------------------------------------------------------------
 
@@ -162,17 +314,20 @@ TRACES = ExportTable(
     name="traces",
     source=f"""traces t
     LEFT JOIN ({_TRACE_OBSERVATION_TOTALS}) ot ON ot.trace_id = t.id
+    LEFT JOIN ({_score_aggregates("s.trace_id", "s.trace_id IS NOT NULL AND s.observation_id IS NULL")}) sc
+        ON sc.object_id = t.id
+    LEFT JOIN ({_comment_aggregates("TRACE")}) cm ON cm.object_id = t.id
     WHERE t.project_id = {{project_id}} AND t.created_at <= {{cutoff}}""",
     columns=(
-        _c("id", "t.id", display="ID", filter="string"),
+        _c("id", "t.id", display="ID", filter="string", aliases=("traceId", "Trace ID")),
         _c("timestamp", "t.timestamp", "timestamp", "Timestamp", "datetime"),
-        _c("name", "t.name", display="Name", filter="stringOptions", aliases=("traceName",)),
+        _c("name", "t.name", display="Name", filter="stringOptions", aliases=("traceName", "Trace Name")),
         _c("userId", "t.user_id", display="User ID", filter="string"),
         _c("sessionId", "t.session_id", display="Session ID", filter="string"),
         _c("release", "t.release", display="Release", filter="string"),
         _c("version", "t.version", display="Version", filter="string"),
         _c("environment", "t.environment", display="Environment", filter="stringOptions"),
-        _c("tags", "t.tags", "array", "Tags", "arrayOptions", aliases=("traceTags",)),
+        _c("tags", "t.tags", "array", "Tags", "arrayOptions", aliases=("traceTags", "Trace Tags")),
         _c("bookmarked", "t.bookmarked", "boolean", "⭐️", "boolean"),
         _c("public", "t.public", "boolean"),
         _c("input", "t.input", "json"),
@@ -184,19 +339,66 @@ TRACES = ExportTable(
         _c("outputTokens", "ot.output_tokens", "number", "Output Tokens", "number"),
         _c("totalTokens", "ot.total_tokens", "number", "Total Tokens", "number"),
         _c("observationCount", "coalesce(ot.observation_count, 0)", "number"),
+        _c("level", _TRACE_LEVEL, display="Level", filter="stringOptions"),
+        _c("errorCount", "coalesce(ot.error_count, 0)", "number", "Error Level Count", "number"),
+        _c("warningCount", "coalesce(ot.warning_count, 0)", "number", "Warning Level Count", "number"),
+        _c("defaultCount", "coalesce(ot.default_count, 0)", "number", "Default Level Count", "number"),
+        _c("debugCount", "coalesce(ot.debug_count, 0)", "number", "Debug Level Count", "number"),
+        _c("inputCost", "ot.input_cost", "number", "Input Cost ($)", "number"),
+        _c("outputCost", "ot.output_cost", "number", "Output Cost ($)", "number"),
+        _c("commentCount", "coalesce(cm.comment_count, 0)", "number", "Comment Count", "number"),
+        _c("comments", "coalesce(cm.comments, '[]'::jsonb)", "json"),
+        # Filter-only: what Langfuse's filters test, not columns of its trace rows.
+        _c("tokens", "ot.total_tokens", "number", "Tokens", "number", exported=False),
+        _c("commentContent", "cm.contents", "array", "Comment Content", "string", exported=False),
+        _c(
+            "scores_avg",
+            "sc.averages",
+            "json",
+            "Scores (numeric)",
+            "numberObject",
+            ("scores", "Scores"),
+            exported=False,
+        ),
+        _c("score_categories", "sc.categories", "array", "Scores (categorical)", "categoryOptions", exported=False),
+        _c("score_booleans", "sc.booleans", "array", "Scores (boolean)", "booleanObject", exported=False),
+        _c("evaluatorId", "t.metadata ->> 'evaluator_id'", display="Evaluator ID", filter="string", exported=False),
     ),
     time_column="timestamp",
     default_order=("timestamp", "DESC"),
     id_search=("id", "name", "userId", "sessionId"),
     content_search=("input", "output", "metadata"),
+    score_alias="sc",
 )
 
 # --- observations and events ----------------------------------------------------------------------
 
 # An observation with its trace's fields; the trace must also predate the export to be joined.
-_OBSERVATIONS_SOURCE = """observations o
-    LEFT JOIN traces t ON t.project_id = o.project_id AND t.id = o.trace_id AND t.created_at <= {cutoff}
-    WHERE o.project_id = {project_id} AND o.created_at <= {cutoff}"""
+# Every other join is unique on its key, so Postgres drops it from a plan that reads none of its columns.
+_OBSERVATIONS_SOURCE = f"""observations o
+    LEFT JOIN traces t ON t.project_id = o.project_id AND t.id = o.trace_id AND t.created_at <= {{cutoff}}
+    LEFT JOIN models m ON m.id = o.internal_model_id AND (m.project_id IS NULL OR m.project_id = o.project_id)
+    LEFT JOIN ({_score_aggregates("s.observation_id", "s.observation_id IS NOT NULL")}) sc ON sc.object_id = o.id
+    LEFT JOIN ({_score_aggregates("s.trace_id", "s.trace_id IS NOT NULL AND s.observation_id IS NULL")}) tsc
+        ON tsc.object_id = o.trace_id
+    LEFT JOIN ({_comment_aggregates("OBSERVATION")}) cm ON cm.object_id = o.id
+    WHERE o.project_id = {{project_id}} AND o.created_at <= {{cutoff}}"""
+
+# Where an observation stands in its trace, by start time (then id): [is root (1/0), n-th from the start, n-th from the end].
+_POSITION_IN_TRACE = """ARRAY[
+    (o.parent_observation_id IS NULL)::int,
+    1 + (SELECT count(*) FROM observations p WHERE p.project_id = o.project_id AND p.trace_id = o.trace_id
+             AND p.created_at <= {cutoff} AND (p.start_time, p.id) < (o.start_time, o.id)),
+    1 + (SELECT count(*) FROM observations p WHERE p.project_id = o.project_id AND p.trace_id = o.trace_id
+             AND p.created_at <= {cutoff} AND (p.start_time, p.id) > (o.start_time, o.id))]"""
+
+_LATENCY_SECONDS = _seconds("o.start_time", "o.end_time")
+
+
+def _present(json: str) -> str:
+    # Langfuse's hasInput / hasOutput: a payload that is neither missing, JSON null nor an empty string.
+    return f"""({json} IS NOT NULL AND {json} NOT IN ('null'::jsonb, '""'::jsonb))"""
+
 
 _O = {
     c.key: c
@@ -220,7 +422,13 @@ _O = {
         _c("input", "o.input", "json"),
         _c("output", "o.output", "json"),
         _c("metadata", "o.metadata", "json", "Metadata", "stringObject"),
-        _c("model", "o.model", display="Model", filter="stringOptions"),
+        _c(
+            "model",
+            "o.model",
+            display="Model",
+            filter="stringOptions",
+            aliases=("providedModelName", "Provided Model Name"),
+        ),
         _c("internalModelId", "o.internal_model_id"),
         _c("modelParameters", "o.model_parameters", "json"),
         _c("promptId", "o.prompt_id"),
@@ -243,59 +451,99 @@ _O = {
         _c("totalCost", _OBS_TOTAL_COST, "number", "Total Cost ($)", "number"),
         _c("inputUsage", _OBS_INPUT_USAGE, "number", "Input Tokens", "number", aliases=("inputTokens",)),
         _c("outputUsage", _OBS_OUTPUT_USAGE, "number", "Output Tokens", "number", aliases=("outputTokens",)),
-        _c("totalUsage", _OBS_TOTAL_USAGE, "number", "Total Tokens", "number", aliases=("totalTokens",)),
+        _c(
+            "totalUsage",
+            _OBS_TOTAL_USAGE,
+            "number",
+            "Total Tokens",
+            "number",
+            aliases=("totalTokens", "tokens", "Tokens"),
+        ),
         _c("traceTags", "t.tags", "array", "Trace Tags", "arrayOptions", aliases=("tags",)),
         _c("traceTimestamp", "t.timestamp", "timestamp"),
         _c("userId", "t.user_id", display="User ID", filter="string"),
         _c("sessionId", "t.session_id", display="Session ID", filter="string"),
         _c("release", "t.release", display="Release", filter="string"),
-    )
-}
-
-
-def _pick(columns: dict[str, Column], keys: str, **overrides: Column) -> tuple[Column, ...]:
-    return tuple(overrides.get(k) or columns[k] for k in keys.split())
-
-
-OBSERVATIONS = ExportTable(
-    name="observations",
-    source=_OBSERVATIONS_SOURCE,
-    columns=_pick(
-        _O,
-        "id traceId startTime endTime projectId parentObservationId type environment name level statusMessage"
-        " version createdAt updatedAt input output metadata model internalModelId modelParameters"
-        " completionStartTime promptId promptName promptVersion latency timeToFirstToken providedUsageDetails"
-        " usageDetails costDetails providedCostDetails inputCost outputCost totalCost inputUsage outputUsage"
-        " totalUsage traceName traceTags traceTimestamp userId",
-    ),
-    time_column="startTime",
-    default_order=("startTime", "DESC"),
-    id_search=("id", "name", "traceId"),
-    content_search=("input", "output", "metadata"),
-)
-
-EVENTS = ExportTable(
-    name="events",
-    source=_OBSERVATIONS_SOURCE,
-    columns=(
-        *_pick(
-            _O,
-            "id traceId traceName type name startTime endTime completionStartTime environment version userId"
-            " sessionId level statusMessage promptName promptId promptVersion model modelParameters usageDetails"
-            " costDetails totalCost input output metadata latency timeToFirstToken",
-            # Events filter `input` / `output` as text: the JSON document's text.
-            input=_c("input", "o.input", "json", "Input", "string"),
-            output=_c("output", "o.output", "json", "Output", "string"),
+        _c("modelId", "o.internal_model_id", display="Model ID", filter="stringOptions"),
+        _c("inputPrice", "m.input_price", "number", "Input Price ($)", "number"),
+        _c("outputPrice", "m.output_price", "number", "Output Price ($)", "number"),
+        _c("totalPrice", "m.total_price", "number", "Total Price ($)", "number"),
+        _c("usagePricingTierId", "o.usage_pricing_tier_id", display="Usage Pricing Tier ID", filter="stringOptions"),
+        _c(
+            "usagePricingTierName",
+            "o.usage_pricing_tier_name",
+            display="Usage Pricing Tier Name",
+            filter="stringOptions",
         ),
-        _c("tags", "t.tags", "array", "Trace Tags", "arrayOptions", aliases=("traceTags",)),
-        _O["release"],
-        _O["parentObservationId"],
-        # The observations filters that are not columns of an event row, plus the events' own.
-        _c("inputCost", _OBS_INPUT_COST, "number", "Input Cost ($)", "number", exported=False),
-        _c("outputCost", _OBS_OUTPUT_COST, "number", "Output Cost ($)", "number", exported=False),
-        _c("inputTokens", _OBS_INPUT_USAGE, "number", "Input Tokens", "number", exported=False),
-        _c("outputTokens", _OBS_OUTPUT_USAGE, "number", "Output Tokens", "number", exported=False),
-        _c("totalTokens", _OBS_TOTAL_USAGE, "number", "Total Tokens", "number", exported=False),
+        _c(
+            "tokensPerSecond",
+            # float8, as Langfuse computes it: a quotient has no exact decimal to keep.
+            f"({_OBS_OUTPUT_USAGE} / nullif({_LATENCY_SECONDS}, 0))::float8",
+            "number",
+            "Tokens per second",
+            "number",
+        ),
+        _c("toolDefinitions", "o.tool_definitions", "json"),
+        _c("toolCalls", "o.tool_calls", "json"),
+        _c("toolCallNames", "o.tool_call_names", "array", "Called Tool Names", "arrayOptions", ("calledToolNames",)),
+        _c("commentCount", "coalesce(cm.comment_count, 0)", "number", "Comment Count", "number"),
+        _c("comments", "coalesce(cm.comments, '[]'::jsonb)", "json"),
+        _c("latencyMs", "trim_scale(extract(epoch FROM (o.end_time - o.start_time)) * 1000)", "number"),
+        _c(
+            "timeToFirstTokenMs",
+            "trim_scale(extract(epoch FROM (o.completion_start_time - o.start_time)) * 1000)",
+            "number",
+        ),
+        # Filter-only: what Langfuse's filters test, not columns of its rows.
+        _c(
+            "toolNames",
+            "ARRAY(SELECT jsonb_object_keys(o.tool_definitions))",
+            "array",
+            "Available Tool Names",
+            "arrayOptions",
+            exported=False,
+        ),
+        _c(
+            "availableToolCount",
+            "(SELECT count(*) FROM jsonb_object_keys(o.tool_definitions))",
+            "number",
+            "Available Tools",
+            "number",
+            ("toolDefinitions",),
+            exported=False,
+        ),
+        _c(
+            "toolCallCount",
+            "jsonb_array_length(o.tool_calls)",
+            "number",
+            "Tool Calls",
+            "number",
+            ("toolCalls",),
+            exported=False,
+        ),
+        _c("commentContent", "cm.contents", "array", "Comment Content", "string", exported=False),
+        _c("scores_avg", "sc.averages", "json", "Scores (numeric)", "numberObject", ("scores",), exported=False),
+        _c("score_categories", "sc.categories", "array", "Scores (categorical)", "categoryOptions", exported=False),
+        _c("score_booleans", "sc.booleans", "array", "Scores (boolean)", "booleanObject", exported=False),
+        _c("trace_scores_avg", "tsc.averages", "json", "Trace Scores (numeric)", "numberObject", exported=False),
+        _c(
+            "trace_score_categories",
+            "tsc.categories",
+            "array",
+            "Trace Scores (categorical)",
+            "categoryOptions",
+            exported=False,
+        ),
+        _c("trace_score_booleans", "tsc.booleans", "array", "Trace Scores (boolean)", "booleanObject", exported=False),
+        _c("positionInTrace", _POSITION_IN_TRACE, "array", "Position in Trace", "positionInTrace", exported=False),
+        _c(
+            "hasParentObservation",
+            "(o.parent_observation_id IS NOT NULL)",
+            "boolean",
+            "Has Parent Observation",
+            "boolean",
+            exported=False,
+        ),
         _c(
             "isRootObservation",
             "(o.parent_observation_id IS NULL)",
@@ -304,11 +552,103 @@ EVENTS = ExportTable(
             "boolean",
             exported=False,
         ),
+        _c("hasInput", _present("o.input"), "boolean", "Has Input", "boolean", exported=False),
+        _c("hasOutput", _present("o.output"), "boolean", "Has Output", "boolean", exported=False),
+    )
+}
+
+# Events' own columns: the experiment an observation ran in, and who sent it (OpenTelemetry attributes).
+_EVENT_ONLY = (
+    _c("experimentDatasetId", "o.experiment_dataset_id", display="Experiment Dataset ID", filter="stringOptions"),
+    _c("experimentId", "o.experiment_id", display="Experiment ID", filter="stringOptions"),
+    _c("experimentName", "o.experiment_name", display="Experiment Name", filter="stringOptions"),
+    _c("experimentItemId", "o.experiment_item_id", display="Experiment Item ID", filter="stringOptions"),
+    _c(
+        "isExperimentItemRootSpan",
+        "coalesce(o.experiment_item_root_span_id = o.id, false)",
+        "boolean",
+        "Is Experiment Item Root Span",
+        "boolean",
+    ),
+    _c("serviceName", "o.service_name", display="Service Name", filter="string"),
+    _c("serviceVersion", "o.service_version", display="Service Version", filter="string"),
+    _c("scopeName", "o.scope_name", display="Scope Name", filter="string"),
+    _c("scopeVersion", "o.scope_version", display="Scope Version", filter="string"),
+    _c("telemetrySdkLanguage", "o.telemetry_sdk_language", display="Telemetry SDK Language", filter="string"),
+    _c("telemetrySdkName", "o.telemetry_sdk_name", display="Telemetry SDK Name", filter="string"),
+    _c("telemetrySdkVersion", "o.telemetry_sdk_version", display="Telemetry SDK Version", filter="string"),
+)
+
+
+def _pick(columns: dict[str, Column], keys: str, **overrides: Column) -> tuple[Column, ...]:
+    return tuple(overrides.get(k) or columns[k] for k in keys.split())
+
+
+def _filter_only(columns: dict[str, Column], *, besides: tuple[Column, ...]) -> tuple[Column, ...]:
+    """The filter-only columns of `columns` that `besides` does not define already."""
+    taken = {c.key for c in besides}
+    return tuple(c for c in columns.values() if not c.exported and c.key not in taken)
+
+
+_OBSERVATION_ROW = _pick(
+    _O,
+    "id traceId startTime endTime projectId parentObservationId type environment name level statusMessage"
+    " version createdAt updatedAt input output metadata model internalModelId modelParameters"
+    " completionStartTime promptId promptName promptVersion latency timeToFirstToken providedUsageDetails"
+    " usageDetails costDetails providedCostDetails inputCost outputCost totalCost inputUsage outputUsage"
+    " totalUsage traceName traceTags traceTimestamp userId modelId inputPrice outputPrice totalPrice"
+    " usagePricingTierId usagePricingTierName tokensPerSecond toolDefinitions toolCalls toolCallNames"
+    " commentCount comments",
+)
+
+OBSERVATIONS = ExportTable(
+    name="observations",
+    source=_OBSERVATIONS_SOURCE,
+    columns=(*_OBSERVATION_ROW, *_filter_only(_O, besides=_OBSERVATION_ROW)),
+    time_column="startTime",
+    default_order=("startTime", "DESC"),
+    id_search=("id", "name", "traceId"),
+    content_search=("input", "output", "metadata"),
+    score_alias="sc",
+)
+
+_EVENT_ROW = (
+    *_pick(
+        _O,
+        "id traceId traceName type name startTime endTime completionStartTime environment version userId"
+        " sessionId level statusMessage promptName promptId promptVersion model modelParameters usageDetails"
+        " costDetails totalCost input output metadata latency timeToFirstToken",
+        # Events filter `input` / `output` as text: the JSON document's text.
+        input=_c("input", "o.input", "json", "Input", "string"),
+        output=_c("output", "o.output", "json", "Output", "string"),
+        # "Cost ($)" is the events table's own name for the total cost.
+        totalCost=_c("totalCost", _OBS_TOTAL_COST, "number", "Total Cost ($)", "number", ("Cost ($)",)),
+    ),
+    _c("tags", "t.tags", "array", "Trace Tags", "arrayOptions", aliases=("traceTags",)),
+    _O["release"],
+    _O["parentObservationId"],
+    *_pick(
+        _O,
+        "latencyMs timeToFirstTokenMs modelId inputPrice outputPrice totalPrice usagePricingTierId"
+        " usagePricingTierName tokensPerSecond toolDefinitions toolCalls toolCallNames commentCount comments",
+    ),
+    *_EVENT_ONLY,
+)
+
+EVENTS = ExportTable(
+    name="events",
+    source=_OBSERVATIONS_SOURCE,
+    columns=(
+        *_EVENT_ROW,
+        # The observations columns that are not columns of an event row, as filters.
+        *(replace(c, exported=False) for c in _pick(_O, "inputCost outputCost inputUsage outputUsage totalUsage")),
+        *_filter_only(_O, besides=_EVENT_ROW),
     ),
     time_column="startTime",
     default_order=("startTime", "DESC"),
     id_search=("id", "name", "traceId"),
     content_search=("input", "output", "metadata"),
+    score_alias="sc",
 )
 
 # --- scores ---------------------------------------------------------------------------------------
@@ -320,24 +660,37 @@ SCORES = ExportTable(
     LEFT JOIN users au ON au.id = s.author_user_id
     WHERE s.project_id = {project_id} AND s.created_at <= {cutoff}""",
     columns=(
-        _c("id", "s.id"),
+        _c("id", "s.id", display="ID", filter="string"),
         _c("traceId", "s.trace_id", display="Trace ID", filter="string"),
         _c("sessionId", "s.session_id", display="Session ID", filter="string"),
-        _c("datasetRunId", "s.dataset_run_id"),
+        _c("datasetRunId", "s.dataset_run_id", display="Dataset Run ID", filter="string"),
         _c("timestamp", "s.timestamp", "timestamp", "Timestamp", "datetime"),
         _c("source", "s.source", display="Source", filter="stringOptions"),
         _c("name", "s.name", display="Name", filter="stringOptions"),
         _c("dataType", "s.data_type", display="Data Type", filter="stringOptions"),
         _c("value", "s.value", "number", "Value", "number"),
         _c("stringValue", "s.string_value", display="String Value", filter="stringOptions"),
-        _c("comment", "s.comment"),
+        _c("comment", "s.comment", display="Comment", filter="string"),
         _c("metadata", "s.metadata", "json", "Metadata", "stringObject"),
         _c("observationId", "s.observation_id", display="Observation ID", filter="string"),
         _c("traceName", "t.name", display="Trace Name", filter="stringOptions"),
         _c("userId", "t.user_id", display="User ID", filter="stringOptions"),
-        _c("traceTags", "t.tags", "array", "Trace Tags", "arrayOptions", aliases=("tags",)),
+        _c("traceTags", "t.tags", "array", "Trace Tags", "arrayOptions", aliases=("tags", "trace_tags")),
         _c("environment", "s.environment", display="Environment", filter="stringOptions"),
         _c("authorUserName", "au.name"),
+        _c("authorUserId", "s.author_user_id", display="Author User ID", filter="string"),
+        # A boolean score's value as a boolean; empty for other data types.
+        _c("booleanValue", "CASE WHEN s.data_type = 'BOOLEAN' THEN s.value <> 0 END", "boolean"),
+        _c("configId", "s.config_id", display="Config ID", filter="string"),
+        _c("queueId", "s.queue_id", display="Annotation Queue ID", filter="string"),
+        # Filter-only: Langfuse filters a boolean score's label as options, "true" or "false".
+        _c(
+            "booleanValue",
+            "CASE WHEN s.data_type = 'BOOLEAN' AND s.string_value <> '' THEN lower(s.string_value) END",
+            display="Boolean Value",
+            filter="stringOptions",
+            exported=False,
+        ),
     ),
     time_column="timestamp",
     default_order=("timestamp", "DESC"),
@@ -359,6 +712,8 @@ SESSIONS = ExportTable(
                sum(ot.output_cost) AS output_cost,
                sum(ot.total_cost) AS total_cost,
                sum(ot.total_tokens) AS total_tokens,
+               sum(ot.input_tokens) AS input_tokens,
+               sum(ot.output_tokens) AS output_tokens,
                min(t.environment) AS environment
         FROM traces t
         LEFT JOIN ({_TRACE_OBSERVATION_TOTALS}) ot ON ot.trace_id = t.id
@@ -372,21 +727,42 @@ SESSIONS = ExportTable(
         GROUP BY t.session_id
     ) st ON st.session_id = s.id
     LEFT JOIN trace_sessions ts ON ts.project_id = {{project_id}} AND ts.id = s.id AND ts.created_at <= {{cutoff}}
+    LEFT JOIN ({_score_aggregates("s.session_id", "s.session_id IS NOT NULL")}) sc ON sc.object_id = s.id
+    LEFT JOIN ({_comment_aggregates("SESSION")}) cm ON cm.object_id = s.id
     WHERE true""",
     columns=(
         _c("id", "s.id", display="ID", filter="string"),
         _c("userIds", "coalesce(s.user_ids, '{}')", "array", "User IDs", "arrayOptions"),
-        _c("countTraces", "s.count_traces", "number", "Traces Count", "number"),
-        _c("sessionDuration", _seconds("s.created_at", "s.last_end"), "number", "Session Duration (s)", "number"),
-        _c("inputCost", "s.input_cost", "number", "Input Cost ($)", "number"),
-        _c("outputCost", "s.output_cost", "number", "Output Cost ($)", "number"),
-        _c("totalCost", "s.total_cost", "number", "Total Cost ($)", "number"),
-        _c("totalTokens", "s.total_tokens", "number", "Total Tokens", "number"),
+        _c("countTraces", "s.count_traces", "number", "Traces Count", "number", ("tracesCount", "Count Traces")),
+        _c(
+            "sessionDuration",
+            _seconds("s.created_at", "s.last_end"),
+            "number",
+            "Session Duration (s)",
+            "number",
+            ("Session Duration",),
+        ),
+        _c("inputCost", "s.input_cost", "number", "Input Cost ($)", "number", ("Session Input Cost",)),
+        _c("outputCost", "s.output_cost", "number", "Output Cost ($)", "number", ("Session Output Cost",)),
+        _c("totalCost", "s.total_cost", "number", "Total Cost ($)", "number", ("Session Total Cost",)),
+        _c("totalTokens", "s.total_tokens", "number", "Total Tokens", "number", ("Usage",)),
         _c("traceTags", "coalesce(st.tags, '{}')", "array", "Trace Tags", "arrayOptions", aliases=("tags",)),
         _c("environment", "coalesce(ts.environment, s.environment)", display="Environment", filter="stringOptions"),
         _c("createdAt", "s.created_at", "timestamp", "Created At", "datetime"),
         _c("bookmarked", "coalesce(ts.bookmarked, false)", "boolean", "⭐️", "boolean"),
         _c("public", "coalesce(ts.public, false)", "boolean"),
+        _c("inputTokens", "s.input_tokens", "number", "Input Tokens", "number"),
+        _c("outputTokens", "s.output_tokens", "number", "Output Tokens", "number"),
+        # Langfuse's session files carry the trace count twice, as countTraces and as totalCount.
+        _c("totalCount", "s.count_traces", "number"),
+        _c("commentCount", "coalesce(cm.comment_count, 0)", "number", "Comment Count", "number"),
+        _c("comments", "coalesce(cm.comments, '[]'::jsonb)", "json"),
+        # Filter-only: what Langfuse's filters test, not columns of its session rows.
+        _c("usage", "s.total_tokens", "number", "Session Total Usage", "number", exported=False),
+        _c("commentContent", "cm.contents", "array", "Comment Content", "string", exported=False),
+        _c("scores_avg", "sc.averages", "json", "Scores (numeric)", "numberObject", ("scores",), exported=False),
+        _c("score_categories", "sc.categories", "array", "Scores (categorical)", "categoryOptions", exported=False),
+        _c("score_booleans", "sc.booleans", "array", "Scores (boolean)", "booleanObject", exported=False),
     ),
     time_column="createdAt",
     default_order=("createdAt", "DESC"),
@@ -397,10 +773,13 @@ SESSIONS = ExportTable(
 
 DATASET_RUN_ITEMS = ExportTable(
     name="dataset_run_items",
-    source="""dataset_run_items ri
+    source=f"""dataset_run_items ri
     LEFT JOIN dataset_runs r ON r.project_id = ri.project_id AND r.id = ri.dataset_run_id
     LEFT JOIN datasets d ON d.project_id = r.project_id AND d.id = r.dataset_id
-    WHERE ri.project_id = {project_id} AND ri.created_at <= {cutoff}""",
+    LEFT JOIN traces t ON t.project_id = ri.project_id AND t.id = ri.trace_id AND t.created_at <= {{cutoff}}
+    LEFT JOIN ({_score_aggregates("s.trace_id", "s.trace_id IS NOT NULL AND s.observation_id IS NULL")}) sc
+        ON sc.object_id = ri.trace_id
+    WHERE ri.project_id = {{project_id}} AND ri.created_at <= {{cutoff}}""",
     columns=(
         _c("id", "ri.id"),
         _c("projectId", "ri.project_id"),
@@ -413,6 +792,11 @@ DATASET_RUN_ITEMS = ExportTable(
         _c("updatedAt", "ri.updated_at", "timestamp"),
         _c("datasetName", "d.name"),
         _c("datasetId", "r.dataset_id", display="Dataset", filter="stringOptions", exported=False),
+        # Langfuse's eventTs: when the run's trace happened.
+        _c("eventTs", "t.timestamp", "timestamp", "Event Timestamp", "datetime", exported=False),
+        _c("agg_scores_avg", "sc.averages", "json", "Scores (numeric)", "numberObject", exported=False),
+        _c("agg_score_categories", "sc.categories", "array", "Scores (categorical)", "categoryOptions", exported=False),
+        _c("agg_score_booleans", "sc.booleans", "array", "Scores (boolean)", "booleanObject", exported=False),
     ),
     time_column="createdAt",
     default_order=("createdAt", "DESC"),
@@ -425,18 +809,19 @@ DATASET_ITEMS = ExportTable(
     LEFT JOIN datasets d ON d.project_id = di.project_id AND d.id = di.dataset_id
     WHERE di.project_id = {project_id} AND di.created_at <= {cutoff}""",
     columns=(
-        _c("id", "di.id", display="Item ID", filter="stringOptions"),
+        _c("id", "di.id", display="Item ID", filter="stringOptions", aliases=("ID",)),
         _c("projectId", "di.project_id"),
         _c("datasetId", "di.dataset_id", display="Dataset ID", filter="stringOptions"),
         _c("sourceTraceId", "di.source_trace_id", display="Source Trace ID", filter="string"),
         _c("sourceObservationId", "di.source_observation_id", display="Source Observation ID", filter="string"),
         _c("status", "di.status", display="Status", filter="stringOptions"),
         _c("createdAt", "di.created_at", "timestamp", "Created At", "datetime"),
-        _c("updatedAt", "di.updated_at", "timestamp"),
+        _c("updatedAt", "di.updated_at", "timestamp", "Updated At", "datetime"),
         _c("input", "di.input", "json"),
         _c("expectedOutput", "di.expected_output", "json"),
         _c("metadata", "di.metadata", "json", "Metadata", "stringObject"),
-        _c("datasetName", "d.name"),
+        _c("datasetName", "d.name", display="Dataset Name", filter="stringOptions"),
+        _c("validFrom", "di.valid_from", "timestamp", "Valid From", "datetime"),
     ),
     time_column="createdAt",
     default_order=("createdAt", "DESC"),

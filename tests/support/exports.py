@@ -52,7 +52,7 @@ JSON_COLUMNS = {
 }
 
 
-def _insert(conn: psycopg.Connection, table: str, row: dict[str, Any]) -> None:
+def insert_row(conn: psycopg.Connection, table: str, row: dict[str, Any]) -> None:
     statement = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
         sql.Identifier(table),
         sql.SQL(", ").join(map(sql.Identifier, row)),
@@ -91,7 +91,7 @@ def seed_project(conn: psycopg.Connection, awkward: dict[str, Any], name: str = 
             "output": {"text": text, "n": i},
             "metadata": {"customer": text, "rank": i, "tier": "gold" if i % 3 == 0 else "silver"},
         }
-        _insert(conn, "traces", trace)
+        insert_row(conn, "traces", trace)
         seeded.traces.append(trace)
         root = {
             "id": f"obs-{i:03d}-root",
@@ -133,7 +133,7 @@ def seed_project(conn: psycopg.Connection, awkward: dict[str, Any], name: str = 
             "environment": trace["environment"],
         }
         for obs in (root, generation):
-            _insert(conn, "observations", obs)
+            insert_row(conn, "observations", obs)
             seeded.observations.append(obs)
         score = {
             "id": f"score-{i:03d}",
@@ -150,12 +150,12 @@ def seed_project(conn: psycopg.Connection, awkward: dict[str, Any], name: str = 
             "metadata": {"reviewer": text},
             "author_user_id": project.user_id,
         }
-        _insert(conn, "scores", score)
+        insert_row(conn, "scores", score)
         seeded.scores.append(score)
 
-    _insert(conn, "trace_sessions", {"id": "session-1", "project_id": pid, "bookmarked": True, "public": True})
-    _insert(conn, "datasets", {"id": "dataset-a", "project_id": pid, "name": strings[17]})
-    _insert(conn, "dataset_runs", {"id": "run-a", "project_id": pid, "dataset_id": "dataset-a", "name": strings[11]})
+    insert_row(conn, "trace_sessions", {"id": "session-1", "project_id": pid, "bookmarked": True, "public": True})
+    insert_row(conn, "datasets", {"id": "dataset-a", "project_id": pid, "name": strings[17]})
+    insert_row(conn, "dataset_runs", {"id": "run-a", "project_id": pid, "dataset_id": "dataset-a", "name": strings[11]})
     for i, value in enumerate(json_values):
         item = {
             "id": f"item-{i:02d}",
@@ -168,7 +168,7 @@ def seed_project(conn: psycopg.Connection, awkward: dict[str, Any], name: str = 
             "source_trace_id": f"trace-{i:03d}",
             "created_at": BASE_TIME + timedelta(seconds=i),
         }
-        _insert(conn, "dataset_items", item)
+        insert_row(conn, "dataset_items", item)
         seeded.dataset_items.append(item)
         run_item = {
             "id": f"run-item-{i:02d}",
@@ -178,7 +178,7 @@ def seed_project(conn: psycopg.Connection, awkward: dict[str, Any], name: str = 
             "trace_id": f"trace-{i:03d}",
             "created_at": BASE_TIME + timedelta(seconds=i),
         }
-        _insert(conn, "dataset_run_items", run_item)
+        insert_row(conn, "dataset_run_items", run_item)
         seeded.dataset_run_items.append(run_item)
     for i, value in enumerate(json_values):
         entry = {
@@ -193,7 +193,7 @@ def seed_project(conn: psycopg.Connection, awkward: dict[str, Any], name: str = 
             "after": {"changed": strings[i + 5]},
             "created_at": BASE_TIME + timedelta(seconds=i),
         }
-        _insert(conn, "audit_logs", entry)
+        insert_row(conn, "audit_logs", entry)
         seeded.audit_logs.append(entry)
     return seeded
 
