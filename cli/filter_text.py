@@ -23,10 +23,13 @@ from schemas.filters import (
     ArrayOptionsOperator,
     BooleanOperator,
     DatetimeOperator,
+    MatchOperator,
     NullOperator,
     NumberOperator,
     OptionsOperator,
+    StringObjectOperator,
     StringOperator,
+    TracePosition,
 )
 from workers.tables import TABLES, Column, ExportTable
 
@@ -37,22 +40,30 @@ filters (--filter, repeatable; all must match):
     --filter 'tags any of prod,beta'         --filter 'metadata.customer = acme'
     --filter 'latency > 2.5'                 --filter 'bookmarked = true'
     --filter 'release is null'               --filter 'environment none of staging'
+    --filter 'scores_avg.accuracy >= 0.8'    --filter 'score_booleans.is_correct = false'
+    --filter 'metadata.customer is set'      --filter 'positionInTrace = nthFromEnd:2'
   COLUMN is a column id or display name of the table (`metadata.KEY` for a key of a JSON object
-  column); the first operator in the text ends the column. Operators: = <> > < >= <=, contains,
-  "does not contain", "starts with", "ends with", "any of", "none of", "all of", "is null",
-  "is not null" (which ones a column takes depends on its type; a wrong one lists the valid ones).
+  column, `scores_avg.NAME` for a score by name); the first operator in the text ends the column.
+  Operators: = <> > < >= <=, contains, "does not contain", "starts with", "ends with", matches,
+  "is not empty", "is set", "is not set", "any of", "none of", "all of", "is null", "is not null"
+  (which ones a column takes depends on its type; a wrong one lists the valid ones). A trace
+  position is root, first, last, nthFromStart:N or nthFromEnd:N.
   Lists are comma-separated ('tags any of "a,b",c' keeps the comma of "a,b"); a date may omit the
   time (UTC midnight); "quotes" around a text value keep its spaces.
 """
 
 
 # The operator lists are schemas.filters' own, so the command line offers exactly what the API takes.
-_STRING_OPS = get_args(StringOperator)
+_STRING_OPS = get_args(StringOperator) + get_args(MatchOperator)
+_OBJECT_OPS = get_args(StringObjectOperator) + get_args(MatchOperator)
 _NULL_OPS = get_args(NullOperator)
 _OPTIONS_OPS = get_args(OptionsOperator)
 _NUMBER_OPS = get_args(NumberOperator)
+_BOOLEAN_OPS = get_args(BooleanOperator)
 # On a JSON column, `=` compares text; the orderings compare numbers.
 _ORDERING_OPS = tuple(op for op in _NUMBER_OPS if op not in _STRING_OPS)
+# Operators that test only the column (or the key): no value follows them.
+_VALUELESS_OPS = ("is not empty", "is set", "is not set", *_NULL_OPS)
 
 # For each declared column type (workers.tables), the operators the command line offers and the
 # wire filter type each one becomes. The API accepts these combinations (workers.filters'
@@ -61,17 +72,26 @@ CLI_OPERATORS: dict[str, dict[str, str]] = {
     "string": {**dict.fromkeys(_STRING_OPS, "string"), **dict.fromkeys(_OPTIONS_OPS, "stringOptions")},
     "stringOptions": {**dict.fromkeys(_OPTIONS_OPS, "stringOptions"), **dict.fromkeys(_STRING_OPS, "string")},
     "stringObject": {
-        **dict.fromkeys(_STRING_OPS, "stringObject"),
+        **dict.fromkeys(_OBJECT_OPS, "stringObject"),
         **dict.fromkeys(_ORDERING_OPS, "numberObject"),
         **dict.fromkeys(_OPTIONS_OPS, "categoryOptions"),
     },
+    "numberObject": dict.fromkeys(_NUMBER_OPS, "numberObject"),
+    "categoryOptions": dict.fromkeys(_OPTIONS_OPS, "categoryOptions"),
+    "booleanObject": dict.fromkeys(_BOOLEAN_OPS, "booleanObject"),
     "number": dict.fromkeys(_NUMBER_OPS, "number"),
     "datetime": dict.fromkeys(get_args(DatetimeOperator), "datetime"),
     "arrayOptions": dict.fromkeys(get_args(ArrayOptionsOperator), "arrayOptions"),
-    "boolean": dict.fromkeys(get_args(BooleanOperator), "boolean"),
+    "boolean": dict.fromkeys(_BOOLEAN_OPS, "boolean"),
+    "positionInTrace": {"=": "positionInTrace"},
+    "null": {},
 }
-for _operators in CLI_OPERATORS.values():
-    _operators.update(dict.fromkeys(_NULL_OPS, "null"))
+for _type, _operators in CLI_OPERATORS.items():
+    if _type != "positionInTrace":
+        _operators.update(dict.fromkeys(_NULL_OPS, "null"))
+# Columns whose filters name a key inside them: a JSON object's key, or a score's name.
+KEYED_TYPES = ("stringObject", "numberObject", "categoryOptions", "booleanObject")
+_POSITIONS = get_args(TracePosition)
 
 # Longest first, so `>=` is not read as `>` followed by "=...".
 _SYMBOL_OPERATORS = (">=", "<=", "<>", "!=", "=", ">", "<")
@@ -80,11 +100,15 @@ _WORD_OPERATORS = (
     "contains",
     "starts with",
     "ends with",
+    "matches",
     "any of",
     "none of",
     "all of",
+    "is not empty",
     "is not null",
     "is null",
+    "is not set",
+    "is set",
 )
 _OPERATOR_ALIASES = {"!=": "<>"}
 _TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
@@ -124,8 +148,8 @@ def _operator_list(operators: Iterable[str]) -> str:
 
 def find_column(table: ExportTable, name: str) -> Column | None:
     """A filterable column by id, alias or display name; case does not matter when unambiguous."""
-    column = table.find_column(name)
-    if column is not None and column.filter:
+    column = table.find_filter_column(name)
+    if column is not None:
         return column
     matches = {c for c in table.filterable_columns if name.casefold() in (n.casefold() for n in c.names)}
     return matches.pop() if len(matches) == 1 else None
@@ -152,11 +176,11 @@ def parse_filter(table: ExportTable, text: str) -> dict[str, Any]:
         raise UsageError(
             f"unknown filter column {parts.column!r} for table {table.name}. Valid columns: {_describe_columns(table)}."
         )
-    object_columns = [c.key for c in table.filterable_columns if c.filter == "stringObject"]
-    if key is not None and column.filter != "stringObject":
+    object_columns = [c.key for c in table.filterable_columns if c.filter in KEYED_TYPES]
+    if key is not None and column.filter not in KEYED_TYPES:
         raise UsageError(
-            f"{column.key} is not a JSON object column, so {parts.column!r} cannot name a key in it"
-            + (f" (object columns of {table.name}: {', '.join(object_columns)})." if object_columns else ".")
+            f"{column.key} is not a JSON object or score column, so {parts.column!r} cannot name a key in it"
+            + (f" (keyed columns of {table.name}: {', '.join(object_columns)})." if object_columns else ".")
         )
     assert column.filter is not None, "only filterable columns get here"
     operators = CLI_OPERATORS[column.filter]
@@ -166,13 +190,17 @@ def parse_filter(table: ExportTable, text: str) -> dict[str, Any]:
             f"{column.key} is a {column.filter} column of {table.name}: it takes "
             f"{_operator_list(operators)}, not {parts.operator!r}."
         )
-    if column.filter == "stringObject" and wire_type != "null" and not key:
-        raise UsageError(f"{column.key} is a JSON object: name the key to test, e.g. '{column.key}.customer = acme'.")
+    if column.filter in KEYED_TYPES and wire_type != "null" and not key:
+        example = "customer = acme" if column.filter == "stringObject" else "accuracy >= 0.8"
+        raise UsageError(f"{column.key} holds values by name: name the one to test, e.g. '{column.key}.{example}'.")
 
     wire: dict[str, Any] = {"column": column.key, "type": wire_type, "operator": parts.operator}
     if key is not None and wire_type != "null":
         wire["key"] = key
-    wire["value"] = _filter_value(column, wire_type, parts)
+    if wire_type == "positionInTrace":
+        wire.update(_position(column, parts))
+    else:
+        wire["value"] = _filter_value(column, wire_type, parts)
     try:
         model = _FILTER_ADAPTER.validate_python(wire)
     except ValidationError as exc:
@@ -184,7 +212,7 @@ def parse_filter(table: ExportTable, text: str) -> dict[str, Any]:
 def _filter_value(column: Column, wire_type: str, parts: _FilterText) -> Any:
     value = parts.value
     where = f"filter on {column.key} ({column.filter})"
-    if wire_type == "null":
+    if parts.operator in _VALUELESS_OPS:
         if value:
             raise UsageError(f"{where}: {parts.operator!r} takes no value, got {value!r}.")
         return ""
@@ -206,13 +234,31 @@ def _filter_value(column: Column, wire_type: str, parts: _FilterText) -> Any:
         return number
     if wire_type == "datetime":
         return _parse_datetime(value, where)
-    if wire_type == "boolean":
+    if wire_type in ("boolean", "booleanObject"):
         if value.lower() in _TRUE:
             return True
         if value.lower() in _FALSE:
             return False
         raise UsageError(f"{where}: {value!r} is not true or false.")
     return _unquote(value)
+
+
+def _position(column: Column, parts: _FilterText) -> dict[str, Any]:
+    """`root`, `first`, `last`, `nthFromStart:N` or `nthFromEnd:N` as the filter's key and value."""
+    name, _, n = parts.value.partition(":")
+    matched = next((p for p in _POSITIONS if p.casefold() == name.strip().casefold()), None)
+    if matched is None:
+        raise UsageError(
+            f"filter on {column.key}: {parts.value!r} is not a position; write root, first, last, "
+            "nthFromStart:N or nthFromEnd:N."
+        )
+    if matched not in ("nthFromStart", "nthFromEnd"):
+        if n:
+            raise UsageError(f"filter on {column.key}: {matched!r} takes no number, got {parts.value!r}.")
+        return {"key": matched}
+    if not n.strip().isdigit() or int(n) < 1:
+        raise UsageError(f"filter on {column.key}: {matched} needs a position of 1 or more, e.g. {matched}:2.")
+    return {"key": matched, "value": int(n)}
 
 
 def _unquote(value: str) -> str:
@@ -240,7 +286,7 @@ def parse_order_by(table: ExportTable, text: str) -> dict[str, str]:
     direction = direction.strip().upper()
     if direction not in ("ASC", "DESC"):
         raise UsageError(f"--order-by {text!r}: the direction is ASC or DESC, e.g. timestamp:DESC.")
-    column = table.find_column(name.strip())
+    column = table.find_sort_column(name.strip())
     if column is None:
         lowered = {c for c in table.columns if name.strip().casefold() in (n.casefold() for n in c.names)}
         column = lowered.pop() if len(lowered) == 1 else None

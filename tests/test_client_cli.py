@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import pty
+import re
 import signal
 import subprocess
 import sys
@@ -162,7 +163,11 @@ def test_export_wait_output_downloads_a_csv_whose_rows_match_the_database(
         header = next(csv.reader(f))
         f.seek(0)
         rows = list(csv.DictReader(f))
-    assert header == TABLES["traces"].keys
+    # The table's keys, then one column per score name of the project (in code point order).
+    names = sorted(
+        r["name"] for r in conn.execute("SELECT DISTINCT name FROM scores WHERE project_id = %s", (project.id,))
+    )
+    assert header == TABLES["traces"].keys + names
     assert [(r["id"], r["release"], r["version"]) for r in rows] == [
         (e["id"], e["release"], e["version"]) for e in expected
     ]
@@ -346,6 +351,16 @@ def test_filters_search_and_order_are_sent_as_the_filter_model(api, client, owne
         "User ID does not contain bob",
         "--filter",
         "release is null",
+        "--filter",
+        "scores_avg.accuracy >= 0.5",
+        "--filter",
+        "Scores (boolean).is_correct = false",
+        "--filter",
+        "score_categories.tone any of polite",
+        "--filter",
+        "metadata.customer is set",
+        "--filter",
+        "name is not empty",
         "--search",
         "needle",
         "--search-in",
@@ -368,6 +383,17 @@ def test_filters_search_and_order_are_sent_as_the_filter_model(api, client, owne
         {"column": "bookmarked", "type": "boolean", "operator": "<>", "value": False},
         {"column": "userId", "type": "string", "operator": "does not contain", "value": "bob"},
         {"column": "release", "type": "null", "operator": "is null", "value": ""},
+        {"column": "scores_avg", "type": "numberObject", "key": "accuracy", "operator": ">=", "value": 0.5},
+        {"column": "score_booleans", "type": "booleanObject", "key": "is_correct", "operator": "=", "value": False},
+        {
+            "column": "score_categories",
+            "type": "categoryOptions",
+            "key": "tone",
+            "operator": "any of",
+            "value": ["polite"],
+        },
+        {"column": "metadata", "type": "stringObject", "key": "customer", "operator": "is set", "value": ""},
+        {"column": "name", "type": "string", "operator": "is not empty", "value": ""},
     ]
     assert (query["searchQuery"], query["searchType"]) == ("needle", ["content"])
     assert query["orderBy"] == {"column": "latency", "order": "DESC"}
@@ -380,6 +406,9 @@ def test_filters_search_and_order_are_sent_as_the_filter_model(api, client, owne
         (["--filter", "latency contains 3"], ["latency is a number column of traces: it takes =, >, <, >=, <="]),
         (["--filter", "timestamp > last tuesday"], ["'last tuesday' is not a date or time"]),
         (["--order-by", "input:DESC"], ["cannot order traces by 'input'. Sortable columns: id, timestamp"]),
+        (["--filter", "scores_avg > 0.5"], ["scores_avg holds values by name: name the one to test"]),
+        (["--filter", "name.first = x"], ["name is not a JSON object or score column", "scores_avg"]),
+        (["--filter", "name is not empty now"], ["'is not empty' takes no value, got 'now'"]),
     ],
 )
 def test_a_bad_filter_or_order_exits_2_naming_what_is_valid_and_creates_nothing(
@@ -470,3 +499,33 @@ def test_exports_list_prints_the_projects_exports_as_an_aligned_table(api, clien
         at = header.index(column)
         assert newest[at - 2 : at] == "  " and oldest[at - 2 : at] == "  " and newest[at] != " " and oldest[at] != " "
     assert "exports 1-2 of 2, newest first" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "text,wire",
+    [
+        ("positionInTrace = root", {"key": "root"}),
+        ("Position in Trace = nthFromEnd:2", {"key": "nthFromEnd", "value": 2}),
+    ],
+)
+def test_a_trace_position_is_sent_as_langfuse_sends_it(text, wire):
+    from cli.filter_text import parse_filter
+
+    filter_ = parse_filter(TABLES["observations"], text)
+    assert filter_ == {"column": "positionInTrace", "type": "positionInTrace", "operator": "=", **wire}
+
+
+@pytest.mark.parametrize(
+    "text,words",
+    [
+        ("positionInTrace = nthFromStart", "nthFromStart needs a position of 1 or more, e.g. nthFromStart:2"),
+        ("positionInTrace = middle", "'middle' is not a position; write root, first, last"),
+        ("positionInTrace = root:3", "'root' takes no number"),
+    ],
+)
+def test_a_bad_trace_position_names_the_valid_ones(text, words):
+    from cli.errors import UsageError
+    from cli.filter_text import parse_filter
+
+    with pytest.raises(UsageError, match=re.escape(words)):
+        parse_filter(TABLES["observations"], text)
