@@ -190,7 +190,39 @@ numbers; JSON values stay JSON (a CSV cell holds compact JSON text). Rows are or
 same bytes; rows created after the export was requested never appear.
 
 A filter's `column` may be the column's key, one of its aliases, or its display name. Every
-filterable column also takes the `null` filter (`is null` / `is not null`).
+filterable column also takes the `null` filter (`is null` / `is not null`), and the filter types
+Langfuse pairs with its own: `stringOptions` on `string`, `arrayOptions` and `categoryOptions`
+columns, `string` on `stringOptions` columns. "Filter only" columns are what Langfuse's filters
+test (score averages, comment text, a position in the trace) and are not written to the file.
+
+Score columns: the rows of `traces`, `observations` and `events` end in one column per score name
+of the project, named as the score (a name that is already a key gets a ` (score)` suffix), in
+code point order. The names are fixed when the export is created, so the CSV header is known
+before the first row; a row without that score holds null. Numeric and boolean scores hold the
+average of the row's scores of that name, categorical and text scores their values, comma-joined.
+The score filters take the score's name as `key`: `scores_avg` (`numberObject`, any average of the
+name passes), `score_categories` (`categoryOptions`), `score_booleans` (`booleanObject`).
+
+How filters read values, and where this differs from Langfuse:
+
+- `contains`, `does not contain`, `starts with`, `ends with` ignore case (Langfuse's are exact);
+  `=` is exact. `matches` holds when every whitespace-separated word of the value is a word of the
+  text, case ignored.
+- `does not contain` and `none of` keep rows without a value (an empty cell contains nothing). On a
+  key of a JSON object (`stringObject`) every text test, `does not contain` included, needs the key
+  to exist, as in Langfuse; `is set` / `is not set` test the key alone, and the old `contains ""` is
+  read as `is set`.
+- On score columns, `<>` and `none of` keep the rows that have no score of that name, as in Langfuse.
+- A text filter on a list (`commentContent`: the row's comments) holds when one element passes;
+  `does not contain` when none contains the text.
+- `positionInTrace` counts an observation's place among its trace's observations by start time
+  (then id): `root` has no parent, `first` / `last` are positions 1 from either end.
+- A score column holds one value where Langfuse's file holds the list of the row's values of that
+  name, so a CSV cell is a number or a text, never a list. The names are all the project's score
+  names when the export is created; Langfuse narrows them to the export's time range.
+- `inputTokens` / `outputTokens` of traces and sessions are the `input` / `output` usage keys;
+  Langfuse sums every usage key that contains the word.
+- `isRootObservation` is "has no parent"; dataset run items' `eventTs` is their trace's timestamp.
 """
 
 
@@ -206,7 +238,9 @@ def columns_markdown() -> str:
             "",
             f"Default order: `{order_column}` {order}. Time column (what a date range filters on): `{table.time_column}`.",
             "",
-            "Exported keys: " + ", ".join(f"`{c.key}`" for c in table.exported_columns) + ".",
+            "Exported keys: "
+            + ", ".join(f"`{c.key}`" for c in table.exported_columns)
+            + (", then one column per score name (see above)." if table.score_alias else "."),
             "",
             "| key | value | filter type | display name | aliases | sortable |",
             "|---|---|---|---|---|---|",
@@ -222,6 +256,7 @@ def columns_markdown() -> str:
         search = [f"`searchType` `id` searches {', '.join(f'`{k}`' for k in table.id_search)}"]
         if table.content_search:
             search.append(f"`content` searches {', '.join(f'`{k}`' for k in table.content_search)}")
+        search += [f"`{k}` searches `{k}`" for k in ("input", "output") if k in table.search_types]
         lines += ["", "Search: " + "; ".join(search) + ".", ""]
     return "\n".join(lines)
 

@@ -98,9 +98,13 @@ def test_an_export_created_on_the_page_completes_and_its_file_downloads_with_the
     wait_for_status(traces_row, "COMPLETED", export_worker)
     wait_for_status(generations_row, "COMPLETED", export_worker)
 
-    staging_ids = [r["id"] for r in conn.execute(
-        "SELECT id FROM traces WHERE project_id = %s AND lower(environment) = 'staging' ORDER BY timestamp DESC, id DESC",
-        (project.id,))]
+    staging_ids = [
+        r["id"]
+        for r in conn.execute(
+            "SELECT id FROM traces WHERE project_id = %s AND lower(environment) = 'staging' ORDER BY timestamp DESC, id DESC",
+            (project.id,),
+        )
+    ]
     assert staging_ids, "the seed should give some traces the staging environment"
     expect(traces_row.locator(".status")).to_have_text("Completed")
     expect(traces_row.locator(".progress-text")).to_have_text(f"{len(staging_ids)} / {len(staging_ids)} rows")
@@ -113,7 +117,11 @@ def test_an_export_created_on_the_page_completes_and_its_file_downloads_with_the
     filename, body = download_from(page, traces_row)
     assert filename.endswith(".csv")
     rows = list(csv.reader(io.StringIO(body.decode("utf-8"), newline="")))
-    assert rows[0] == TRACES.keys
+    # The table's keys, then one column per score name of the project.
+    names = sorted(
+        r["name"] for r in conn.execute("SELECT DISTINCT name FROM scores WHERE project_id = %s", (project.id,))
+    )
+    assert rows[0] == TRACES.keys + names
     environment = TRACES.keys.index("environment")
     assert [r[0] for r in rows[1:]] == staging_ids
     assert {r[environment] for r in rows[1:]} == {"staging"}
@@ -121,8 +129,12 @@ def test_an_export_created_on_the_page_completes_and_its_file_downloads_with_the
     filename, body = download_from(page, generations_row)
     assert filename.endswith(".jsonl")
     generations = [json.loads(line) for line in body.decode("utf-8").splitlines()]
-    expected = {r["id"] for r in conn.execute(
-        "SELECT id FROM observations WHERE project_id = %s AND type = 'GENERATION'", (project.id,))}
+    expected = {
+        r["id"]
+        for r in conn.execute(
+            "SELECT id FROM observations WHERE project_id = %s AND type = 'GENERATION'", (project.id,)
+        )
+    }
     assert expected and {g["id"] for g in generations} == expected and len(generations) == len(expected)
     assert {g["type"] for g in generations} == {"GENERATION"}
 
@@ -147,7 +159,9 @@ def test_a_queued_export_is_cancelled_from_the_page(page, project, conn, redis_c
     expect(row.locator(".status")).to_have_text("Cancelled")
     expect(row.get_by_role("button", name="Cancel")).to_be_hidden()
     export_id = row.get_attribute("data-export-id")
-    assert conn.execute("SELECT status FROM batch_exports WHERE id = %s", (export_id,)).fetchone()["status"] == "CANCELLED"
+    assert (
+        conn.execute("SELECT status FROM batch_exports WHERE id = %s", (export_id,)).fetchone()["status"] == "CANCELLED"
+    )
 
 
 def test_a_viewer_is_told_in_words_that_they_may_not_list_or_create(page, project, conn, client):
@@ -159,10 +173,17 @@ def test_a_viewer_is_told_in_words_that_they_may_not_list_or_create(page, projec
     assert "VIEWER" in create_refusal["message"] and "batchExports:create" in create_refusal["message"]
 
     sign_in_with_link(page, project.id, token)
-    expect(page.locator("#exports-error")).to_have_text(f"Could not load the exports. Not allowed. {list_refusal['message']}")
+    expect(page.locator("#exports-error")).to_have_text(
+        f"Could not load the exports. Not allowed. {list_refusal['message']}"
+    )
     create_from_page(page, "Viewer export", "traces", "CSV")
-    expect(page.locator("#create-error")).to_have_text(f"Could not create the export. Not allowed. {create_refusal['message']}")
-    assert conn.execute("SELECT count(*) AS n FROM batch_exports WHERE project_id = %s", (project.id,)).fetchone()["n"] == 0
+    expect(page.locator("#create-error")).to_have_text(
+        f"Could not create the export. Not allowed. {create_refusal['message']}"
+    )
+    assert (
+        conn.execute("SELECT count(*) AS n FROM batch_exports WHERE project_id = %s", (project.id,)).fetchone()["n"]
+        == 0
+    )
 
 
 def test_a_bad_token_shows_a_sign_in_error_and_the_right_one_signs_in(page, project, client):
@@ -194,6 +215,40 @@ def test_the_filter_builder_offers_only_what_the_table_definition_allows(page, p
     expect(row.get_by_label("Filter value")).to_have_count(0)
     row.get_by_label("Filter column").select_option("metadata")
     expect(row.get_by_label("Filter key")).to_be_visible()
+    assert "is set" in option_texts(row.get_by_label("Filter operator"))
+
+    # Langfuse's filters: a score by name takes a typed key, a trace position one of five.
+    page.select_option("#create-table", "observations")
+    page.click("#add-filter")
+    row = page.locator("#create-filters li").last
+    row.get_by_label("Filter column").select_option("scores_avg")
+    expect(row.get_by_label("Filter key")).to_be_visible()
+    row.get_by_label("Filter column").select_option("traceTags")
+    # arrayOptions' own operators, each once, then `null`: stringOptions' duplicates are not offered twice.
+    assert option_texts(row.get_by_label("Filter operator")) == [
+        "any of",
+        "none of",
+        "all of",
+        "is null",
+        "is not null",
+    ]
+    row.get_by_label("Filter column").select_option("positionInTrace")
+    expect(row.get_by_label("Filter key")).to_be_hidden()
+    positions = ["root", "first", "last", "nthFromStart", "nthFromEnd"]
+    assert option_values(row.get_by_label("Choose the key")) == positions
+    row.get_by_label("Choose the key").select_option("nthFromEnd")
+    row.get_by_label("Filter value").fill("2")
+    page.click("#add-filter")
+    second = page.locator("#create-filters li").last
+    second.get_by_label("Filter column").select_option("positionInTrace")
+    create_from_page(page, "Second from the end", "observations", "CSV")
+    expect(page.locator("#create-status")).to_contain_text("Created “Second from the end”")
+    stored = conn.execute("SELECT query FROM batch_exports WHERE project_id = %s", (project.id,)).fetchone()["query"]
+    assert stored["filter"] == [
+        {"column": "positionInTrace", "type": "positionInTrace", "operator": "=", "key": "nthFromEnd", "value": 2},
+        {"column": "positionInTrace", "type": "positionInTrace", "operator": "=", "key": "root", "value": None},
+    ]
+    conn.execute("UPDATE batch_exports SET status = 'CANCELLED' WHERE project_id = %s", (project.id,))
 
     # Another table has other columns; the filters of the previous one are dropped.
     page.select_option("#create-table", "audit_logs")
@@ -209,7 +264,10 @@ def test_the_filter_builder_offers_only_what_the_table_definition_allows(page, p
     # An unfinished filter is named before anything is sent.
     create_from_page(page, "Half a filter", "audit_logs", "CSV")
     expect(page.locator("#create-error")).to_have_text("Filter 1 (Created At): choose a date and time.")
-    assert conn.execute("SELECT count(*) AS n FROM batch_exports WHERE project_id = %s", (project.id,)).fetchone()["n"] == 0
+    assert (
+        conn.execute("SELECT count(*) AS n FROM batch_exports WHERE project_id = %s", (project.id,)).fetchone()["n"]
+        == 1
+    )
 
 
 def test_a_request_the_server_refuses_is_shown_with_the_field_at_fault(page, project):

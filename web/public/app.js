@@ -409,6 +409,8 @@ var FilterBuilder = class {
     key.placeholder = "key";
     key.setAttribute("aria-label", "Filter key");
     key.className = "filter-key";
+    const keyChoice = select("Choose the key", []);
+    keyChoice.className = "filter-key";
     const valueSlot = document.createElement("span");
     valueSlot.className = "filter-value";
     const remove = document.createElement("button");
@@ -417,8 +419,8 @@ var FilterBuilder = class {
     remove.textContent = "×";
     remove.title = "Remove this filter";
     remove.setAttribute("aria-label", "Remove filter");
-    element2.append(column, operator, key, valueSlot, remove);
-    const row = { element: element2, column, operator, key, valueSlot, value: null, valueKind: null };
+    element2.append(column, operator, key, keyChoice, valueSlot, remove);
+    const row = { element: element2, column, operator, key, keyChoice, valueSlot, value: null, valueKind: null };
     column.addEventListener("change", () => this.fillOperators(row));
     operator.addEventListener("change", () => this.fillValue(row));
     remove.addEventListener("click", () => {
@@ -439,8 +441,13 @@ var FilterBuilder = class {
   fillOperators(row) {
     const column = this.columnOf(row);
     const options = [];
+    const offered = /* @__PURE__ */ new Set();
     for (const type of column.filterTypes) {
-      for (const op of this.catalog.filterTypes[type].operators) options.push([`${type}|${op}`, op]);
+      for (const op of this.catalog.filterTypes[type].operators) {
+        if (offered.has(op)) continue;
+        offered.add(op);
+        options.push([`${type}|${op}`, op]);
+      }
     }
     replaceOptions(row.operator, options);
     this.fillValue(row);
@@ -451,7 +458,12 @@ var FilterBuilder = class {
   }
   fillValue(row) {
     const info = this.catalog.filterTypes[this.chosen(row).type];
-    row.key.hidden = !info.key;
+    const choices = info.keyChoices;
+    row.key.hidden = !info.key || choices !== null;
+    row.keyChoice.hidden = choices === null;
+    if (choices !== null && [...row.keyChoice.options].map((o) => o.value).join("|") !== choices.join("|")) {
+      replaceOptions(row.keyChoice, choices.map((c) => [c, c]));
+    }
     if (row.valueKind === info.value) return;
     row.valueKind = info.value;
     row.valueSlot.replaceChildren();
@@ -464,11 +476,18 @@ var FilterBuilder = class {
     const info = this.catalog.filterTypes[type];
     const where = `Filter ${position} (${column.name})`;
     const filter = { column: column.id, type, operator };
-    if (info.key) {
-      if (!row.key.value.trim()) throw new FilterInputError(`${where}: enter the key to look up, e.g. "customer".`);
-      filter.key = row.key.value.trim();
+    if (info.keyChoices !== null) {
+      filter.key = row.keyChoice.value;
+    } else if (info.key) {
+      const key = row.key.value.trim();
+      if (key) filter.key = key;
+      else if (info.keyRequired) throw new FilterInputError(`${where}: enter the key to look up, e.g. "customer".`);
     }
     const raw = row.value?.value ?? "";
+    if (!info.valueRequired && info.value !== "none" && raw.trim() === "") {
+      if (info.value === "text") filter.value = "";
+      return filter;
+    }
     switch (info.value) {
       case "none":
         filter.value = "";

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import types
 import typing
 from datetime import datetime
 from pathlib import Path
 
 from schemas.filters import Filter
+from workers.filters import ACCEPTED_FILTER_TYPES
 from workers.tables import TABLES, ExportTable
 
 OUT = Path(__file__).resolve().parents[1] / "public" / "tables.json"
@@ -25,6 +27,8 @@ OUT = Path(__file__).resolve().parents[1] / "public" / "tables.json"
 
 def _value_kind(annotation: typing.Any) -> str:
     """The input a filter's `value` needs: text, number, datetime, boolean, list, or none."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
     if annotation is datetime:
         return "datetime"
     if annotation is bool:
@@ -35,8 +39,19 @@ def _value_kind(annotation: typing.Any) -> str:
         return "text"
     if typing.get_origin(annotation) is list:
         return "list"
+    # An optional value (positionInTrace's n): the input of what it holds when it is given.
+    present = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(present) == 1:
+        return _value_kind(present[0])
     # NullFilter's `Literal[""] | None`: the value carries no meaning.
     return "none"
+
+
+def _key_choices(annotation: typing.Any) -> list[str] | None:
+    """The keys a filter allows when they are a fixed list (positionInTrace: root, first, …)."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return list(typing.get_args(annotation))
+    return None
 
 
 def filter_types() -> dict[str, dict]:
@@ -45,10 +60,19 @@ def filter_types() -> dict[str, dict]:
     for model in typing.get_args(typing.get_args(Filter)[0]):
         fields = model.model_fields
         (type_name,) = typing.get_args(fields["type"].annotation)
+        operators = typing.get_args(fields["operator"].annotation)
+        if all(typing.get_origin(o) is typing.Literal for o in operators):  # `StringOperator | MatchOperator`
+            operators = tuple(v for o in operators for v in typing.get_args(o))
+        # `_Unkeyed` filters take only Langfuse's stray `"key": ""`: they take no key.
+        key = "key" in fields and fields["key"].annotation != (typing.Literal[""] | None)
         described[type_name] = {
-            "operators": list(typing.get_args(fields["operator"].annotation)),
+            "operators": list(operators),
             "value": _value_kind(fields["value"].annotation),
-            "key": "key" in fields and fields["key"].is_required(),
+            # False where the value may be left out (a position that needs no n, `is not empty`).
+            "valueRequired": fields["value"].is_required(),
+            "key": key,
+            "keyRequired": key and fields["key"].is_required(),
+            "keyChoices": _key_choices(fields["key"].annotation) if key else None,
         }
     return described
 
@@ -56,10 +80,16 @@ def filter_types() -> dict[str, dict]:
 def describe_table(table: ExportTable) -> dict:
     return {
         "name": table.name,
-        # A column's own filter type, and `null` (is null / is not null), which every filterable column takes.
+        # A column's own filter type, the types Langfuse pairs with it (workers.filters), and `null`
+        # (is null / is not null), which every filterable column takes.
         "filterColumns": [
-            {"id": c.key, "name": c.display or c.key, "filterTypes": [c.filter, "null"]}
+            {
+                "id": c.key,
+                "name": c.display or c.key,
+                "filterTypes": list(dict.fromkeys([c.filter, *ACCEPTED_FILTER_TYPES[c.filter], "null"])),
+            }
             for c in table.filterable_columns
+            if c.filter is not None
         ],
         "sortColumns": table.sortable_names(),
         "defaultOrder": {"column": table.default_order[0], "order": table.default_order[1]},

@@ -15,15 +15,20 @@ export type ValueKind = "text" | "number" | "datetime" | "boolean" | "list" | "n
 export interface FilterTypeInfo {
   operators: Operator[];
   value: ValueKind;
-  /** The filter names a key of a JSON column (metadata.customer = "acme"). */
+  /** False where the value may be left out (a trace position that needs no number, `is not empty`). */
+  valueRequired: boolean;
+  /** The filter names a key: of a JSON column (metadata.customer = "acme"), or a score's name. */
   key: boolean;
+  keyRequired: boolean;
+  /** The keys allowed, when they are a fixed list (a trace position: root, first, …). */
+  keyChoices: string[] | null;
 }
 
 export interface FilterColumn {
   id: string;
   /** The display name the product's tables show. */
   name: string;
-  /** Its own filter type first, then `null` (is null / is not null). */
+  /** Its own filter type first, then the types that apply to it too, then `null` (is null / is not null). */
   filterTypes: FilterType[];
 }
 

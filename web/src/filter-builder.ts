@@ -14,6 +14,8 @@ interface Row {
   column: HTMLSelectElement;
   operator: HTMLSelectElement;
   key: HTMLInputElement;
+  /** The key as a choice, for filter types whose keys are a fixed list. */
+  keyChoice: HTMLSelectElement;
   valueSlot: HTMLElement;
   value: HTMLInputElement | HTMLSelectElement | null;
   valueKind: ValueKind | null;
@@ -56,6 +58,8 @@ export class FilterBuilder {
     key.placeholder = "key";
     key.setAttribute("aria-label", "Filter key");
     key.className = "filter-key";
+    const keyChoice = select("Choose the key", []);
+    keyChoice.className = "filter-key";
     const valueSlot = document.createElement("span");
     valueSlot.className = "filter-value";
     const remove = document.createElement("button");
@@ -64,9 +68,9 @@ export class FilterBuilder {
     remove.textContent = "×";
     remove.title = "Remove this filter";
     remove.setAttribute("aria-label", "Remove filter");
-    element.append(column, operator, key, valueSlot, remove);
+    element.append(column, operator, key, keyChoice, valueSlot, remove);
 
-    const row: Row = { element, column, operator, key, valueSlot, value: null, valueKind: null };
+    const row: Row = { element, column, operator, key, keyChoice, valueSlot, value: null, valueKind: null };
     column.addEventListener("change", () => this.fillOperators(row));
     operator.addEventListener("change", () => this.fillValue(row));
     remove.addEventListener("click", () => {
@@ -89,8 +93,15 @@ export class FilterBuilder {
   private fillOperators(row: Row): void {
     const column = this.columnOf(row);
     const options: [string, string][] = [];
+    const offered = new Set<string>();
     for (const type of column.filterTypes) {
-      for (const op of this.catalog.filterTypes[type].operators) options.push([`${type}|${op}`, op]);
+      for (const op of this.catalog.filterTypes[type].operators) {
+        // A compatible type's operator of the same name (stringOptions' "any of" on a tags column)
+        // would be a second, indistinguishable entry: the column's own type comes first and wins.
+        if (offered.has(op)) continue;
+        offered.add(op);
+        options.push([`${type}|${op}`, op]);
+      }
     }
     replaceOptions(row.operator, options);
     this.fillValue(row);
@@ -103,7 +114,12 @@ export class FilterBuilder {
 
   private fillValue(row: Row): void {
     const info = this.catalog.filterTypes[this.chosen(row).type];
-    row.key.hidden = !info.key;
+    const choices = info.keyChoices;
+    row.key.hidden = !info.key || choices !== null;
+    row.keyChoice.hidden = choices === null;
+    if (choices !== null && [...row.keyChoice.options].map((o) => o.value).join("|") !== choices.join("|")) {
+      replaceOptions(row.keyChoice, choices.map((c) => [c, c]));
+    }
     if (row.valueKind === info.value) return; // keep what the user typed
     row.valueKind = info.value;
     row.valueSlot.replaceChildren();
@@ -117,11 +133,19 @@ export class FilterBuilder {
     const info = this.catalog.filterTypes[type];
     const where = `Filter ${position} (${column.name})`;
     const filter: Record<string, unknown> = { column: column.id, type, operator };
-    if (info.key) {
-      if (!row.key.value.trim()) throw new FilterInputError(`${where}: enter the key to look up, e.g. "customer".`);
-      filter.key = row.key.value.trim();
+    if (info.keyChoices !== null) {
+      filter.key = row.keyChoice.value;
+    } else if (info.key) {
+      const key = row.key.value.trim();
+      if (key) filter.key = key;
+      else if (info.keyRequired) throw new FilterInputError(`${where}: enter the key to look up, e.g. "customer".`);
     }
     const raw = row.value?.value ?? "";
+    // A value that may be left out is left out when empty (a trace position of root needs no number).
+    if (!info.valueRequired && info.value !== "none" && raw.trim() === "") {
+      if (info.value === "text") filter.value = "";
+      return filter as unknown as Filter;
+    }
     switch (info.value) {
       case "none":
         filter.value = "";

@@ -83,12 +83,14 @@ export interface BatchExportQuery {
         | StringOptionsFilter
         | CategoryOptionsFilter
         | ArrayOptionsFilter
+        | BooleanObjectFilter
         | BooleanFilter
         | NullFilter
+        | PositionInTraceFilter
       )[]
     | null;
   searchQuery?: string | null;
-  searchType?: ("id" | "content")[] | null;
+  searchType?: ("id" | "content" | "input" | "output")[] | null;
   orderBy?: OrderBy | null;
   limit?: number | null;
   page?: number | null;
@@ -99,6 +101,7 @@ export interface BatchExportQuery {
  */
 export interface DatetimeFilter {
   column: string;
+  key?: "" | null;
   type: "datetime";
   operator: ">" | "<" | ">=" | "<=";
   value: string;
@@ -109,9 +112,10 @@ export interface DatetimeFilter {
  */
 export interface StringFilter {
   column: string;
+  key?: "" | null;
   type: "string";
-  operator: "=" | "contains" | "does not contain" | "starts with" | "ends with";
-  value: string;
+  operator: ("=" | "contains" | "does not contain" | "starts with" | "ends with" | "is not empty") | "matches";
+  value?: string;
 }
 /**
  * A string test on one key of a JSON object column (e.g. metadata.customer = "acme").
@@ -123,8 +127,8 @@ export interface StringObjectFilter {
   column: string;
   type: "stringObject";
   key: string;
-  operator: "=" | "contains" | "does not contain" | "starts with" | "ends with";
-  value: string;
+  operator: ("=" | "contains" | "does not contain" | "starts with" | "ends with" | "is set" | "is not set") | "matches";
+  value?: string;
 }
 /**
  * This interface was referenced by `AppRouter`'s JSON-Schema
@@ -132,6 +136,7 @@ export interface StringObjectFilter {
  */
 export interface NumberFilter {
   column: string;
+  key?: "" | null;
   type: "number";
   operator: "=" | ">" | "<" | ">=" | "<=";
   value: number;
@@ -153,6 +158,7 @@ export interface NumberObjectFilter {
  */
 export interface StringOptionsFilter {
   column: string;
+  key?: "" | null;
   type: "stringOptions";
   operator: "any of" | "none of";
   /**
@@ -180,6 +186,7 @@ export interface CategoryOptionsFilter {
  */
 export interface ArrayOptionsFilter {
   column: string;
+  key?: "" | null;
   type: "arrayOptions";
   operator: "any of" | "none of" | "all of";
   /**
@@ -188,11 +195,25 @@ export interface ArrayOptionsFilter {
   value: string[];
 }
 /**
+ * A boolean test on one named value of a keyed column (e.g. the score "is_correct" = true).
+ *
+ * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "BooleanObjectFilter".
+ */
+export interface BooleanObjectFilter {
+  column: string;
+  type: "booleanObject";
+  key: string;
+  operator: "=" | "<>";
+  value: boolean;
+}
+/**
  * This interface was referenced by `AppRouter`'s JSON-Schema
  * via the `definition` "BooleanFilter".
  */
 export interface BooleanFilter {
   column: string;
+  key?: "" | null;
   type: "boolean";
   operator: "=" | "<>";
   value: boolean;
@@ -203,9 +224,23 @@ export interface BooleanFilter {
  */
 export interface NullFilter {
   column: string;
+  key?: "" | null;
   type: "null";
   operator: "is null" | "is not null";
   value?: "" | null;
+}
+/**
+ * Where an observation sits in its trace: the root, the first or last started, or the n-th from either end.
+ *
+ * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "PositionInTraceFilter".
+ */
+export interface PositionInTraceFilter {
+  column: string;
+  type: "positionInTrace";
+  operator: "=";
+  key: "root" | "first" | "last" | "nthFromStart" | "nthFromEnd";
+  value?: number | null;
 }
 /**
  * This interface was referenced by `AppRouter`'s JSON-Schema
@@ -247,23 +282,81 @@ export interface BatchExportQueryOutput {
     "traces" | "observations" | "events" | "scores" | "sessions" | "dataset_run_items" | "dataset_items" | "audit_logs";
   filter:
     | (
-        | DatetimeFilter
-        | StringFilter
-        | StringObjectFilter
-        | NumberFilter
+        | DatetimeFilterOutput
+        | StringFilterOutput
+        | StringObjectFilterOutput
+        | NumberFilterOutput
         | NumberObjectFilter
-        | StringOptionsFilter
+        | StringOptionsFilterOutput
         | CategoryOptionsFilterOutput
-        | ArrayOptionsFilter
-        | BooleanFilter
+        | ArrayOptionsFilterOutput
+        | BooleanObjectFilter
+        | BooleanFilterOutput
         | NullFilterOutput
+        | PositionInTraceFilterOutput
       )[]
     | null;
   searchQuery: string | null;
-  searchType: ("id" | "content")[] | null;
+  searchType: ("id" | "content" | "input" | "output")[] | null;
   orderBy: OrderBy | null;
   limit: number | null;
   page: number | null;
+}
+/**
+ * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "DatetimeFilterOutput".
+ */
+export interface DatetimeFilterOutput {
+  column: string;
+  type: "datetime";
+  operator: ">" | "<" | ">=" | "<=";
+  value: string;
+}
+/**
+ * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "StringFilterOutput".
+ */
+export interface StringFilterOutput {
+  column: string;
+  type: "string";
+  operator: ("=" | "contains" | "does not contain" | "starts with" | "ends with" | "is not empty") | "matches";
+  value: string;
+}
+/**
+ * A string test on one key of a JSON object column (e.g. metadata.customer = "acme").
+ *
+ * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "StringObjectFilterOutput".
+ */
+export interface StringObjectFilterOutput {
+  column: string;
+  type: "stringObject";
+  key: string;
+  operator: ("=" | "contains" | "does not contain" | "starts with" | "ends with" | "is set" | "is not set") | "matches";
+  value: string;
+}
+/**
+ * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "NumberFilterOutput".
+ */
+export interface NumberFilterOutput {
+  column: string;
+  type: "number";
+  operator: "=" | ">" | "<" | ">=" | "<=";
+  value: number;
+}
+/**
+ * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "StringOptionsFilterOutput".
+ */
+export interface StringOptionsFilterOutput {
+  column: string;
+  type: "stringOptions";
+  operator: "any of" | "none of";
+  /**
+   * @maxItems 1000
+   */
+  value: string[];
 }
 /**
  * This interface was referenced by `AppRouter`'s JSON-Schema
@@ -281,6 +374,29 @@ export interface CategoryOptionsFilterOutput {
 }
 /**
  * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "ArrayOptionsFilterOutput".
+ */
+export interface ArrayOptionsFilterOutput {
+  column: string;
+  type: "arrayOptions";
+  operator: "any of" | "none of" | "all of";
+  /**
+   * @maxItems 1000
+   */
+  value: string[];
+}
+/**
+ * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "BooleanFilterOutput".
+ */
+export interface BooleanFilterOutput {
+  column: string;
+  type: "boolean";
+  operator: "=" | "<>";
+  value: boolean;
+}
+/**
+ * This interface was referenced by `AppRouter`'s JSON-Schema
  * via the `definition` "NullFilterOutput".
  */
 export interface NullFilterOutput {
@@ -288,6 +404,19 @@ export interface NullFilterOutput {
   type: "null";
   operator: "is null" | "is not null";
   value: "" | null;
+}
+/**
+ * Where an observation sits in its trace: the root, the first or last started, or the n-th from either end.
+ *
+ * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "PositionInTraceFilterOutput".
+ */
+export interface PositionInTraceFilterOutput {
+  column: string;
+  type: "positionInTrace";
+  operator: "=";
+  key: "root" | "first" | "last" | "nthFromStart" | "nthFromEnd";
+  value: number | null;
 }
 /**
  * This interface was referenced by `AppRouter`'s JSON-Schema
