@@ -28,6 +28,7 @@ from harness import REPO, Caller, children, peak_rss_kib, stop
 from db import batch_exports
 from schemas import FINAL_STATUSES, BatchExportQuery
 from schemas.settings import Settings
+from workers.batch_export import with_score_columns
 from workers.filters import compile_query
 from workers.formats import FORMATS
 from workers.queue import enqueue_export
@@ -157,8 +158,10 @@ class _PeakRss(threading.Thread):
 def copy_statement_sql(conn: psycopg.Connection, export: dict[str, Any], limit: int) -> str:
     """The job's COPY statement for `export` as one SQL text, parameters inlined (what psql runs)."""
     compiled = compile_query(BatchExportQuery.model_validate(export["query"]))
-    statement = FORMATS[export["format"]].copy_statement(compiled, limit + 1)
     params = {**compiled.params, "project_id": export["project_id"], "cutoff": export["created_at"]}
+    # With the score columns the job adds, so both sides export the same columns.
+    compiled = with_score_columns(conn, compiled, params)
+    statement = FORMATS[export["format"]].copy_statement(compiled, limit + 1)
     return psycopg.ClientCursor(conn).mogrify(statement, params)
 
 

@@ -292,6 +292,31 @@ def _score_aggregates(object_id: str, where: str) -> str:
 """
 
 
+def _score_filters(
+    alias: str, prefix: str = "", label: str = "Scores", aliases: tuple[str, ...] = ()
+) -> tuple[Column, ...]:
+    """Langfuse's three score filters (filter only) over a `_score_aggregates` source joined as `alias`."""
+    return (
+        _c(f"{prefix}scores_avg", f"{alias}.averages", "json", f"{label} (numeric)", "numberObject", aliases, False),
+        _c(
+            f"{prefix}score_categories",
+            f"{alias}.categories",
+            "array",
+            f"{label} (categorical)",
+            "categoryOptions",
+            exported=False,
+        ),
+        _c(
+            f"{prefix}score_booleans",
+            f"{alias}.booleans",
+            "array",
+            f"{label} (boolean)",
+            "booleanObject",
+            exported=False,
+        ),
+    )
+
+
 def _comment_aggregates(object_type: str) -> str:
     """Per commented object of one type: how many comments, their texts (for `commentContent`) and the comments."""
     return f"""
@@ -351,17 +376,7 @@ TRACES = ExportTable(
         # Filter-only: what Langfuse's filters test, not columns of its trace rows.
         _c("tokens", "ot.total_tokens", "number", "Tokens", "number", exported=False),
         _c("commentContent", "cm.contents", "array", "Comment Content", "string", exported=False),
-        _c(
-            "scores_avg",
-            "sc.averages",
-            "json",
-            "Scores (numeric)",
-            "numberObject",
-            ("scores", "Scores"),
-            exported=False,
-        ),
-        _c("score_categories", "sc.categories", "array", "Scores (categorical)", "categoryOptions", exported=False),
-        _c("score_booleans", "sc.booleans", "array", "Scores (boolean)", "booleanObject", exported=False),
+        *_score_filters("sc", aliases=("scores", "Scores")),
         _c("evaluatorId", "t.metadata ->> 'evaluator_id'", display="Evaluator ID", filter="string", exported=False),
     ),
     time_column="timestamp",
@@ -522,19 +537,8 @@ _O = {
             exported=False,
         ),
         _c("commentContent", "cm.contents", "array", "Comment Content", "string", exported=False),
-        _c("scores_avg", "sc.averages", "json", "Scores (numeric)", "numberObject", ("scores",), exported=False),
-        _c("score_categories", "sc.categories", "array", "Scores (categorical)", "categoryOptions", exported=False),
-        _c("score_booleans", "sc.booleans", "array", "Scores (boolean)", "booleanObject", exported=False),
-        _c("trace_scores_avg", "tsc.averages", "json", "Trace Scores (numeric)", "numberObject", exported=False),
-        _c(
-            "trace_score_categories",
-            "tsc.categories",
-            "array",
-            "Trace Scores (categorical)",
-            "categoryOptions",
-            exported=False,
-        ),
-        _c("trace_score_booleans", "tsc.booleans", "array", "Trace Scores (boolean)", "booleanObject", exported=False),
+        *_score_filters("sc", aliases=("scores",)),
+        *_score_filters("tsc", "trace_", "Trace Scores"),
         _c("positionInTrace", _POSITION_IN_TRACE, "array", "Position in Trace", "positionInTrace", exported=False),
         _c(
             "hasParentObservation",
@@ -760,9 +764,7 @@ SESSIONS = ExportTable(
         # Filter-only: what Langfuse's filters test, not columns of its session rows.
         _c("usage", "s.total_tokens", "number", "Session Total Usage", "number", exported=False),
         _c("commentContent", "cm.contents", "array", "Comment Content", "string", exported=False),
-        _c("scores_avg", "sc.averages", "json", "Scores (numeric)", "numberObject", ("scores",), exported=False),
-        _c("score_categories", "sc.categories", "array", "Scores (categorical)", "categoryOptions", exported=False),
-        _c("score_booleans", "sc.booleans", "array", "Scores (boolean)", "booleanObject", exported=False),
+        *_score_filters("sc", aliases=("scores",)),
     ),
     time_column="createdAt",
     default_order=("createdAt", "DESC"),
@@ -794,9 +796,7 @@ DATASET_RUN_ITEMS = ExportTable(
         _c("datasetId", "r.dataset_id", display="Dataset", filter="stringOptions", exported=False),
         # Langfuse's eventTs: when the run's trace happened.
         _c("eventTs", "t.timestamp", "timestamp", "Event Timestamp", "datetime", exported=False),
-        _c("agg_scores_avg", "sc.averages", "json", "Scores (numeric)", "numberObject", exported=False),
-        _c("agg_score_categories", "sc.categories", "array", "Scores (categorical)", "categoryOptions", exported=False),
-        _c("agg_score_booleans", "sc.booleans", "array", "Scores (boolean)", "booleanObject", exported=False),
+        *_score_filters("sc", "agg_"),
     ),
     time_column="createdAt",
     default_order=("createdAt", "DESC"),
