@@ -208,9 +208,9 @@ def compile_filter(table: ExportTable, f: Any, params: _Params) -> sql.Composabl
 
     if isinstance(f, StringObjectFilter):
         _check_text(f.value, "filter value")
-        if f.operator == "is not set":
-            return sql.SQL("(NOT coalesce({}, false))").format(_has_key(column, f.key, params))
         key_test = _has_key(column, f.key, params)
+        if f.operator == "is not set":
+            return sql.SQL("(NOT coalesce({}, false))").format(key_test)
         if f.operator == "is set":
             return sql.SQL("coalesce({}, false)").format(key_test)
         test = _string_test(_json_key_text(column, f.key, params), f.operator, f.value, params)
@@ -269,9 +269,8 @@ def _boolean_object_test(column: Column, f: BooleanObjectFilter, params: _Params
     `=` holds where the row has a score of that name with that value; `<>` where it has none
     (a row without the score at all passes `<>`, as in Langfuse).
     """
-    key = _json_key(f.key, column)
-    entry = params.add([f"{key}:{'true' if f.value else 'false'}"])
-    test = sql.SQL("(coalesce({}, '{{}}'::text[]) @> {}::text[])").format(column.expr, entry)
+    entry = f"{_json_key(f.key, column)}:{'true' if f.value else 'false'}"
+    test = _array_test(column.expr, "all of", [entry], params)
     return test if f.operator == "=" else sql.SQL("(NOT {})").format(test)
 
 
@@ -371,14 +370,14 @@ def compile_search(
     _check_text(search_query, "search text")
     keys: list[str] = []
     for search_type in dict.fromkeys(search_types or ["id"]):
+        if search_type not in table.search_types:
+            raise InvalidExportQuery(
+                f"{table.name} has no {search_type} to search: its search types are {', '.join(table.search_types)}."
+            )
         if search_type == "id":
             keys += table.id_search
         elif search_type == "content":
             keys += table.content_search
-        elif search_type not in table.search_types:
-            raise InvalidExportQuery(
-                f"{table.name} has no {search_type} to search: its search types are {', '.join(table.search_types)}."
-            )
         else:
             keys.append(search_type)
     columns = [table.column(k) for k in dict.fromkeys(keys)]
@@ -389,8 +388,6 @@ def compile_search(
         )
         for c in columns
     ]
-    if not tests:
-        raise InvalidExportQuery(f"{table.name} has no content to search: its search types are id.")
     return sql.SQL("({})").format(sql.SQL(" OR ").join(tests))
 
 

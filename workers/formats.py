@@ -23,12 +23,10 @@ from typing import Any, Protocol
 from psycopg import sql
 
 from workers.filters import CompiledQuery
-from workers.tables import Column, ExportTable
+from workers.tables import ISO_UTC, Column, ExportTable
 
 # Cells a spreadsheet would run as a formula get a leading apostrophe (OWASP's CSV injection advice).
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-
-_ISO_UTC = "to_char(({}) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 
 
 class Progress(Protocol):
@@ -51,7 +49,7 @@ def csv_cell(column: Column) -> sql.Composable:
         codes = sql.SQL(", ").join(sql.Literal(ord(p)) for p in FORMULA_PREFIXES)
         return sql.SQL("CASE WHEN ascii({e}) IN ({p}) THEN '''' || {e} ELSE {e} END").format(e=e, p=codes)
     if column.kind == "timestamp":
-        return sql.SQL(_ISO_UTC).format(e)
+        return sql.SQL(ISO_UTC).format(e)
     if column.kind == "boolean":
         return sql.SQL("CASE WHEN {e} THEN 'true' WHEN NOT {e} THEN 'false' END").format(e=e)
     if column.kind == "json":
@@ -66,7 +64,7 @@ def json_value(column: Column) -> sql.Composable:
     e = column.expr
     if column.kind == "timestamp":
         # to_char's output needs no JSON escaping: quoting it is enough, and cheaper than to_json().
-        value = sql.SQL("'\"' || {} || '\"'").format(sql.SQL(_ISO_UTC).format(e))
+        value = sql.SQL("'\"' || {} || '\"'").format(sql.SQL(ISO_UTC).format(e))
     elif column.kind == "json":
         value = sql.SQL("{}::text").format(e)
     else:

@@ -22,6 +22,9 @@ from psycopg.sql import SQL, Composable, Placeholder
 # How a column's value is rendered into a file. Postgres does the rendering (see workers.formats).
 Kind = Literal["text", "timestamp", "number", "boolean", "json", "array"]
 
+# The files' timestamp format, as SQL around one expression: ISO 8601 UTC with microseconds and "Z".
+ISO_UTC = "to_char(({}) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
 # Filter types a column may declare (schemas.filters has the operators of each).
 FilterType = Literal[
     "string",
@@ -324,13 +327,20 @@ def _comment_aggregates(object_type: str) -> str:
            array_agg(c.content ORDER BY c.created_at, c.id) AS contents,
            jsonb_agg(jsonb_build_object('id', c.id, 'content', c.content, 'authorUserId', c.author_user_id,
                                         -- the files' timestamp format, inside the JSON too
-                                        'createdAt', to_char(c.created_at AT TIME ZONE 'UTC',
-                                                             'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+                                        'createdAt', {ISO_UTC.format("c.created_at")})
                      ORDER BY c.created_at, c.id) AS comments
     FROM comments c
     WHERE c.project_id = {{project_id}} AND c.created_at <= {{cutoff}} AND c.object_type = '{object_type}'
     GROUP BY c.object_id
 """
+
+
+# The comment columns over a `_comment_aggregates` source joined as `cm`.
+_COMMENT_COLUMNS = (
+    _c("commentCount", "coalesce(cm.comment_count, 0)", "number", "Comment Count", "number"),
+    _c("comments", "coalesce(cm.comments, '[]'::jsonb)", "json"),
+)
+_COMMENT_CONTENT = _c("commentContent", "cm.contents", "array", "Comment Content", "string", exported=False)
 
 
 # --- traces ---------------------------------------------------------------------------------------
@@ -371,11 +381,10 @@ TRACES = ExportTable(
         _c("debugCount", "coalesce(ot.debug_count, 0)", "number", "Debug Level Count", "number"),
         _c("inputCost", "ot.input_cost", "number", "Input Cost ($)", "number"),
         _c("outputCost", "ot.output_cost", "number", "Output Cost ($)", "number"),
-        _c("commentCount", "coalesce(cm.comment_count, 0)", "number", "Comment Count", "number"),
-        _c("comments", "coalesce(cm.comments, '[]'::jsonb)", "json"),
+        *_COMMENT_COLUMNS,
         # Filter-only: what Langfuse's filters test, not columns of its trace rows.
         _c("tokens", "ot.total_tokens", "number", "Tokens", "number", exported=False),
-        _c("commentContent", "cm.contents", "array", "Comment Content", "string", exported=False),
+        _COMMENT_CONTENT,
         *_score_filters("sc", aliases=("scores", "Scores")),
         _c("evaluatorId", "t.metadata ->> 'evaluator_id'", display="Evaluator ID", filter="string", exported=False),
     ),
@@ -501,8 +510,7 @@ _O = {
         _c("toolDefinitions", "o.tool_definitions", "json"),
         _c("toolCalls", "o.tool_calls", "json"),
         _c("toolCallNames", "o.tool_call_names", "array", "Called Tool Names", "arrayOptions", ("calledToolNames",)),
-        _c("commentCount", "coalesce(cm.comment_count, 0)", "number", "Comment Count", "number"),
-        _c("comments", "coalesce(cm.comments, '[]'::jsonb)", "json"),
+        *_COMMENT_COLUMNS,
         _c("latencyMs", "trim_scale(extract(epoch FROM (o.end_time - o.start_time)) * 1000)", "number"),
         _c(
             "timeToFirstTokenMs",
@@ -536,7 +544,7 @@ _O = {
             ("toolCalls",),
             exported=False,
         ),
-        _c("commentContent", "cm.contents", "array", "Comment Content", "string", exported=False),
+        _COMMENT_CONTENT,
         *_score_filters("sc", aliases=("scores",)),
         *_score_filters("tsc", "trace_", "Trace Scores"),
         _c("positionInTrace", _POSITION_IN_TRACE, "array", "Position in Trace", "positionInTrace", exported=False),
@@ -759,11 +767,10 @@ SESSIONS = ExportTable(
         _c("outputTokens", "s.output_tokens", "number", "Output Tokens", "number"),
         # Langfuse's session files carry the trace count twice, as countTraces and as totalCount.
         _c("totalCount", "s.count_traces", "number"),
-        _c("commentCount", "coalesce(cm.comment_count, 0)", "number", "Comment Count", "number"),
-        _c("comments", "coalesce(cm.comments, '[]'::jsonb)", "json"),
+        *_COMMENT_COLUMNS,
         # Filter-only: what Langfuse's filters test, not columns of its session rows.
         _c("usage", "s.total_tokens", "number", "Session Total Usage", "number", exported=False),
-        _c("commentContent", "cm.contents", "array", "Comment Content", "string", exported=False),
+        _COMMENT_CONTENT,
         *_score_filters("sc", aliases=("scores",)),
     ),
     time_column="createdAt",
