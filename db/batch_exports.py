@@ -20,14 +20,15 @@ _ACTIVE = sql.SQL("({})").format(sql.SQL(", ").join(sql.Literal(status) for stat
 # The columns the API returns, of an export `e` with its creator `u` joined in.
 _COLUMNS = sql.SQL("""
        e.id, e.project_id, e.user_id, e.name, e.status, e.format, e.query, e.object_key, e.log,
+       e.compression, e.columns, e.file_bytes, e.sha256,
        e.rows_exported, e.rows_total, e.created_at, e.updated_at, e.finished_at, e.expires_at,
        u.name AS user_name, u.image AS user_image
 """)
 _FROM = sql.SQL("FROM batch_exports e LEFT JOIN users u ON u.id = e.user_id\n")
 
 INSERT_SQL = """
-INSERT INTO batch_exports (project_id, user_id, name, format, query)
-VALUES (%(project_id)s, %(user_id)s, %(name)s, %(format)s, %(query)s)
+INSERT INTO batch_exports (project_id, user_id, name, format, query, compression, columns)
+VALUES (%(project_id)s, %(user_id)s, %(name)s, %(format)s, %(query)s, %(compression)s, %(columns)s)
 RETURNING id
 """
 # The API's create: a new export, unless the project already has `max_active` queued or running.
@@ -40,8 +41,8 @@ WITH active AS (
     SELECT count(*) AS n FROM batch_exports
     WHERE project_id = %(project_id)s AND status IN {active}
 ), e AS (
-    INSERT INTO batch_exports (project_id, user_id, name, format, query)
-    SELECT %(project_id)s, %(user_id)s, %(name)s, %(format)s, %(query)s
+    INSERT INTO batch_exports (project_id, user_id, name, format, query, compression, columns)
+    SELECT %(project_id)s, %(user_id)s, %(name)s, %(format)s, %(query)s, %(compression)s, %(columns)s
     WHERE (SELECT n FROM active) < %(max_active)s
     RETURNING *
 )
@@ -68,9 +69,24 @@ RETURNING id
 
 
 def insert_params(
-    *, project_id: str, user_id: str | None, name: str, format: str, query: dict[str, Any]
+    *,
+    project_id: str,
+    user_id: str | None,
+    name: str,
+    format: str,
+    query: dict[str, Any],
+    compression: str = "none",
+    columns: list[str] | None = None,
 ) -> dict[str, Any]:
-    return {"project_id": project_id, "user_id": user_id, "name": name, "format": format, "query": Jsonb(query)}
+    return {
+        "project_id": project_id,
+        "user_id": user_id,
+        "name": name,
+        "format": format,
+        "query": Jsonb(query),
+        "compression": compression,
+        "columns": Jsonb(columns) if columns is not None else None,
+    }
 
 
 # --- worker-side transitions (sync connections) -------------------------------------------------
@@ -107,16 +123,18 @@ def mark_completed(
     *,
     object_key: str,
     rows_exported: int,
+    file_bytes: int,
+    sha256: str,
     expires_hours: float,
     log: str | None,
 ) -> dict[str, Any] | None:
     """PROCESSING → COMPLETED; None when a cancel got there first."""
     return conn.execute(
         "UPDATE batch_exports SET status = 'COMPLETED', object_key = %s, rows_exported = %s,"
-        " rows_total = %s, log = %s, finished_at = now(), updated_at = now(),"
+        " rows_total = %s, file_bytes = %s, sha256 = %s, log = %s, finished_at = now(), updated_at = now(),"
         " expires_at = now() + make_interval(secs => %s)"
         " WHERE id = %s AND status = 'PROCESSING' RETURNING *",
-        (object_key, rows_exported, rows_exported, log, expires_hours * 3600, export_id),
+        (object_key, rows_exported, rows_exported, file_bytes, sha256, log, expires_hours * 3600, export_id),
     ).fetchone()
 
 

@@ -56,6 +56,10 @@ def to_batch_export(row: dict[str, Any], now: datetime | None = None) -> BatchEx
         isExpired=is_expired,
         isDownloadable=row["status"] == "COMPLETED" and row["object_key"] is not None and not is_expired,
         log=row["log"],
+        compression=row["compression"],
+        columns=row["columns"],
+        fileBytes=row["file_bytes"],
+        sha256=row["sha256"],
         progress=Progress(rowsExported=row["rows_exported"], rowsTotal=row["rows_total"]),
         user=ExportUser(id=row["user_id"], name=row["user_name"], image=row["user_image"]) if row["user_id"] else None,
     )
@@ -82,7 +86,7 @@ async def create_export(ctx: ProjectContext, input: CreateBatchExport) -> BatchE
     # The caller holds every scope this table needs (the router's `input_scope`): only now is the query examined.
     query = input.query
     try:
-        validate_query(query)
+        validate_query(query, input.columns)
     except InvalidExportQuery as exc:
         raise RPCError("BAD_REQUEST", exc.message) from None
     settings = ctx.resources.settings
@@ -94,6 +98,8 @@ async def create_export(ctx: ProjectContext, input: CreateBatchExport) -> BatchE
         name=input.name,
         format=input.format,
         query=query.model_dump(mode="json"),
+        compression=input.compression,
+        columns=input.columns,
     )
     # Pipelined: the lock and the insert go in one round trip, the audit entry and COMMIT in another.
     async with ctx.resources.pool.connection() as conn, conn.pipeline(), conn.transaction():

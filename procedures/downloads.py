@@ -12,11 +12,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from procedures.context import Resources
+from workers.compression import COMPRESSIONS
 from workers.formats import FORMATS
 from workers.storage import StorageError, content_disposition, verify_download_signature
 
 CHUNK_BYTES = 1024 * 1024
-CONTENT_TYPES = {f.extension: f.content_type for f in FORMATS.values()}
+CONTENT_TYPES = {f.extension: f.content_type for f in FORMATS.values()} | {
+    c.suffix.lstrip("."): c.content_type for c in COMPRESSIONS.values() if c.content_type
+}
 
 
 def _refuse(status: int, code: str, message: str) -> JSONResponse:

@@ -20,6 +20,8 @@ TableName = Literal[
     "audit_logs",
 ]
 ExportFormat = Literal["CSV", "JSON", "JSONL"]
+# How the file is compressed while it is written (the download keeps the compressed bytes).
+Compression = Literal["none", "gzip", "zstd"]
 ExportStatus = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
 # An active export may still change; a final one never does (and a final status never overwrites CANCELLED).
 ACTIVE_STATUSES: tuple[ExportStatus, ...] = ("QUEUED", "PROCESSING")
@@ -71,6 +73,9 @@ class CreateBatchExport(_Input):
     name: ExportName
     query: BatchExportQuery
     format: ExportFormat
+    compression: Compression = "none"
+    # The table's columns (ids or display names) in the order wanted; null for all of them.
+    columns: Annotated[list[ColumnName], Field(min_length=1, max_length=500)] | None = None
 
 
 class BatchExportRef(_Input):
@@ -109,6 +114,11 @@ class BatchExport(BaseModel):
     isExpired: bool
     isDownloadable: bool
     log: str | None
+    compression: Compression
+    columns: list[str] | None
+    # Size and SHA-256 (hex) of the stored object, once completed: what a download can be checked against.
+    fileBytes: int | None
+    sha256: str | None
     progress: Progress
     user: ExportUser | None
 

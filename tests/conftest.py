@@ -18,6 +18,9 @@ from tests.support.rpc_client import RpcClient
 from tests.support.servers import ServerThread, running_postgres, running_redis
 from tests.support.world import AWKWARD_VALUES, TEST_SECRET_KEY, Project, new_project
 
+# Fixtures kept in tests/support/ and offered to every suite.
+pytest_plugins = ["tests.support.s3"]
+
 
 @pytest.fixture(scope="session")
 def awkward_values() -> dict:

@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -28,8 +29,9 @@ from db import batch_exports
 from schemas import FINAL_STATUSES, BatchExportQuery
 from schemas.settings import Settings, get_settings
 from workers import notifications
+from workers.compression import COMPRESSIONS, Compression, FileSink
 from workers.filters import CompiledQuery, InvalidExportQuery, compile_query
-from workers.formats import FORMATS, FileFormat, PumpResult, count_rows
+from workers.formats import FORMATS, FileFormat, count_rows
 from workers.storage import object_key, open_storage
 from workers.tables import SCORE_NAMES_SQL, ScoreName
 
@@ -110,16 +112,17 @@ def _one_attempt_at_a_time(conn: db.Connection, export_id: str) -> None:
 
 def _run(settings: Settings, conn: db.Connection, export: dict[str, Any]) -> None:
     export_id = export["id"]
-    compiled = compile_query(BatchExportQuery.model_validate(export["query"]))
+    compiled = compile_query(BatchExportQuery.model_validate(export["query"]), export["columns"])
     fmt = FORMATS[export["format"]]
+    compression = COMPRESSIONS[export["compression"]]
     storage = open_storage(settings)
-    key = object_key(export["project_id"], export_id, export["name"], fmt.extension)
+    key = object_key(export["project_id"], export_id, export["name"], compression.extension(fmt.extension))
     limit = settings.BATCH_EXPORT_ROW_LIMIT
     started = time.monotonic()
 
     storage.discard_partials(key)  # what a crashed attempt may have left
     try:
-        result = _stream(settings, export, compiled, fmt, storage, key, limit)
+        result = _stream(settings, export, compiled, fmt, compression, storage, key, limit)
     except _Cancelled:
         log.info("export %s was cancelled; its partial file is deleted", export_id)
         return
@@ -138,6 +141,8 @@ def _run(settings: Settings, conn: db.Connection, export: dict[str, Any]) -> Non
         export_id,
         object_key=key,
         rows_exported=result.rows,
+        file_bytes=result.file_bytes,
+        sha256=result.sha256,
         expires_hours=settings.BATCH_EXPORT_DOWNLOAD_LINK_EXPIRATION_HOURS,
         log=message,
     )
@@ -155,10 +160,11 @@ def _stream(
     export: dict[str, Any],
     compiled: CompiledQuery,
     fmt: FileFormat,
+    compression: Compression,
     storage: Any,
     key: str,
     limit: int,
-) -> PumpResult:
+) -> ExportedFile:
     params = {**compiled.params, "project_id": export["project_id"], "cutoff": export["created_at"]}
     with db.connect(settings.DATABASE_URL) as data:
         data.isolation_level = IsolationLevel.REPEATABLE_READ
@@ -175,14 +181,20 @@ def _stream(
             counter.start()
             watchdog.start()
             try:
-                with storage.writer(key, fmt.content_type) as out:
-                    write = out.write
-                    write(fmt.header(compiled.table))
-                    with data.cursor() as cur, cur.copy(statement, params) as copy:
-                        result = fmt.pump(copy, write, limit, watchdog)
-                    if watchdog.cancelled:
-                        raise _Cancelled()
-                    write(fmt.footer(result.rows))
+                with storage.writer(key, compression.content_type or fmt.content_type) as out:
+                    sink = FileSink(out.write, compression)
+                    try:
+                        write = sink.write
+                        write(fmt.header(compiled.table))
+                        with data.cursor() as cur, cur.copy(statement, params) as copy:
+                            result = fmt.pump(copy, write, limit, watchdog)
+                        if watchdog.cancelled:
+                            raise _Cancelled()
+                        write(fmt.footer(result.rows))
+                        sink.close()
+                    except BaseException:
+                        sink.abandon()
+                        raise
             except pg_errors.QueryCanceled:
                 if watchdog.cancelled:
                     raise _Cancelled() from None
@@ -190,7 +202,17 @@ def _stream(
             finally:
                 watchdog.stop()
                 counter.stop()
-    return result
+    return ExportedFile(result.rows, result.truncated, sink.bytes, sink.sha256)
+
+
+@dataclass(frozen=True)
+class ExportedFile:
+    """What one export wrote: its rows (cut at the limit or not) and the stored object's size and checksum."""
+
+    rows: int
+    truncated: bool
+    file_bytes: int
+    sha256: str
 
 
 def with_score_columns(conn: db.Connection, compiled: CompiledQuery, params: dict[str, Any]) -> CompiledQuery:
@@ -358,7 +380,7 @@ def _notify_completed(
     export: dict[str, Any],
     storage: Any,
     key: str,
-    result: PumpResult,
+    result: ExportedFile,
     truncated_at: int | None,
 ) -> None:
     user = batch_exports.creator(conn, export["id"])

@@ -30,8 +30,10 @@ def completed_message(
     lines = [
         f'Your export "{export["name"]}" is ready.',
         "",
-        f"Rows: {rows:,} ({export['format']})",
+        f"Rows: {rows:,} ({file_kind(export)})",
     ]
+    if export.get("file_bytes") is not None:
+        lines.append(f"File: {human_bytes(export['file_bytes'])}, SHA-256 {export['sha256']}")
     if truncated_at is not None:
         lines += [
             "",
@@ -40,6 +42,24 @@ def completed_message(
         ]
     lines += ["", f"Download (link valid until {expires}):", url, ""]
     return _message(settings, to, f"Export ready: {export['name']}", "\n".join(lines))
+
+
+def file_kind(export: dict[str, Any]) -> str:
+    """ "CSV", or "CSV, gzip" for a compressed file."""
+    compression = export.get("compression") or "none"
+    return export["format"] if compression == "none" else f"{export['format']}, {compression}"
+
+
+def human_bytes(size: int) -> str:
+    """ "1,234 bytes" below a KiB, else "12.3 MiB (12,901,222 bytes)": readable and still exact."""
+    if size < 1024:
+        return f"{size:,} bytes"
+    value = size / 1024
+    units = ["KiB", "MiB", "GiB", "TiB"]
+    while value >= 1024 and len(units) > 1:
+        value /= 1024
+        units.pop(0)
+    return f"{value:.1f} {units[0]} ({size:,} bytes)"
 
 
 def failed_message(*, to: str, export: dict[str, Any], reason: str, settings: Settings) -> EmailMessage:

@@ -91,9 +91,15 @@ def export_table(
     """Creates an export of the seeded project, runs the job in this process, returns the row and file."""
 
     def run(
-        project: SeededProject, query: dict[str, Any], format: str = "CSV", name: str = "my export"
+        project: SeededProject,
+        query: dict[str, Any],
+        format: str = "CSV",
+        name: str = "my export",
+        *,
+        compression: str = "none",
+        columns: list[str] | None = None,
     ) -> ExportResult:
-        export_id = project.new_export(conn, query, format, name)
+        export_id = project.new_export(conn, query, format, name, compression=compression, columns=columns)
         row = run_export(conn, export_id)
         data = (storage_dir / row["object_key"]).read_bytes() if row["object_key"] else None
         return ExportResult(export_id, row, data)

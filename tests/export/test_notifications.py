@@ -52,6 +52,17 @@ def test_completed_export_is_emailed_with_its_link_over_smtp(conn, smtp_inbox, s
     assert not (tmp_path / ".data" / "outbox").exists()
 
 
+def test_completed_email_gives_the_compression_size_and_checksum_of_the_file(conn, smtp_inbox, seeded):
+    export_id = seeded.new_export(conn, {"tableName": "traces"}, "CSV", compression="gzip")
+    run_batch_export(export_id)
+    row = batch_exports.load(conn, export_id)
+    [(_, _, message)] = smtp_inbox.messages
+    body = message.get_content()
+    assert f"Rows: {row['rows_exported']} (CSV, gzip)" in body
+    assert f"({row['file_bytes']:,} bytes), SHA-256 {row['sha256']}" in body
+    assert len(row["sha256"]) == 64
+
+
 def test_failed_export_email_says_what_went_wrong(conn, smtp_inbox, seeded, tmp_path, monkeypatch):
     blocker = tmp_path / "blocked"
     blocker.write_text("not a folder")

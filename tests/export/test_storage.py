@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import urllib.request
 from datetime import UTC, datetime, timedelta
 
@@ -10,7 +9,6 @@ import boto3
 import pytest
 
 from db import batch_exports
-from devstack.servers import free_port
 from schemas.settings import Settings, get_settings
 from workers.batch_export import run_batch_export
 from workers.maintenance import delete_expired_exports
@@ -184,38 +182,6 @@ def test_expired_export_objects_are_deleted_and_forgotten(conn, export_settings,
 
 
 # --- S3, against moto's standalone server on loopback ------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint() -> str:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3_bucket(s3_endpoint, monkeypatch) -> str:
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "S3_ENDPOINT_URL": s3_endpoint,
-    }.items():
-        monkeypatch.setenv(key, value)
-    bucket = f"exports-{os.urandom(4).hex()}"
-    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
-    return bucket
-
-
-@pytest.fixture
-def s3_settings(export_settings, s3_bucket, monkeypatch) -> Settings:
-    monkeypatch.setenv("EXPORT_STORAGE_URL", f"s3://{s3_bucket}/team exports")
-    get_settings.cache_clear()
-    return get_settings()
 
 
 def test_export_to_s3_completes_with_a_presigned_attachment_link(conn, s3_settings, s3_bucket, s3_endpoint, seeded):

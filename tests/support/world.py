@@ -47,11 +47,22 @@ class Project:
         query: dict[str, Any] = TRACES_BY_TIME,
         fmt: str = "CSV",
         name: str = "my export",
+        *,
+        compression: str = "none",
+        columns: list[str] | None = None,
     ) -> str:
         """An export row as `batchExport.create` writes it, by the project's user (the test enqueues it, or not)."""
         row = conn.execute(
             batch_exports.INSERT_SQL,
-            batch_exports.insert_params(project_id=self.id, user_id=self.user_id, name=name, format=fmt, query=query),
+            batch_exports.insert_params(
+                project_id=self.id,
+                user_id=self.user_id,
+                name=name,
+                format=fmt,
+                query=query,
+                compression=compression,
+                columns=columns,
+            ),
         ).fetchone()
         return row["id"]
 
