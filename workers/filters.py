@@ -107,13 +107,19 @@ class _Params:
         return sql.Placeholder(name)
 
 
-def validate_query(query: BatchExportQuery) -> None:
+def validate_query(query: BatchExportQuery, columns: Sequence[str] | None = None) -> None:
     """Raises InvalidExportQuery for anything the worker could not run; never touches the database."""
-    compile_query(query)
+    compile_query(query, columns)
 
 
-def compile_query(query: BatchExportQuery) -> CompiledQuery:
+def compile_query(query: BatchExportQuery, columns: Sequence[str] | None = None) -> CompiledQuery:
+    """The export's query; `columns` (names of the table's columns, in file order) narrows what is written."""
     table = get_table(query.tableName)
+    if columns is not None:
+        try:
+            table = table.choose_columns(columns)
+        except ValueError as exc:
+            raise InvalidExportQuery(str(exc)) from None
     params = _Params()
     conditions = [compile_filter(table, f, params) for f in query.filter or []]
     search = compile_search(table, query.searchQuery, query.searchType, params)

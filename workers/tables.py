@@ -89,6 +89,8 @@ class ExportTable:
     # The source's alias of the per-row score aggregate (see _score_aggregates) when the rows carry
     # one column per score name, as Langfuse's trace, observation and event exports do.
     score_alias: str | None = None
+    # The keys of the columns the user chose, in file order; None for every exported column.
+    chosen: tuple[str, ...] | None = None
     _lookup: dict[str, Column] = field(init=False, repr=False, compare=False)
     _filter_lookup: dict[str, Column] = field(init=False, repr=False, compare=False)
     _sort_lookup: dict[str, Column] = field(init=False, repr=False, compare=False)
@@ -112,7 +114,37 @@ class ExportTable:
 
     @property
     def exported_columns(self) -> tuple[Column, ...]:
+        if self.chosen is not None:
+            return tuple(self.column(key) for key in self.chosen)
         return tuple(c for c in self.columns if c.exported)
+
+    def choose_columns(self, names: Sequence[str]) -> ExportTable:
+        """This table writing only the columns named (by key, alias or display name), in the order given.
+
+        Filters and the order may still use every column. Raises ValueError naming the valid columns.
+        """
+        exported = [c for c in self.columns if c.exported]
+        by_name: dict[str, Column] = {}
+        for column in exported:
+            for name in column.names:
+                by_name.setdefault(name, column)
+        if not names:
+            raise ValueError(f"Choose at least one column, or none at all for every column: {self.column_names()}.")
+        chosen: list[str] = []
+        for name in names:
+            found = by_name.get(name)
+            if found is None:
+                raise ValueError(
+                    f'Unknown column "{name}" for table {self.name}. Valid columns: {self.column_names()}.'
+                )
+            if found.key in chosen:
+                raise ValueError(f'Column "{name}" is chosen twice (as "{found.key}"): name each column once.')
+            chosen.append(found.key)
+        return replace(self, chosen=tuple(chosen))
+
+    def column_names(self) -> str:
+        """Every exportable column, as `key ("Display name")`, for error messages."""
+        return ", ".join(f'{c.key} ("{c.display}")' if c.display else c.key for c in self.columns if c.exported)
 
     @property
     def keys(self) -> list[str]:
@@ -128,7 +160,8 @@ class ExportTable:
         `quote` makes a score name (user data) an SQL string literal. The column's key is the score's
         name, as in Langfuse's files; a name that is already a key of the row gets a " (score)" suffix.
         """
-        if self.score_alias is None or not scores:
+        if self.score_alias is None or not scores or self.chosen is not None:
+            # A choice of columns holds exactly the columns chosen.
             return self
         taken = set(self.keys)
         added = []
