@@ -11,6 +11,7 @@ Exit codes (also in `--help` and the README):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 import time
@@ -19,7 +20,7 @@ import urllib.parse
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, get_args
 
 from cli.api_client import ApiClient
 from cli.errors import (
@@ -35,7 +36,7 @@ from cli.errors import (
 )
 from cli.filter_text import FILTER_HELP, build_query
 from cli.progress import ProgressDisplay
-from schemas import FINAL_STATUSES
+from schemas import FINAL_STATUSES, Compression, ExportFormat
 from workers.tables import TABLES
 
 # batchExport.all's largest page: finding an export by id costs as few calls as possible.
@@ -172,9 +173,28 @@ def deliver(args: argparse.Namespace, api: ApiClient, project: str, export: dict
             f" --output {_shell_quote(str(output))}"
         )
         return EXIT_INTERRUPTED
-    _say(f"downloaded {size:,} bytes")
+    expected = export.get("sha256")
+    if expected:
+        actual = _sha256(output)
+        if actual != expected:
+            _say(
+                f"downloaded {size:,} bytes to {output}, but their SHA-256 is {actual}, not the export's {expected}:"
+                f" the file is damaged. Download it again: {_hint(args, project, export['id'], 'download')}"
+            )
+            return EXIT_FAILED
+        _say(f"downloaded {size:,} bytes, SHA-256 {actual} (checked)")
+    else:
+        _say(f"downloaded {size:,} bytes")
     print(output, flush=True)
     return EXIT_OK
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -183,7 +203,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     output = _output_path(args.output)
     api = _api(args)
     name = args.name or f"{args.table} {datetime.now(UTC):%Y-%m-%d %H:%M} (CLI)"
-    export = api.call("batchExport.create", {"projectId": project, "name": name, "query": query, "format": args.format})
+    params = {
+        "projectId": project,
+        "name": name,
+        "query": query,
+        "format": args.format,
+        "compression": args.compression,
+    }
+    if args.columns:
+        params["columns"] = [c.strip() for c in args.columns.split(",")]
+    export = api.call("batchExport.create", params)
     if not (args.wait or output):
         _say(
             f"created export {export['id']} ({export['status']}); follow it: {_hint(args, project, export['id'], 'wait')}"
@@ -247,7 +276,9 @@ def _list_row(export: dict[str, Any]) -> tuple[str, ...]:
         export["id"],
         _cell(export["name"], 40),
         export["query"]["tableName"],
-        export["format"],
+        export["format"]
+        if export.get("compression", "none") == "none"
+        else f"{export['format']}+{export['compression']}",
         export["status"],
         shown,
         _cell(user.get("name") or user.get("id") or "-", 24),
@@ -364,7 +395,19 @@ def add_client_commands(commands: argparse._SubParsersAction) -> None:
         metavar="TABLE",
         help=f"the table to export: {', '.join(TABLES)}",
     )
-    export.add_argument("--format", required=True, type=str.upper, choices=["CSV", "JSON", "JSONL"])
+    export.add_argument("--format", required=True, type=str.upper, choices=list(get_args(ExportFormat)))
+    export.add_argument(
+        "--compression",
+        type=str.lower,
+        choices=list(get_args(Compression)),
+        default="none",
+        help="compress the file while it is written: .gz or .zst (default: none)",
+    )
+    export.add_argument(
+        "--columns",
+        metavar="ID,NAME,...",
+        help="only these columns, in this order: ids or display names, comma-separated (default: all)",
+    )
     export.add_argument("--name", help="the export's name (default: table and time)")
     export.add_argument(
         "--filter", action="append", default=[], metavar="'COLUMN OP VALUE'", help="a filter (repeatable); see below"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import os
 import pty
 import re
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import zstandard
 from psycopg.types.json import Jsonb
 
 from cli.progress import progress_line
@@ -176,6 +179,39 @@ def test_export_wait_output_downloads_a_csv_whose_rows_match_the_database(
     assert "\r" not in err
     assert f"COMPLETED   [{'#' * 24}] 100.0%  {len(rows):,} / {len(rows):,} rows" in err
     assert sorted(p.name for p in target.parent.iterdir()) == ["traces.csv"]
+
+
+def test_export_with_compression_and_columns_downloads_a_checked_zstd_file(
+    api, client, conn, terminal, project, owner_token, traces, tmp_path
+):
+    target = tmp_path / "traces.jsonl.zst"
+    process = terminal.start(
+        "export",
+        *connection(api.url, owner_token, project.id),
+        "--table",
+        "traces",
+        "--format",
+        "jsonl",
+        "--compression",
+        "zstd",
+        "--columns",
+        "id, Name",
+        "--wait",
+        "--output",
+        str(target),
+        "--interval",
+        "0.2",
+    )
+    the_export(client, project.id, owner_token, process)
+    terminal.worker()
+    code, out, err = finish(process)
+
+    assert code == 0, err
+    lines = zstandard.ZstdDecompressor().decompressobj().decompress(target.read_bytes()).decode().split("\n")[:-1]
+    rows = [json.loads(line) for line in lines]
+    assert {r["id"]: r["name"] for r in rows} == {t["id"]: t["name"] for t in traces}
+    assert all(list(r) == ["id", "name"] for r in rows)
+    assert f"SHA-256 {hashlib.sha256(target.read_bytes()).hexdigest()} (checked)" in err
 
 
 def test_a_finished_export_is_fetched_later_with_exports_wait_and_download(

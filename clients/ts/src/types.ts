@@ -63,6 +63,8 @@ export interface CreateBatchExport {
   name: string;
   query: BatchExportQuery;
   format: "CSV" | "JSON" | "JSONL";
+  compression?: "none" | "gzip" | "zstd";
+  columns?: string[] | null;
 }
 /**
  * The table view being exported: the same shape as the frontend's table state.
@@ -268,6 +270,10 @@ export interface BatchExport {
   isExpired: boolean;
   isDownloadable: boolean;
   log: string | null;
+  compression: "none" | "gzip" | "zstd";
+  columns: string[] | null;
+  fileBytes: number | null;
+  sha256: string | null;
   progress: Progress;
   user: ExportUser | null;
 }
