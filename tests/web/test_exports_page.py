@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import os
@@ -50,9 +51,10 @@ def wait_for_status(row, status: str, worker: RunningWorker) -> None:
                 raise
 
 
-def create_from_page(page: Page, name: str, table: str, fmt: str) -> None:
+def create_from_page(page: Page, name: str, table: str, fmt: str, compression: str = "none") -> None:
     page.fill("#create-name", name)
     page.check(f"input[name=format][value={fmt}]")
+    page.check(f"input[name=compression][value={compression}]")
     page.click("#create-submit")
 
 
@@ -91,7 +93,7 @@ def test_an_export_created_on_the_page_completes_and_its_file_downloads_with_the
     expect(page.locator("#create-status")).to_contain_text("Created “Staging traces”")
     page.select_option("#create-table", "observations")
     add_filter(page, "type", "any of", "GENERATION")
-    create_from_page(page, "Generations", "observations", "JSONL")
+    create_from_page(page, "Generations", "observations", "JSONL", "gzip")
     expect(page.locator("#create-status")).to_contain_text("Created “Generations”")
 
     traces_row, generations_row = export_row(page, "Staging traces"), export_row(page, "Generations")
@@ -111,7 +113,10 @@ def test_an_export_created_on_the_page_completes_and_its_file_downloads_with_the
     assert traces_row.locator("progress").evaluate("bar => bar.value === bar.max")
     expect(traces_row.locator(".creator")).to_have_text("Olive Owner")
     expect(traces_row.locator(".expires")).to_have_text(re.compile(r"^in 2[34] hours$"))
-    expect(traces_row.locator(".export-detail")).to_have_text("Traces · CSV · environment any of staging")
+    expect(traces_row.locator(".export-detail")).to_have_text(
+        re.compile(r"^Traces · CSV · \d+\.\d KiB · environment any of staging$")
+    )
+    expect(generations_row.locator(".export-detail")).to_have_text(re.compile(r"^Observations · JSONL, gzip · "))
     expect(traces_row.get_by_role("button", name="Cancel")).to_be_hidden()
 
     filename, body = download_from(page, traces_row)
@@ -127,8 +132,8 @@ def test_an_export_created_on_the_page_completes_and_its_file_downloads_with_the
     assert {r[environment] for r in rows[1:]} == {"staging"}
 
     filename, body = download_from(page, generations_row)
-    assert filename.endswith(".jsonl")
-    generations = [json.loads(line) for line in body.decode("utf-8").splitlines()]
+    assert filename.endswith(".jsonl.gz")  # the compressed bytes, as stored
+    generations = [json.loads(line) for line in gzip.decompress(body).decode("utf-8").splitlines()]
     expected = {
         r["id"]
         for r in conn.execute(

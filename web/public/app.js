@@ -150,6 +150,17 @@ var relative = new Intl.RelativeTimeFormat(void 0, { numeric: "always" });
 function formatCount(value) {
   return count.format(value);
 }
+function formatBytes(value) {
+  if (value < 1024) return `${count.format(value)} bytes`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let size = value / 1024;
+  let unit = 0;
+  while (size >= 1024 && unit < units.length - 1) {
+    size /= 1024;
+    unit += 1;
+  }
+  return `${size.toFixed(1)} ${units[unit]}`;
+}
 function formatDateTime(iso) {
   return dateTime.format(new Date(iso));
 }
@@ -279,7 +290,10 @@ var ExportsList = class {
     parts.current = item;
     parts.row.dataset.status = item.status;
     parts.name.textContent = item.name;
-    parts.detail.textContent = `${tableLabel(item.query.tableName)} · ${item.format}${describeFilters(item)}`;
+    const kind = item.compression === "none" ? item.format : `${item.format}, ${item.compression}`;
+    const size = item.fileBytes === null ? "" : ` · ${formatBytes(item.fileBytes)}`;
+    parts.detail.textContent = `${tableLabel(item.query.tableName)} · ${kind}${size}${describeFilters(item)}`;
+    parts.detail.title = item.sha256 ? `SHA-256 ${item.sha256}` : "";
     parts.log.textContent = item.log ?? "";
     parts.log.hidden = !item.log;
     parts.status.textContent = item.status.charAt(0) + item.status.slice(1).toLowerCase();
@@ -679,13 +693,16 @@ function setUpCreateForm(catalog) {
     if (!session) return;
     say(ui.createError, null);
     say(ui.createStatus, null);
-    const format = new FormData(ui.create).get("format");
+    const form = new FormData(ui.create);
+    const format = form.get("format");
+    const compression = form.get("compression");
     let params;
     try {
       params = {
         projectId: session.projectId,
         name: ui.name.value.trim(),
         format: format === "JSON" || format === "JSONL" ? format : "CSV",
+        compression: compression === "gzip" || compression === "zstd" ? compression : "none",
         query: {
           tableName: tableNamed(ui.table.value).name,
           filter: builder.filters(),

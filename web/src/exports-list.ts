@@ -6,7 +6,7 @@
 import { describeError, isUnauthorized, type Client } from "./api.js";
 import type { BatchExport } from "../../clients/ts/src/client.js";
 import { tableLabel } from "./catalog.js";
-import { formatCount, formatDateTime, fromNow } from "./format.js";
+import { formatBytes, formatCount, formatDateTime, fromNow } from "./format.js";
 
 const ACTIVE_POLL_MS = 1000;
 const IDLE_POLL_MS = 4000;
@@ -154,7 +154,10 @@ export class ExportsList {
     parts.current = item;
     parts.row.dataset.status = item.status;
     parts.name.textContent = item.name;
-    parts.detail.textContent = `${tableLabel(item.query.tableName)} · ${item.format}${describeFilters(item)}`;
+    const kind = item.compression === "none" ? item.format : `${item.format}, ${item.compression}`;
+    const size = item.fileBytes === null ? "" : ` · ${formatBytes(item.fileBytes)}`;
+    parts.detail.textContent = `${tableLabel(item.query.tableName)} · ${kind}${size}${describeFilters(item)}`;
+    parts.detail.title = item.sha256 ? `SHA-256 ${item.sha256}` : "";
     parts.log.textContent = item.log ?? "";
     parts.log.hidden = !item.log;
     parts.status.textContent = item.status.charAt(0) + item.status.slice(1).toLowerCase();

@@ -8,6 +8,19 @@ export function formatCount(value: number): string {
   return count.format(value);
 }
 
+/** "812 bytes", "4.2 MiB": a file's size as people read it. */
+export function formatBytes(value: number): string {
+  if (value < 1024) return `${count.format(value)} bytes`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let size = value / 1024;
+  let unit = 0;
+  while (size >= 1024 && unit < units.length - 1) {
+    size /= 1024;
+    unit += 1;
+  }
+  return `${size.toFixed(1)} ${units[unit]}`;
+}
+
 export function formatDateTime(iso: string): string {
   return dateTime.format(new Date(iso));
 }

@@ -125,13 +125,16 @@ function setUpCreateForm(catalog: Catalog): void {
     if (!session) return;
     say(ui.createError, null);
     say(ui.createStatus, null);
-    const format = new FormData(ui.create).get("format");
+    const form = new FormData(ui.create);
+    const format = form.get("format");
+    const compression = form.get("compression");
     let params: CreateBatchExport;
     try {
       params = {
         projectId: session.projectId,
         name: ui.name.value.trim(),
         format: format === "JSON" || format === "JSONL" ? format : "CSV",
+        compression: compression === "gzip" || compression === "zstd" ? compression : "none",
         query: {
           tableName: tableNamed(ui.table.value).name,
           filter: builder.filters(),
