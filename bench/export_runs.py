@@ -89,7 +89,7 @@ class WorkerProcess:
         self.redis.close()
 
     def run_export(
-        self, conn: psycopg.Connection, caller: Caller, table: str, fmt: str
+        self, conn: psycopg.Connection, caller: Caller, table: str, fmt: str, compression: str = "none"
     ) -> tuple[JobRun, dict[str, Any]]:
         """One export through the worker; returns its run and its batch_exports row."""
         assert self.process is not None
@@ -102,6 +102,7 @@ class WorkerProcess:
                 name=f"bench {table} {fmt}",
                 format=fmt,
                 query=query,
+                compression=compression,
             ),
         ).fetchone()["id"]
         conn.commit()

@@ -8,6 +8,10 @@ round, exports the traces as CSV and JSONL (a) through `batch-export worker` and
 running the job's own COPY statement into a file; (c) the same statement through psycopg with a
 plain read/write loop is shown too. Reports rows/s, the ratio job/COPY of the medians, and the
 work horse's peak RSS. Target (issue 5): job ≥ 0.8× COPY for CSV and JSONL.
+
+Each round also runs the CSV job compressed (zstd, gzip): its rows/s and file size against the
+uncompressed CSV job of the same round. Target (issue 13): CSV + zstd ≥ 0.9× the CSV job's rows/s,
+file ≤ 0.2× the CSV's size; gzip is reported.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from devstack.seed import seed
 
 FORMATS = ("CSV", "JSONL")
 TARGET_RATIO = 0.8
+COMPRESSIONS = ("zstd", "gzip")
+ZSTD_SPEED_TARGET, ZSTD_SIZE_TARGET = 0.9, 0.2
 
 
 def seeded_project(conn, folder: Path, rows: int) -> tuple[Caller, float | None]:
@@ -71,6 +77,15 @@ def main() -> None:
         peaks: dict[str, list[int]] = {f: [] for f in FORMATS}
         try:
             for round_no in range(args.rounds):
+                for compression in COMPRESSIONS:
+                    run, _ = worker.run_export(conn, caller, "traces", "CSV", compression)
+                    runs.setdefault(("CSV", compression), []).append((run.seconds, run.rows, run.bytes))
+                    peaks.setdefault(compression, []).append(run.peak_rss_kib)
+                    print(
+                        f"round {round_no + 1} CSV+{compression:5} job {run.seconds:7.2f} s"
+                        f"  {run.rows / run.seconds:>10,.0f} rows/s  {run.bytes / 2**20:8.1f} MiB",
+                        flush=True,
+                    )
                 for fmt in FORMATS:
                     ways = ["job", "copy", "psycopg"]
                     if round_no % 2:
@@ -148,6 +163,35 @@ def main() -> None:
         + "\n\nTargets: "
         + "; ".join(verdicts)
         + "."
+    )
+    plain_s = median([r[0] for r in runs[("CSV", "job")]])
+    plain_bytes = runs[("CSV", "job")][0][2]
+    packed_rows, packed_verdicts = [], []
+    for compression in COMPRESSIONS:
+        seconds = median([r[0] for r in runs[("CSV", compression)]])
+        exported, size = runs[("CSV", compression)][0][1], runs[("CSV", compression)][0][2]
+        speed, ratio = plain_s / seconds, size / plain_bytes
+        packed_rows.append(
+            [
+                f"CSV + {compression}",
+                f"{exported / seconds:,.0f} ({seconds:.2f} s)",
+                f"**{speed:.2f}**",
+                f"{size / 2**20:,.1f} MiB",
+                f"**{ratio:.3f}**",
+                f"{max(peaks[compression]) / 1024:.0f} MiB",
+            ]
+        )
+        if compression == "zstd":
+            packed_verdicts.append(
+                f"zstd rows/s {speed:.2f}× ({'meets' if speed >= ZSTD_SPEED_TARGET else 'MISSES'} ≥ {ZSTD_SPEED_TARGET}),"
+                f" size {ratio:.3f}× ({'meets' if ratio <= ZSTD_SIZE_TARGET else 'MISSES'} ≤ {ZSTD_SIZE_TARGET})"
+            )
+    report.add(
+        table(["file", "job rows/s", "rows/s ÷ CSV job", "file", "size ÷ CSV", "work horse peak RSS"], packed_rows)
+    )
+    report.add(
+        f"Compressed CSV jobs, medians of {args.rounds} rounds, against the uncompressed CSV job above"
+        f" ({plain_bytes / 2**20:,.0f} MiB). Targets: " + "; ".join(packed_verdicts) + "; gzip reported."
     )
     report.save()
 
