@@ -181,20 +181,17 @@ def _stream(
             counter.start()
             watchdog.start()
             try:
-                with storage.writer(key, compression.content_type or fmt.content_type) as out:
-                    sink = FileSink(out.write, compression)
-                    try:
-                        write = sink.write
-                        write(fmt.header(compiled.table))
-                        with data.cursor() as cur, cur.copy(statement, params) as copy:
-                            result = fmt.pump(copy, write, limit, watchdog)
-                        if watchdog.cancelled:
-                            raise _Cancelled()
-                        write(fmt.footer(result.rows))
-                        sink.close()
-                    except BaseException:
-                        sink.abandon()
-                        raise
+                with (
+                    storage.writer(key, compression.content_type or fmt.content_type) as out,
+                    FileSink(out.write, compression) as sink,
+                ):
+                    write = sink.write
+                    write(fmt.header(compiled.table))
+                    with data.cursor() as cur, cur.copy(statement, params) as copy:
+                        result = fmt.pump(copy, write, limit, watchdog)
+                    if watchdog.cancelled:
+                        raise _Cancelled()
+                    write(fmt.footer(result.rows))
             except pg_errors.QueryCanceled:
                 if watchdog.cancelled:
                     raise _Cancelled() from None

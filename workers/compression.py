@@ -86,13 +86,25 @@ class _Digest(io.RawIOBase):
 
 
 class FileSink:
-    """A writable file for a format: `write` is a buffered C call; `close()` ends the compressed stream."""
+    """A writable file for a format: `write` is a buffered C call.
+
+    As a context manager: a clean exit ends the compressed stream (`close()`), an exception abandons the file.
+    """
 
     def __init__(self, store: Callable[[bytes], object], compression: Compression):
         factory = compression.new_compressor
         self._digest = _Digest(store, factory() if factory else None)
         self._buffer = io.BufferedWriter(self._digest, CHUNK_BYTES)
         self.write = self._buffer.write
+
+    def __enter__(self) -> FileSink:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abandon()
 
     def close(self) -> None:
         """Writes what is buffered and the compressor's end; call once, after the last write."""

@@ -92,6 +92,7 @@ class ExportTable:
     # The keys of the columns the user chose, in file order; None for every exported column.
     chosen: tuple[str, ...] | None = None
     _lookup: dict[str, Column] = field(init=False, repr=False, compare=False)
+    _export_lookup: dict[str, Column] = field(init=False, repr=False, compare=False)
     _filter_lookup: dict[str, Column] = field(init=False, repr=False, compare=False)
     _sort_lookup: dict[str, Column] = field(init=False, repr=False, compare=False)
 
@@ -107,6 +108,7 @@ class ExportTable:
         # A name may mean one column in the file and another in a filter: Langfuse's `toolCalls` filter
         # counts the calls that the `toolCalls` column lists. Filters and orders look among their own first.
         object.__setattr__(self, "_lookup", lookup(list(self.columns)))
+        object.__setattr__(self, "_export_lookup", lookup([c for c in self.columns if c.exported]))
         object.__setattr__(self, "_filter_lookup", lookup([c for c in self.columns if c.filter]))
         sortable = [c for c in self.columns if c.sortable]
         object.__setattr__(self, "_sort_lookup", lookup(sortable + [c for c in self.columns if not c.sortable]))
@@ -123,16 +125,11 @@ class ExportTable:
 
         Filters and the order may still use every column. Raises ValueError naming the valid columns.
         """
-        exported = [c for c in self.columns if c.exported]
-        by_name: dict[str, Column] = {}
-        for column in exported:
-            for name in column.names:
-                by_name.setdefault(name, column)
         if not names:
             raise ValueError(f"Choose at least one column, or none at all for every column: {self.column_names()}.")
         chosen: list[str] = []
         for name in names:
-            found = by_name.get(name)
+            found = self._export_lookup.get(name)
             if found is None:
                 raise ValueError(
                     f'Unknown column "{name}" for table {self.name}. Valid columns: {self.column_names()}.'
@@ -144,7 +141,7 @@ class ExportTable:
 
     def column_names(self) -> str:
         """Every exportable column, as `key ("Display name")`, for error messages."""
-        return ", ".join(f'{c.key} ("{c.display}")' if c.display else c.key for c in self.columns if c.exported)
+        return ", ".join(_described(c) for c in self.columns if c.exported)
 
     @property
     def keys(self) -> list[str]:
@@ -193,7 +190,7 @@ class ExportTable:
 
     def filter_names(self) -> list[str]:
         """Every accepted filter column, as `id ("Display name")`, for error messages."""
-        return [f'{c.key} ("{c.display}")' if c.display else c.key for c in self.filterable_columns]
+        return [_described(c) for c in self.filterable_columns]
 
     @property
     def search_types(self) -> list[str]:
@@ -206,6 +203,11 @@ class ExportTable:
 
     def sortable_names(self) -> list[str]:
         return [c.key for c in self.columns if c.sortable]
+
+
+def _described(column: Column) -> str:
+    """`key ("Display name")`, or the key alone: how error messages name a column."""
+    return f'{column.key} ("{column.display}")' if column.display else column.key
 
 
 @dataclass(frozen=True)
