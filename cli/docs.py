@@ -189,6 +189,13 @@ numbers; JSON values stay JSON (a CSV cell holds compact JSON text). Rows are or
 `orderBy` the request gives (default below), with `id` as the tie-breaker, so a re-run writes the
 same bytes; rows created after the export was requested never appear.
 
+Parquet files carry the same keys as typed columns ("Parquet type" below): timestamps as
+`timestamp[us, UTC]`, counts and token numbers as `int64`, costs, prices, durations and score
+values as `float64`, arrays as `list<string>`, JSON values as their JSON text in a UTF-8 column
+marked with the Arrow JSON extension type. Score columns are `float64` for numeric and boolean
+scores and `string` otherwise. A token count stored as a fraction is rounded to a whole number in
+Parquet (text files keep it as stored), and a number beyond float64's range becomes ±infinity.
+
 A filter's `column` may be the column's key, one of its aliases, or its display name. Every
 filterable column also takes the `null` filter (`is null` / `is not null`), and the filter types
 Langfuse pairs with its own: `stringOptions` on `string`, `arrayOptions` and `categoryOptions`
@@ -242,15 +249,15 @@ def columns_markdown() -> str:
             + ", ".join(f"`{c.key}`" for c in table.exported_columns)
             + (", then one column per score name (see above)." if table.score_alias else "."),
             "",
-            "| key | value | filter type | display name | aliases | sortable |",
-            "|---|---|---|---|---|---|",
+            "| key | value | Parquet type | filter type | display name | aliases | sortable |",
+            "|---|---|---|---|---|---|---|",
         ]
         for c in table.columns:
             key = f"`{c.key}`" if c.exported else f"`{c.key}` (filter only)"
             aliases = ", ".join(f"`{a}`" for a in c.aliases)
             filter_type = f"`{c.filter}`" if c.filter else ""
             lines.append(
-                f"| {key} | {c.kind} | {filter_type} | {_cell(c.display or '')} | {aliases} |"
+                f"| {key} | {c.kind} | {c.parquet_type} | {filter_type} | {_cell(c.display or '')} | {aliases} |"
                 f" {'yes' if c.sortable else ''} |"
             )
         search = [f"`searchType` `id` searches {', '.join(f'`{k}`' for k in table.id_search)}"]

@@ -20,7 +20,21 @@ from typing import Literal
 from psycopg.sql import SQL, Composable, Placeholder
 
 # How a column's value is rendered into a file. Postgres does the rendering (see workers.formats).
-Kind = Literal["text", "timestamp", "number", "boolean", "json", "array"]
+# `integer` and `number` read the same in text files; Parquet stores them as int64 and float64.
+Kind = Literal["text", "timestamp", "integer", "number", "boolean", "json", "array"]
+
+# Each kind's column type in Parquet files (workers.parquet builds the Arrow schema from these).
+# JSON values are their jsonb text in the Arrow JSON extension type; a fractional count (a token
+# count a client sent as 1.5) is rounded to the nearest whole number there.
+PARQUET_TYPES: dict[Kind, str] = {
+    "text": "string",
+    "timestamp": "timestamp[us, UTC]",
+    "integer": "int64",
+    "number": "float64",
+    "boolean": "bool",
+    "json": "string (JSON)",
+    "array": "list<string>",
+}
 
 # The files' timestamp format, as SQL around one expression: ISO 8601 UTC with microseconds and "Z".
 ISO_UTC = "to_char(({}) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
@@ -70,7 +84,11 @@ class Column:
     @property
     def sortable(self) -> bool:
         # Orders over JSON documents or arrays mean nothing to a user and cannot use an index.
-        return self.kind in ("text", "timestamp", "number", "boolean")
+        return self.kind in ("text", "timestamp", "integer", "number", "boolean")
+
+    @property
+    def parquet_type(self) -> str:
+        return PARQUET_TYPES[self.kind]
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -372,7 +390,7 @@ def _comment_aggregates(object_type: str) -> str:
 
 # The comment columns over a `_comment_aggregates` source joined as `cm`.
 _COMMENT_COLUMNS = (
-    _c("commentCount", "coalesce(cm.comment_count, 0)", "number", "Comment Count", "number"),
+    _c("commentCount", "coalesce(cm.comment_count, 0)", "integer", "Comment Count", "number"),
     _c("comments", "coalesce(cm.comments, '[]'::jsonb)", "json"),
 )
 _COMMENT_CONTENT = _c("commentContent", "cm.contents", "array", "Comment Content", "string", exported=False)
@@ -405,20 +423,20 @@ TRACES = ExportTable(
         _c("metadata", "t.metadata", "json", "Metadata", "stringObject"),
         _c("latency", _seconds("ot.first_start", "ot.last_end"), "number", "Latency (s)", "number"),
         _c("totalCost", "ot.total_cost", "number", "Total Cost ($)", "number"),
-        _c("inputTokens", "ot.input_tokens", "number", "Input Tokens", "number"),
-        _c("outputTokens", "ot.output_tokens", "number", "Output Tokens", "number"),
-        _c("totalTokens", "ot.total_tokens", "number", "Total Tokens", "number"),
-        _c("observationCount", "coalesce(ot.observation_count, 0)", "number"),
+        _c("inputTokens", "ot.input_tokens", "integer", "Input Tokens", "number"),
+        _c("outputTokens", "ot.output_tokens", "integer", "Output Tokens", "number"),
+        _c("totalTokens", "ot.total_tokens", "integer", "Total Tokens", "number"),
+        _c("observationCount", "coalesce(ot.observation_count, 0)", "integer"),
         _c("level", _TRACE_LEVEL, display="Level", filter="stringOptions"),
-        _c("errorCount", "coalesce(ot.error_count, 0)", "number", "Error Level Count", "number"),
-        _c("warningCount", "coalesce(ot.warning_count, 0)", "number", "Warning Level Count", "number"),
-        _c("defaultCount", "coalesce(ot.default_count, 0)", "number", "Default Level Count", "number"),
-        _c("debugCount", "coalesce(ot.debug_count, 0)", "number", "Debug Level Count", "number"),
+        _c("errorCount", "coalesce(ot.error_count, 0)", "integer", "Error Level Count", "number"),
+        _c("warningCount", "coalesce(ot.warning_count, 0)", "integer", "Warning Level Count", "number"),
+        _c("defaultCount", "coalesce(ot.default_count, 0)", "integer", "Default Level Count", "number"),
+        _c("debugCount", "coalesce(ot.debug_count, 0)", "integer", "Debug Level Count", "number"),
         _c("inputCost", "ot.input_cost", "number", "Input Cost ($)", "number"),
         _c("outputCost", "ot.output_cost", "number", "Output Cost ($)", "number"),
         *_COMMENT_COLUMNS,
         # Filter-only: what Langfuse's filters test, not columns of its trace rows.
-        _c("tokens", "ot.total_tokens", "number", "Tokens", "number", exported=False),
+        _c("tokens", "ot.total_tokens", "integer", "Tokens", "number", exported=False),
         _COMMENT_CONTENT,
         *_score_filters("sc", aliases=("scores", "Scores")),
         _c("evaluatorId", "t.metadata ->> 'evaluator_id'", display="Evaluator ID", filter="string", exported=False),
@@ -492,7 +510,7 @@ _O = {
         _c("modelParameters", "o.model_parameters", "json"),
         _c("promptId", "o.prompt_id"),
         _c("promptName", "o.prompt_name", display="Prompt Name", filter="stringOptions"),
-        _c("promptVersion", "o.prompt_version", "number", "Prompt Version", "number"),
+        _c("promptVersion", "o.prompt_version", "integer", "Prompt Version", "number"),
         _c("latency", _seconds("o.start_time", "o.end_time"), "number", "Latency (s)", "number"),
         _c(
             "timeToFirstToken",
@@ -508,12 +526,12 @@ _O = {
         _c("inputCost", _OBS_INPUT_COST, "number", "Input Cost ($)", "number"),
         _c("outputCost", _OBS_OUTPUT_COST, "number", "Output Cost ($)", "number"),
         _c("totalCost", _OBS_TOTAL_COST, "number", "Total Cost ($)", "number"),
-        _c("inputUsage", _OBS_INPUT_USAGE, "number", "Input Tokens", "number", aliases=("inputTokens",)),
-        _c("outputUsage", _OBS_OUTPUT_USAGE, "number", "Output Tokens", "number", aliases=("outputTokens",)),
+        _c("inputUsage", _OBS_INPUT_USAGE, "integer", "Input Tokens", "number", aliases=("inputTokens",)),
+        _c("outputUsage", _OBS_OUTPUT_USAGE, "integer", "Output Tokens", "number", aliases=("outputTokens",)),
         _c(
             "totalUsage",
             _OBS_TOTAL_USAGE,
-            "number",
+            "integer",
             "Total Tokens",
             "number",
             aliases=("totalTokens", "tokens", "Tokens"),
@@ -564,7 +582,7 @@ _O = {
         _c(
             "availableToolCount",
             "(SELECT count(*) FROM jsonb_object_keys(o.tool_definitions))",
-            "number",
+            "integer",
             "Available Tools",
             "number",
             ("toolDefinitions",),
@@ -573,7 +591,7 @@ _O = {
         _c(
             "toolCallCount",
             "jsonb_array_length(o.tool_calls)",
-            "number",
+            "integer",
             "Tool Calls",
             "number",
             ("toolCalls",),
@@ -780,7 +798,7 @@ SESSIONS = ExportTable(
     columns=(
         _c("id", "s.id", display="ID", filter="string"),
         _c("userIds", "coalesce(s.user_ids, '{}')", "array", "User IDs", "arrayOptions"),
-        _c("countTraces", "s.count_traces", "number", "Traces Count", "number", ("tracesCount", "Count Traces")),
+        _c("countTraces", "s.count_traces", "integer", "Traces Count", "number", ("tracesCount", "Count Traces")),
         _c(
             "sessionDuration",
             _seconds("s.created_at", "s.last_end"),
@@ -792,19 +810,19 @@ SESSIONS = ExportTable(
         _c("inputCost", "s.input_cost", "number", "Input Cost ($)", "number", ("Session Input Cost",)),
         _c("outputCost", "s.output_cost", "number", "Output Cost ($)", "number", ("Session Output Cost",)),
         _c("totalCost", "s.total_cost", "number", "Total Cost ($)", "number", ("Session Total Cost",)),
-        _c("totalTokens", "s.total_tokens", "number", "Total Tokens", "number", ("Usage",)),
+        _c("totalTokens", "s.total_tokens", "integer", "Total Tokens", "number", ("Usage",)),
         _c("traceTags", "coalesce(st.tags, '{}')", "array", "Trace Tags", "arrayOptions", aliases=("tags",)),
         _c("environment", "coalesce(ts.environment, s.environment)", display="Environment", filter="stringOptions"),
         _c("createdAt", "s.created_at", "timestamp", "Created At", "datetime"),
         _c("bookmarked", "coalesce(ts.bookmarked, false)", "boolean", "⭐️", "boolean"),
         _c("public", "coalesce(ts.public, false)", "boolean"),
-        _c("inputTokens", "s.input_tokens", "number", "Input Tokens", "number"),
-        _c("outputTokens", "s.output_tokens", "number", "Output Tokens", "number"),
+        _c("inputTokens", "s.input_tokens", "integer", "Input Tokens", "number"),
+        _c("outputTokens", "s.output_tokens", "integer", "Output Tokens", "number"),
         # Langfuse's session files carry the trace count twice, as countTraces and as totalCount.
-        _c("totalCount", "s.count_traces", "number"),
+        _c("totalCount", "s.count_traces", "integer"),
         *_COMMENT_COLUMNS,
         # Filter-only: what Langfuse's filters test, not columns of its session rows.
-        _c("usage", "s.total_tokens", "number", "Session Total Usage", "number", exported=False),
+        _c("usage", "s.total_tokens", "integer", "Session Total Usage", "number", exported=False),
         _COMMENT_CONTENT,
         *_score_filters("sc", aliases=("scores",)),
     ),
