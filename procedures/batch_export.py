@@ -26,6 +26,7 @@ from schemas import (
     ExportUser,
     ListBatchExports,
     Progress,
+    default_compression,
 )
 from workers.filters import InvalidExportQuery, validate_query
 from workers.queue import enqueue_export, export_queue
@@ -98,7 +99,7 @@ async def create_export(ctx: ProjectContext, input: CreateBatchExport) -> BatchE
         name=input.name,
         format=input.format,
         query=query.model_dump(mode="json"),
-        compression=input.compression,
+        compression=input.compression or default_compression(input.format),
         columns=input.columns,
     )
     # Pipelined: the lock and the insert go in one round trip, the audit entry and COMMIT in another.

@@ -17,6 +17,7 @@ from schemas.batch_exports import (
     OrderBy,
     Progress,
     TableName,
+    default_compression,
 )
 from schemas.filters import Filter
 
@@ -38,4 +39,5 @@ __all__ = [
     "OrderBy",
     "Progress",
     "TableName",
+    "default_compression",
 ]

@@ -19,9 +19,17 @@ TableName = Literal[
     "dataset_items",
     "audit_logs",
 ]
-ExportFormat = Literal["CSV", "JSON", "JSONL"]
-# How the file is compressed while it is written (the download keeps the compressed bytes).
+ExportFormat = Literal["CSV", "JSON", "JSONL", "PARQUET"]
+# How the file is compressed while it is written (the download keeps the compressed bytes); for
+# PARQUET, the codec of its columns.
 Compression = Literal["none", "gzip", "zstd"]
+
+
+def default_compression(format: ExportFormat) -> Compression:
+    """What `compression` means when a create leaves it out: zstd columns for Parquet, plain text otherwise."""
+    return "zstd" if format == "PARQUET" else "none"
+
+
 ExportStatus = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
 # An active export may still change; a final one never does (and a final status never overwrites CANCELLED).
 ACTIVE_STATUSES: tuple[ExportStatus, ...] = ("QUEUED", "PROCESSING")
@@ -73,7 +81,8 @@ class CreateBatchExport(_Input):
     name: ExportName
     query: BatchExportQuery
     format: ExportFormat
-    compression: Compression = "none"
+    # Left out (or null): the format's default, `default_compression`.
+    compression: Compression | None = None
     # The table's columns (ids or display names) in the order wanted; null for all of them.
     columns: Annotated[list[ColumnName], Field(min_length=1, max_length=500)] | None = None
 

@@ -31,7 +31,7 @@ from schemas.settings import Settings, get_settings
 from workers import notifications
 from workers.compression import COMPRESSIONS, Compression, FileSink
 from workers.filters import CompiledQuery, InvalidExportQuery, compile_query
-from workers.formats import FORMATS, FileFormat, count_rows
+from workers.formats import FORMATS, FileFormat, PumpResult, SourceError, StatementCancel, count_rows
 from workers.storage import object_key, open_storage
 from workers.tables import SCORE_NAMES_SQL, ScoreName
 
@@ -114,7 +114,8 @@ def _run(settings: Settings, conn: db.Connection, export: dict[str, Any]) -> Non
     export_id = export["id"]
     compiled = compile_query(BatchExportQuery.model_validate(export["query"]), export["columns"])
     fmt = FORMATS[export["format"]]
-    compression = COMPRESSIONS[export["compression"]]
+    # Parquet compresses column by column (the export's `compression` is its codec): the file itself is not.
+    compression = COMPRESSIONS[export["compression"] if fmt.text else "none"]
     storage = open_storage(settings)
     key = object_key(export["project_id"], export_id, export["name"], compression.extension(fmt.extension))
     limit = settings.BATCH_EXPORT_ROW_LIMIT
@@ -175,9 +176,9 @@ def _stream(
             snapshot = db.one(data.execute("SELECT pg_export_snapshot() AS id").fetchone())["id"]
             # Inside the snapshot: the score columns are the names the rows below can carry.
             compiled = with_score_columns(data, compiled, params)
-            statement = fmt.copy_statement(compiled, limit + 1)
             counter = _RowCounter(settings.DATABASE_URL, snapshot, count_rows(compiled, limit), params)
-            watchdog = _Watchdog(settings.DATABASE_URL, export["id"], data, counter)
+            cancel = StatementCancel()
+            watchdog = _Watchdog(settings.DATABASE_URL, export["id"], counter, cancel)
             counter.start()
             watchdog.start()
             try:
@@ -185,14 +186,16 @@ def _stream(
                     storage.writer(key, compression.content_type or fmt.content_type) as out,
                     FileSink(out.write, compression) as sink,
                 ):
-                    write = sink.write
-                    write(fmt.header(compiled.table))
-                    with data.cursor() as cur, cur.copy(statement, params) as copy:
-                        result = fmt.pump(copy, write, limit, watchdog)
+                    if fmt.text:
+                        cancel.attach(data.cancel_safe)
+                        result = _write_text(data, fmt, compiled, params, sink.write, limit, watchdog)
+                    else:
+                        result = _write_parquet(
+                            settings, data, snapshot, compiled, params, export, sink, limit, watchdog
+                        )
                     if watchdog.cancelled:
                         raise _Cancelled()
-                    write(fmt.footer(result.rows))
-            except pg_errors.QueryCanceled:
+            except (pg_errors.QueryCanceled, SourceError):
                 if watchdog.cancelled:
                     raise _Cancelled() from None
                 raise
@@ -200,6 +203,54 @@ def _stream(
                 watchdog.stop()
                 counter.stop()
     return ExportedFile(result.rows, result.truncated, sink.bytes, sink.sha256)
+
+
+def _write_text(
+    data: db.Connection,
+    fmt: FileFormat,
+    compiled: CompiledQuery,
+    params: dict[str, Any],
+    write: Any,
+    limit: int,
+    watchdog: _Watchdog,
+) -> PumpResult:
+    """CSV, JSON or JSONL: COPY's rows between the format's header and footer."""
+    write(fmt.header(compiled.table))
+    with data.cursor() as cur, cur.copy(fmt.copy_statement(compiled, limit + 1), params) as copy:
+        result = fmt.pump(copy, write, limit, watchdog)
+    if not watchdog.cancelled:
+        write(fmt.footer(result.rows))
+    return result
+
+
+def _write_parquet(
+    settings: Settings,
+    data: db.Connection,
+    snapshot: str,
+    compiled: CompiledQuery,
+    params: dict[str, Any],
+    export: dict[str, Any],
+    sink: FileSink,
+    limit: int,
+    watchdog: _Watchdog,
+) -> PumpResult:
+    """Parquet: the typed SELECT read by ADBC on its own connection, inside the export's snapshot."""
+    from workers import parquet  # pyarrow and the driver: loaded by Parquet exports only
+
+    # psycopg binds the values client-side, as it does for COPY: one SQL text for the driver.
+    statement = psycopg.ClientCursor(data).mogrify(parquet.select_statement(compiled, limit + 1), params)
+    return parquet.write(
+        settings.DATABASE_URL,
+        snapshot,
+        statement,
+        compiled.table,
+        sink.write,
+        codec=export["compression"],
+        limit=limit,
+        progress=watchdog,
+        cancel=watchdog.cancel_query,
+        stopped=lambda: watchdog.cancelled,
+    )
 
 
 @dataclass(frozen=True)
@@ -223,9 +274,11 @@ def with_score_columns(conn: db.Connection, compiled: CompiledQuery, params: dic
 class _Watchdog(threading.Thread):
     """Every second: records progress, and stops the export's query once the export is cancelled."""
 
-    def __init__(self, database_url: str, export_id: str, data: db.Connection, counter: _RowCounter):
+    def __init__(self, database_url: str, export_id: str, counter: _RowCounter, cancel_query: StatementCancel):
         super().__init__(name=f"export-progress-{export_id}", daemon=True)
-        self.database_url, self.export_id, self.data, self.counter = database_url, export_id, data, counter
+        self.database_url, self.export_id, self.counter = database_url, export_id, counter
+        # Stops the statement that reads the rows, whichever it turns out to be.
+        self.cancel_query = cancel_query
         self.rows = 0
         self.cancelled = False
         self._stopping = threading.Event()
@@ -253,7 +306,7 @@ class _Watchdog(threading.Thread):
                 return  # the stream is over: a cancel now would hit the next statement instead
             self.cancelled = True
             self.counter.stop()
-            self.data.cancel_safe()
+            self.cancel_query()
 
     def stop(self) -> None:
         with self._lock:
@@ -323,6 +376,9 @@ def describe_failure(exc: BaseException, settings: Settings) -> str:
         return f"The database restarted while the export ran ({detail})."
     if isinstance(exc, psycopg.OperationalError):
         return f"The connection to the database was lost while the export ran ({detail})."
+    if isinstance(exc, SourceError):
+        # Postgres's own words from the Parquet driver: a lost connection, a restart, a value out of range.
+        return f"The database stopped sending the export's rows ({detail})."
     if isinstance(exc, (psycopg.DataError, psycopg.ProgrammingError)):
         return f"The database could not run the export's query ({detail}). Check the export's filters."
     if isinstance(exc, MemoryError):

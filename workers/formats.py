@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -39,6 +40,36 @@ class Progress(Protocol):
 class PumpResult:
     rows: int
     truncated: bool
+
+
+class SourceError(Exception):
+    """Postgres failed while sending a Parquet export's rows (workers.parquet); the message is Postgres's."""
+
+
+class StatementCancel:
+    """Stops the statement that reads an export's rows, from another thread (the export's watchdog).
+
+    A cancel that comes before the statement starts is kept and stops it as soon as it is attached.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._target: Callable[[], object] | None = None
+        self._requested = False
+
+    def attach(self, target: Callable[[], object] | None) -> None:
+        with self._lock:
+            self._target = target
+            if target is None or not self._requested:
+                return
+        target()
+
+    def __call__(self) -> None:
+        with self._lock:
+            self._requested = True
+            target = self._target
+        if target is not None:
+            target()
 
 
 def csv_cell(column: Column) -> sql.Composable:
@@ -82,7 +113,7 @@ def json_object(table: ExportTable) -> sql.Composable:
     return sql.SQL(" || ").join(parts)
 
 
-def select_rows(compiled: CompiledQuery, cells: list[sql.Composable], limit: int) -> sql.Composable:
+def select_rows(compiled: CompiledQuery, cells: list[sql.Composable], limit: int) -> sql.Composed:
     source = sql.SQL(compiled.table.source).format(
         project_id=sql.Placeholder("project_id"), cutoff=sql.Placeholder("cutoff")
     )
@@ -110,6 +141,9 @@ class FileFormat:
     name: str
     extension: str
     content_type: str
+    # Text formats are COPY's own rows, compressed as a whole; Parquet (workers.parquet) is typed
+    # columns, compressed column by column.
+    text: bool = True
 
     def copy_statement(self, compiled: CompiledQuery, limit: int) -> sql.Composed:
         if self.name == "CSV":
@@ -180,4 +214,5 @@ FORMATS: dict[str, FileFormat] = {
     "CSV": FileFormat("CSV", "csv", "text/csv; charset=utf-8"),
     "JSON": FileFormat("JSON", "json", "application/json"),
     "JSONL": FileFormat("JSONL", "jsonl", "application/x-ndjson"),
+    "PARQUET": FileFormat("PARQUET", "parquet", "application/vnd.apache.parquet", text=False),
 }

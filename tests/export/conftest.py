@@ -96,7 +96,7 @@ def export_table(
         format: str = "CSV",
         name: str = "my export",
         *,
-        compression: str = "none",
+        compression: str | None = None,
         columns: list[str] | None = None,
     ) -> ExportResult:
         export_id = project.new_export(conn, query, format, name, compression=compression, columns=columns)

@@ -16,6 +16,7 @@ import redis
 import db
 from db import access, batch_exports
 from devstack.seed import seed
+from schemas import default_compression
 from tests.support.servers import running_postgres
 from workers.queue import enqueue_export, export_queue
 
@@ -39,15 +40,18 @@ def _wait(predicate, timeout: float, what: str, log: Path):
     return value
 
 
-def copy_waits_for_a_lock(database_url: str) -> bool:
+def export_query_waits_for_a_lock(database_url: str) -> bool:
+    # The text formats' COPY, or the SELECT the Parquet driver prepares before its binary COPY.
     with psycopg.connect(database_url, autocommit=True) as c:
         row = c.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'COPY%'"
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND (query LIKE 'COPY%%' OR query LIKE 'SELECT%%')"
         ).fetchone()
     return row[0] > 0
 
 
-def test_export_survives_a_postgres_restart_mid_query(own_postgres, redis_client, redis_url, tmp_path, settings):
+@pytest.mark.parametrize("fmt", ["CSV", "PARQUET"])
+def test_export_survives_a_postgres_restart_mid_query(own_postgres, redis_client, redis_url, tmp_path, settings, fmt):
     storage = tmp_path / "exports"
     env = {
         **os.environ,
@@ -69,7 +73,12 @@ def test_export_survives_a_postgres_restart_mid_query(own_postgres, redis_client
             row = conn.execute(
                 batch_exports.INSERT_SQL,
                 batch_exports.insert_params(
-                    project_id=project["id"], user_id=None, name=name, format="CSV", query=query
+                    project_id=project["id"],
+                    user_id=None,
+                    name=name,
+                    format=fmt,
+                    query=query,
+                    compression=default_compression(fmt),
                 ),
             ).fetchone()
         assert enqueue_export(redis_client, row["id"], job_settings)
@@ -101,7 +110,7 @@ def test_export_survives_a_postgres_restart_mid_query(own_postgres, redis_client
         blocker.execute("LOCK TABLE observations IN ACCESS EXCLUSIVE MODE")
         export_id = new_export("restarted")
         _wait(lambda: load(export_id)["status"] == "PROCESSING", 30, "the job to start", log)
-        _wait(lambda: copy_waits_for_a_lock(own_postgres.url), 30, "the job's query to wait for the lock", log)
+        _wait(lambda: export_query_waits_for_a_lock(own_postgres.url), 30, "the job's query to wait for the lock", log)
         own_postgres.stop(mode="fast")
         blocker.close()
         own_postgres.start()

@@ -13,6 +13,7 @@ import psycopg
 
 import devstack
 from db import access, batch_exports
+from schemas import default_compression
 
 # The project ships devstack/fixtures/awkward_values.json for the seed; tests use the same one.
 AWKWARD_VALUES = json.loads(
@@ -48,10 +49,13 @@ class Project:
         fmt: str = "CSV",
         name: str = "my export",
         *,
-        compression: str = "none",
+        compression: str | None = None,
         columns: list[str] | None = None,
     ) -> str:
-        """An export row as `batchExport.create` writes it, by the project's user (the test enqueues it, or not)."""
+        """An export row as `batchExport.create` writes it, by the project's user (the test enqueues it, or not).
+
+        Without `compression`, the format's default, as `create` gives it.
+        """
         row = conn.execute(
             batch_exports.INSERT_SQL,
             batch_exports.insert_params(
@@ -60,7 +64,7 @@ class Project:
                 name=name,
                 format=fmt,
                 query=query,
-                compression=compression,
+                compression=compression or default_compression(fmt),
                 columns=columns,
             ),
         ).fetchone()

@@ -62,8 +62,8 @@ export interface CreateBatchExport {
   projectId: string;
   name: string;
   query: BatchExportQuery;
-  format: "CSV" | "JSON" | "JSONL";
-  compression?: "none" | "gzip" | "zstd";
+  format: "CSV" | "JSON" | "JSONL" | "PARQUET";
+  compression?: ("none" | "gzip" | "zstd") | null;
   columns?: string[] | null;
 }
 /**
@@ -261,7 +261,7 @@ export interface BatchExport {
   projectId: string;
   name: string;
   status: "QUEUED" | "PROCESSING" | "COMPLETED" | "FAILED" | "CANCELLED";
-  format: "CSV" | "JSON" | "JSONL";
+  format: "CSV" | "JSON" | "JSONL" | "PARQUET";
   query: BatchExportQueryOutput;
   createdAt: string;
   updatedAt: string;
