@@ -208,8 +208,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         "name": name,
         "query": query,
         "format": args.format,
-        "compression": args.compression,
     }
+    if args.compression:
+        params["compression"] = args.compression
     if args.columns:
         params["columns"] = [c.strip() for c in args.columns.split(",")]
     export = api.call("batchExport.create", params)
@@ -400,8 +401,9 @@ def add_client_commands(commands: argparse._SubParsersAction) -> None:
         "--compression",
         type=str.lower,
         choices=list(get_args(Compression)),
-        default="none",
-        help="compress the file while it is written: .gz or .zst (default: none)",
+        default=None,
+        help="compress the file while it is written (.gz, .zst); for PARQUET the column codec"
+        " (default: none for text, zstd for PARQUET)",
     )
     export.add_argument(
         "--columns",

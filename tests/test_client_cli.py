@@ -18,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import pyarrow.parquet as pq
 import pytest
 import zstandard
 from psycopg.types.json import Jsonb
@@ -211,6 +212,39 @@ def test_export_with_compression_and_columns_downloads_a_checked_zstd_file(
     rows = [json.loads(line) for line in lines]
     assert {r["id"]: r["name"] for r in rows} == {t["id"]: t["name"] for t in traces}
     assert all(list(r) == ["id", "name"] for r in rows)
+    assert f"SHA-256 {hashlib.sha256(target.read_bytes()).hexdigest()} (checked)" in err
+
+
+def test_export_as_parquet_downloads_a_zstd_parquet_file_with_the_chosen_columns(
+    api, client, conn, terminal, project, owner_token, traces, tmp_path
+):
+    target = tmp_path / "traces.parquet"
+    process = terminal.start(
+        "export",
+        *connection(api.url, owner_token, project.id),
+        "--table",
+        "traces",
+        "--format",
+        "parquet",
+        "--columns",
+        "id,name,timestamp",
+        "--wait",
+        "--output",
+        str(target),
+        "--interval",
+        "0.2",
+    )
+    export = the_export(client, project.id, owner_token, process)
+    terminal.worker()
+    code, out, err = finish(process)
+
+    assert code == 0, err
+    assert export["format"] == "PARQUET" and export["compression"] == "zstd"  # Parquet's default codec
+    table = pq.read_table(target)
+    assert table.schema.names == ["id", "name", "timestamp"]
+    assert {r["id"]: r["name"] for r in table.to_pylist()} == {t["id"]: t["name"] for t in traces}
+    metadata = pq.ParquetFile(target).metadata
+    assert metadata.row_group(0).column(0).compression == "ZSTD"
     assert f"SHA-256 {hashlib.sha256(target.read_bytes()).hexdigest()} (checked)" in err
 
 
