@@ -26,7 +26,7 @@ import redis
 from harness import REPO, Caller, children, peak_rss_kib, stop
 
 from db import batch_exports
-from schemas import FINAL_STATUSES, BatchExportQuery
+from schemas import FINAL_STATUSES, BatchExportQuery, default_compression
 from schemas.settings import Settings
 from workers.batch_export import with_score_columns
 from workers.filters import compile_query
@@ -89,7 +89,7 @@ class WorkerProcess:
         self.redis.close()
 
     def run_export(
-        self, conn: psycopg.Connection, caller: Caller, table: str, fmt: str, compression: str = "none"
+        self, conn: psycopg.Connection, caller: Caller, table: str, fmt: str, compression: str | None = None
     ) -> tuple[JobRun, dict[str, Any]]:
         """One export through the worker; returns its run and its batch_exports row."""
         assert self.process is not None
@@ -102,7 +102,7 @@ class WorkerProcess:
                 name=f"bench {table} {fmt}",
                 format=fmt,
                 query=query,
-                compression=compression,
+                compression=compression or default_compression(fmt),  # as `create` does
             ),
         ).fetchone()["id"]
         conn.commit()

@@ -11,7 +11,8 @@ work horse's peak RSS. Target (issue 5): job ≥ 0.8× COPY for CSV and JSONL.
 
 Each round also runs the CSV job compressed (zstd, gzip): its rows/s and file size against the
 uncompressed CSV job of the same round. Target (issue 13): CSV + zstd ≥ 0.9× the CSV job's rows/s,
-file ≤ 0.2× the CSV's size; gzip is reported.
+file ≤ 0.2× the CSV's size; gzip is reported. And the PARQUET job (zstd columns, ADBC reading
+binary COPY into Arrow): rows/s ≥ 0.7× psql's CSV COPY of the same round, file ≤ 0.25× the CSV's.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ FORMATS = ("CSV", "JSONL")
 TARGET_RATIO = 0.8
 COMPRESSIONS = ("zstd", "gzip")
 ZSTD_SPEED_TARGET, ZSTD_SIZE_TARGET = 0.9, 0.2
+PARQUET_SPEED_TARGET, PARQUET_SIZE_TARGET = 0.7, 0.25
 
 
 def seeded_project(conn, folder: Path, rows: int) -> tuple[Caller, float | None]:
@@ -86,6 +88,14 @@ def main() -> None:
                         f"  {run.rows / run.seconds:>10,.0f} rows/s  {run.bytes / 2**20:8.1f} MiB",
                         flush=True,
                     )
+                run, _ = worker.run_export(conn, caller, "traces", "PARQUET")
+                runs.setdefault(("PARQUET", "job"), []).append((run.seconds, run.rows, run.bytes))
+                peaks.setdefault("PARQUET", []).append(run.peak_rss_kib)
+                print(
+                    f"round {round_no + 1} PARQUET    job {run.seconds:7.2f} s"
+                    f"  {run.rows / run.seconds:>10,.0f} rows/s  {run.bytes / 2**20:8.1f} MiB",
+                    flush=True,
+                )
                 for fmt in FORMATS:
                     ways = ["job", "copy", "psycopg"]
                     if round_no % 2:
@@ -192,6 +202,32 @@ def main() -> None:
     report.add(
         f"Compressed CSV jobs, medians of {args.rounds} rounds, against the uncompressed CSV job above"
         f" ({plain_bytes / 2**20:,.0f} MiB). Targets: " + "; ".join(packed_verdicts) + "; gzip reported."
+    )
+    copy_s = median([r[0] for r in runs[("CSV", "copy")]])
+    parquet_s = median([r[0] for r in runs[("PARQUET", "job")]])
+    exported, size = runs[("PARQUET", "job")][0][1], runs[("PARQUET", "job")][0][2]
+    speed, ratio = copy_s / parquet_s, size / plain_bytes
+    report.add(
+        table(
+            ["file", "job rows/s", "rows/s ÷ CSV COPY", "each round", "file", "size ÷ CSV", "work horse peak RSS"],
+            [
+                [
+                    "PARQUET (zstd)",
+                    f"{exported / parquet_s:,.0f} ({parquet_s:.2f} s)",
+                    f"**{speed:.2f}**",
+                    " / ".join(f"{c[0] / p[0]:.2f}" for p, c in zip(runs[("PARQUET", "job")], runs[("CSV", "copy")])),
+                    f"{size / 2**20:,.1f} MiB",
+                    f"**{ratio:.3f}**",
+                    f"{max(peaks['PARQUET']) / 1024:.0f} MiB",
+                ]
+            ],
+        )
+    )
+    report.add(
+        f"The Parquet job, median of {args.rounds} rounds, against psql's CSV COPY of the same rounds and the CSV"
+        f" job's file. Targets: rows/s {speed:.2f}× ({'meets' if speed >= PARQUET_SPEED_TARGET else 'MISSES'}"
+        f" ≥ {PARQUET_SPEED_TARGET}), size {ratio:.3f}× ({'meets' if ratio <= PARQUET_SIZE_TARGET else 'MISSES'}"
+        f" ≤ {PARQUET_SIZE_TARGET})."
     )
     report.save()
 
