@@ -10,22 +10,21 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
-from tests.support.web import CHROMIUM, CHROMIUM_ARGS, RunningWorker, WEB_DIR, WORKER_SETTINGS, run
 
-
-
+from tests.support.web import CHROMIUM, CHROMIUM_ARGS, WEB_DIR, WORKER_SETTINGS, RunningWorker, run
 
 
 @pytest.fixture(scope="session")
 def web_node_modules() -> Path:
     """web/node_modules as `npm ci` installs it from the committed lock file (once, under a lock)."""
     stamp = WEB_DIR / "node_modules" / ".installed-from-lock"
-    digest = hashlib.sha256((WEB_DIR / "package.json").read_bytes() + (WEB_DIR / "package-lock.json").read_bytes()).hexdigest()
+    digest = hashlib.sha256(
+        (WEB_DIR / "package.json").read_bytes() + (WEB_DIR / "package-lock.json").read_bytes()
+    ).hexdigest()
     lock_path = Path(tempfile.gettempdir()) / f"npm-ci-{hashlib.sha256(str(WEB_DIR).encode()).hexdigest()[:16]}.lock"
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -58,18 +57,16 @@ def page(browser: Browser, api) -> Iterator[Page]:
     page = context.new_page()
     script_errors: list[str] = []
     page.on("pageerror", lambda error: script_errors.append(f"uncaught: {error}"))
-    page.on("console", lambda message: script_errors.append(f"console: {message.text}") if message.type == "error" else None)
+    page.on(
+        "console", lambda message: script_errors.append(f"console: {message.text}") if message.type == "error" else None
+    )
     yield page
     context.close()
     assert script_errors == [], script_errors
 
 
-
-
-
-
 @pytest.fixture
-def export_worker(settings, redis_client, tmp_path: Path) -> Iterator["RunningWorker"]:
+def export_worker(settings, redis_client, tmp_path: Path) -> Iterator[RunningWorker]:
     """`batch-export worker`, the operators' RQ worker, as its own process for one test."""
     # The api fixture's own settings, named explicitly: what another test left in os.environ does not count.
     env = {**os.environ, **{name: str(getattr(settings, name)) for name in WORKER_SETTINGS}}
@@ -91,4 +88,3 @@ def export_worker(settings, redis_client, tmp_path: Path) -> Iterator["RunningWo
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
     log.close()
-

@@ -11,12 +11,13 @@ import re
 import time
 from pathlib import Path
 
-from playwright.sync_api import Page, expect
+import pyarrow.parquet as pq
+from playwright.sync_api import Page, Request, expect
 
 from devstack.seed import seed
 from tests.support.rpc_client import create_params
 from tests.support.web import RunningWorker
-from workers.tables import AUDIT_LOGS, SCORES, TRACES
+from workers.tables import AUDIT_LOGS, OBSERVATIONS, SCORES, TRACES
 
 # Long enough for a busy two-core machine to run a small export through a real worker.
 COMPLETION_TIMEOUT_S = 90
@@ -51,11 +52,43 @@ def wait_for_status(row, status: str, worker: RunningWorker) -> None:
                 raise
 
 
-def create_from_page(page: Page, name: str, table: str, fmt: str, compression: str = "none") -> None:
+def create_from_page(page: Page, name: str, table: str, fmt: str, compression: str | None = None) -> None:
+    """Fills in and submits the form; no `compression` leaves the page's own (the format's default)."""
     page.fill("#create-name", name)
     page.check(f"input[name=format][value={fmt}]")
-    page.check(f"input[name=compression][value={compression}]")
+    if compression is not None:
+        page.check(f"input[name=compression][value={compression}]")
     page.click("#create-submit")
+
+
+def record_creates(page: Page) -> list[dict]:
+    """The params of every `batchExport.create` the page sends from now on, exactly as it sends them."""
+    sent: list[dict] = []
+
+    def record(request: Request) -> None:
+        if request.method != "POST" or not request.url.endswith("/rpc"):
+            return
+        body = request.post_data_json
+        for call in body if isinstance(body, list) else [body]:
+            if call.get("method") == "batchExport.create":
+                sent.append(call["params"])
+
+    page.on("request", record)
+    return sent
+
+
+def column_picker(page: Page):
+    return page.get_by_role("group", name="Columns")
+
+
+def checked_radio(page: Page, name: str):
+    return page.locator(f"input[name={name}]:checked")
+
+
+def score_names(conn, project_id: str) -> list[str]:
+    return sorted(
+        r["name"] for r in conn.execute("SELECT DISTINCT name FROM scores WHERE project_id = %s", (project_id,))
+    )
 
 
 def export_row(page: Page, name: str):
@@ -123,10 +156,7 @@ def test_an_export_created_on_the_page_completes_and_its_file_downloads_with_the
     assert filename.endswith(".csv")
     rows = list(csv.reader(io.StringIO(body.decode("utf-8"), newline="")))
     # The table's keys, then one column per score name of the project.
-    names = sorted(
-        r["name"] for r in conn.execute("SELECT DISTINCT name FROM scores WHERE project_id = %s", (project.id,))
-    )
-    assert rows[0] == TRACES.keys + names
+    assert rows[0] == TRACES.keys + score_names(conn, project.id)
     environment = TRACES.keys.index("environment")
     assert [r[0] for r in rows[1:]] == staging_ids
     assert {r[environment] for r in rows[1:]} == {"staging"}
@@ -281,3 +311,149 @@ def test_a_request_the_server_refuses_is_shown_with_the_field_at_fault(page, pro
     error = page.locator("#create-error")
     expect(error).to_contain_text("Could not create the export. The server refused this request.")
     expect(error).to_contain_text("name: String should have at least 1 character")
+
+
+def test_a_parquet_export_from_the_page_completes_and_downloads_as_a_zstd_parquet_file(
+    page, project, conn, export_worker
+):
+    seed(conn, project.id, traces=12)
+    sent = record_creates(page)
+    sign_in_with_link(page, project.id, project.member("OWNER"))
+    page.select_option("#create-table", "traces")
+    create_from_page(page, "Traces as Parquet", "traces", "PARQUET")
+    expect(page.locator("#create-status")).to_contain_text("Created “Traces as Parquet”")
+    # The format's default, sent explicitly; every column ticked is `null`, which brings the score columns.
+    assert [(p["format"], p["compression"], p["columns"]) for p in sent] == [("PARQUET", "zstd", None)]
+
+    row = export_row(page, "Traces as Parquet")
+    wait_for_status(row, "COMPLETED", export_worker)
+    expect(row.locator(".export-detail")).to_have_text(re.compile(r"^Traces · PARQUET, zstd · \d+(\.\d)? (KiB|bytes)$"))
+
+    filename, body = download_from(page, row)
+    assert filename.endswith(".parquet")  # the codec is inside the file: no .zst suffix
+    parquet = pq.ParquetFile(io.BytesIO(body))
+    metadata = parquet.metadata
+    assert {
+        metadata.row_group(g).column(c).compression
+        for g in range(metadata.num_row_groups)
+        for c in range(metadata.num_columns)
+    } == {"ZSTD"}
+    assert parquet.schema_arrow.names == TRACES.keys + score_names(conn, project.id)
+    ids = [
+        r["id"]
+        for r in conn.execute(
+            "SELECT id FROM traces WHERE project_id = %s ORDER BY timestamp DESC, id DESC", (project.id,)
+        )
+    ]
+    assert parquet.read(columns=["id"]).column("id").to_pylist() == ids
+
+
+def test_the_compression_follows_the_format_until_the_user_picks_one(page, project):
+    # No worker: what is sent is the point, not the file.
+    sent = record_creates(page)
+    sign_in_with_link(page, project.id, project.member("OWNER"))
+    compression = page.get_by_role("group", name="Compression")
+    expect(compression).to_have_accessible_description("For Parquet, the column codec.")
+    expect(checked_radio(page, "compression")).to_have_value("none")
+    page.get_by_label("Parquet").check()
+    expect(checked_radio(page, "compression")).to_have_value("zstd")
+    page.get_by_label("JSONL").check()
+    expect(checked_radio(page, "compression")).to_have_value("none")
+    page.get_by_label("Parquet").check()
+    expect(checked_radio(page, "compression")).to_have_value("zstd")
+
+    # Once the user has picked one, the format no longer moves it.
+    compression.get_by_label("None").check()
+    page.get_by_label("CSV").check()
+    page.get_by_label("Parquet").check()
+    expect(checked_radio(page, "compression")).to_have_value("none")
+    compression.get_by_label("gzip").check()
+    page.get_by_label("JSON", exact=True).check()
+    expect(checked_radio(page, "compression")).to_have_value("gzip")
+    create_from_page(page, "Parquet, gzip columns", "traces", "PARQUET")
+    expect(page.locator("#create-status")).to_contain_text("Created “Parquet, gzip columns”")
+    expect(export_row(page, "Parquet, gzip columns").locator(".export-detail")).to_have_text(
+        re.compile(r"^Traces · PARQUET, gzip$")
+    )
+    assert [(p["format"], p["compression"]) for p in sent] == [("PARQUET", "gzip")]
+
+
+def test_the_column_picker_sends_the_ticked_columns_in_table_order_and_null_for_all(page, project, conn, export_worker):
+    seed(conn, project.id, traces=8)
+    sent = record_creates(page)
+    sign_in_with_link(page, project.id, project.member("OWNER"))
+    picker = column_picker(page)
+    boxes = picker.get_by_role("checkbox")
+
+    # One box per column of the file, in file order, labelled with the display name where there is one.
+    page.select_option("#create-table", "observations")
+    expect(boxes).to_have_count(len(OBSERVATIONS.exported_columns))
+    page.select_option("#create-table", "traces")
+    expect(boxes).to_have_count(len(TRACES.exported_columns))
+    assert boxes.evaluate_all("boxes => boxes.map(b => b.value)") == TRACES.keys
+    labels = boxes.evaluate_all("boxes => boxes.map(b => b.labels[0].textContent.trim())")
+    assert labels[:3] == ["ID", "Timestamp", "Name"]
+    assert labels[TRACES.keys.index("bookmarked")] == "⭐️ bookmarked"  # a symbol alone says too little
+    assert labels[TRACES.keys.index("observationCount")] == "observationCount"  # no display name: the key
+    assert boxes.evaluate_all("boxes => boxes.every(b => b.checked)")
+    expect(picker).to_contain_text(f"All {len(TRACES.keys)} columns, then one per score name.")
+
+    # Ticked out of order, sent in the table's order.
+    picker.get_by_role("button", name="None").click()
+    for label in ("Environment", "Name", "ID"):
+        picker.get_by_label(label, exact=True).check()
+    expect(picker).to_contain_text(f"3 of {len(TRACES.keys)} columns, without the score columns.")
+    create_from_page(page, "Three columns", "traces", "CSV")
+    expect(page.locator("#create-status")).to_contain_text("Created “Three columns”")
+    assert sent[-1]["columns"] == ["id", "name", "environment"]
+    row = export_row(page, "Three columns")
+    wait_for_status(row, "COMPLETED", export_worker)
+    _, body = download_from(page, row)
+    rows = list(csv.reader(io.StringIO(body.decode("utf-8"), newline="")))
+    assert rows[0] == ["id", "name", "environment"]  # and no score columns
+    assert (
+        len(rows)
+        == 1 + conn.execute("SELECT count(*) AS n FROM traces WHERE project_id = %s", (project.id,)).fetchone()["n"]
+    )
+
+    # A new table starts with every column ticked; "All" ticks them again after a narrower choice.
+    page.select_option("#create-table", "scores")
+    expect(boxes).to_have_count(len(SCORES.exported_columns))
+    assert boxes.evaluate_all("boxes => boxes.every(b => b.checked)")
+    expect(picker).to_contain_text(f"All {len(SCORES.exported_columns)} columns.")
+    page.select_option("#create-table", "traces")
+    picker.get_by_role("button", name="None").click()
+    picker.get_by_label("Name", exact=True).check()
+    picker.get_by_role("button", name="All").click()
+    create_from_page(page, "Every column", "traces", "JSONL")
+    expect(page.locator("#create-status")).to_contain_text("Created “Every column”")
+    assert sent[-1]["columns"] is None
+    stored = {
+        r["name"]: r["columns"]
+        for r in conn.execute("SELECT name, columns FROM batch_exports WHERE project_id = %s", (project.id,))
+    }
+    assert stored == {"Three columns": ["id", "name", "environment"], "Every column": None}
+
+
+def test_no_columns_ticked_is_refused_on_the_page_and_nothing_is_created(page, project, conn):
+    sent = record_creates(page)
+    sign_in_with_link(page, project.id, project.member("OWNER"))
+    picker = column_picker(page)
+    picker.get_by_role("button", name="None").click()
+    expect(picker.get_by_role("checkbox", checked=True)).to_have_count(0)
+    expect(picker).to_contain_text("No columns ticked.")
+    create_from_page(page, "Nothing at all", "traces", "CSV")
+    expect(page.locator("#create-error")).to_have_text("Choose at least one column to export, or All for every column.")
+    expect(page.locator("#create-status")).to_be_hidden()
+    assert sent == []
+    assert (
+        conn.execute("SELECT count(*) AS n FROM batch_exports WHERE project_id = %s", (project.id,)).fetchone()["n"]
+        == 0
+    )
+
+    # One column is enough: the error goes, the export is created.
+    picker.get_by_label("ID", exact=True).check()
+    page.click("#create-submit")
+    expect(page.locator("#create-status")).to_contain_text("Created “Nothing at all”")
+    expect(page.locator("#create-error")).to_be_hidden()
+    assert [p["columns"] for p in sent] == [["id"]]

@@ -13,7 +13,10 @@ from workers.tables import TABLES
 
 def test_tables_json_is_what_the_table_definitions_generate():
     generated = subprocess.run(
-        [sys.executable, str(WEB_DIR / "scripts" / "tables_json.py"), "--stdout"], capture_output=True, text=True, check=True
+        [sys.executable, str(WEB_DIR / "scripts" / "tables_json.py"), "--stdout"],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     committed = (WEB_DIR / "public" / "tables.json").read_text(encoding="utf-8")
     assert generated == committed, "web/public/tables.json is stale: run `make web` and commit it"

@@ -142,6 +142,67 @@ function tableLabel(name) {
   const words = name.replace(/_/g, " ");
   return words.charAt(0).toUpperCase() + words.slice(1);
 }
+function columnLabel(column) {
+  return /\p{L}/u.test(column.name) ? column.name : `${column.name} ${column.id}`;
+}
+
+// src/column-picker.ts
+var ColumnInputError = class extends Error {
+  name = "ColumnInputError";
+};
+var ColumnPicker = class {
+  constructor(elements) {
+    this.elements = elements;
+    elements.all.addEventListener("click", () => this.tickAll(true));
+    elements.none.addEventListener("click", () => this.tickAll(false));
+    elements.list.addEventListener("change", () => this.summarize());
+  }
+  elements;
+  table = null;
+  boxes = [];
+  /** A new table has other columns: all of them, ticked. */
+  setTable(table) {
+    this.table = table;
+    this.boxes = [];
+    this.elements.list.replaceChildren(...table.columns.map((column) => this.item(column)));
+    this.summarize();
+  }
+  /** The `columns` to send: null for every column, else the ticked keys in table order. */
+  columns() {
+    const ticked = this.boxes.filter((box) => box.checked).map((box) => box.value);
+    if (ticked.length === 0) {
+      throw new ColumnInputError("Choose at least one column to export, or All for every column.");
+    }
+    return ticked.length === this.boxes.length ? null : ticked;
+  }
+  item(column) {
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.value = column.id;
+    box.checked = true;
+    this.boxes.push(box);
+    const label = document.createElement("label");
+    label.append(box, ` ${columnLabel(column)}`);
+    label.title = column.name === column.id ? column.type : `${column.id} · ${column.type}`;
+    const item = document.createElement("li");
+    item.append(label);
+    return item;
+  }
+  tickAll(checked) {
+    for (const box of this.boxes) box.checked = checked;
+    this.summarize();
+  }
+  summarize() {
+    const total = this.boxes.length;
+    const ticked = this.boxes.filter((box) => box.checked).length;
+    const scores = this.table?.scoreColumns ?? false;
+    let text;
+    if (ticked === total) text = scores ? `All ${total} columns, then one per score name.` : `All ${total} columns.`;
+    else if (ticked === 0) text = "No columns ticked.";
+    else text = `${ticked} of ${total} columns${scores ? ", without the score columns" : ""}.`;
+    this.elements.summary.textContent = text;
+  }
+};
 
 // src/format.ts
 var count = new Intl.NumberFormat();
@@ -534,9 +595,6 @@ var FilterBuilder = class {
     return filter;
   }
 };
-function columnLabel(column) {
-  return /\p{L}/u.test(column.name) ? column.name : `${column.name} ${column.id}`;
-}
 function select(label, options) {
   const element2 = document.createElement("select");
   element2.setAttribute("aria-label", label);
@@ -608,8 +666,14 @@ var ui = {
   table: element("create-table"),
   filters: element("create-filters"),
   addFilter: element("add-filter"),
+  columns: element("create-columns-list"),
+  allColumns: element("columns-all"),
+  noColumns: element("columns-none"),
+  columnsSummary: element("columns-summary"),
   orderColumn: element("create-order-column"),
   orderDirection: element("create-order-direction"),
+  format: element("create-format"),
+  compression: element("create-compression"),
   createButton: element("create-submit"),
   createError: element("create-error"),
   createStatus: element("create-status"),
@@ -618,6 +682,8 @@ var ui = {
   listSummary: element("exports-summary"),
   listError: element("exports-error")
 };
+var FORMATS = ["CSV", "JSON", "JSONL", "PARQUET"];
+var COMPRESSIONS = ["none", "gzip", "zstd"];
 var session = null;
 var list = null;
 var client = apiClient(() => session?.token ?? null);
@@ -674,13 +740,33 @@ function fillOrder(table) {
   ui.orderColumn.replaceChildren(new Option(`Default (${byDefault})`, ""), ...table.sortColumns.map((c) => new Option(c, c)));
   ui.orderDirection.disabled = true;
 }
+function chosen(form, name, allowed) {
+  const value = form.get(name);
+  return allowed.find((a) => a === value) ?? allowed[0];
+}
+function defaultCompression(format) {
+  return format === "PARQUET" ? "zstd" : "none";
+}
+function followFormatWithCompression() {
+  let picked = false;
+  ui.compression.addEventListener("change", () => {
+    picked = true;
+  });
+  ui.format.addEventListener("change", () => {
+    if (picked) return;
+    const radios = ui.create.elements.namedItem("compression");
+    radios.value = defaultCompression(chosen(new FormData(ui.create), "format", FORMATS));
+  });
+}
 function setUpCreateForm(catalog) {
   const builder = new FilterBuilder(catalog, ui.filters, ui.addFilter);
+  const picker = new ColumnPicker({ list: ui.columns, all: ui.allColumns, none: ui.noColumns, summary: ui.columnsSummary });
   const tableNamed = (name) => catalog.tables.find((t) => t.name === name) ?? catalog.tables[0];
   ui.table.replaceChildren(...catalog.tables.map((t) => new Option(tableLabel(t.name), t.name)));
   const chooseTable = () => {
     const table = tableNamed(ui.table.value);
     builder.setTable(table);
+    picker.setTable(table);
     fillOrder(table);
   };
   ui.table.addEventListener("change", chooseTable);
@@ -688,29 +774,31 @@ function setUpCreateForm(catalog) {
     ui.orderDirection.disabled = ui.orderColumn.value === "";
   });
   chooseTable();
+  followFormatWithCompression();
   ui.create.addEventListener("submit", async (event) => {
     event.preventDefault();
     if (!session) return;
     say(ui.createError, null);
     say(ui.createStatus, null);
     const form = new FormData(ui.create);
-    const format = form.get("format");
-    const compression = form.get("compression");
     let params;
     try {
       params = {
         projectId: session.projectId,
         name: ui.name.value.trim(),
-        format: format === "JSON" || format === "JSONL" ? format : "CSV",
-        compression: compression === "gzip" || compression === "zstd" ? compression : "none",
+        format: chosen(form, "format", FORMATS),
+        // Sent even where it is the format's default: the export is what the radios show.
+        compression: chosen(form, "compression", COMPRESSIONS),
         query: {
           tableName: tableNamed(ui.table.value).name,
           filter: builder.filters(),
           orderBy: ui.orderColumn.value ? { column: ui.orderColumn.value, order: ui.orderDirection.value === "ASC" ? "ASC" : "DESC" } : null
-        }
+        },
+        // After the filters: a form's mistakes are named in the order they appear on it.
+        columns: picker.columns()
       };
     } catch (error) {
-      if (error instanceof FilterInputError) return say(ui.createError, error.message);
+      if (error instanceof FilterInputError || error instanceof ColumnInputError) return say(ui.createError, error.message);
       throw error;
     }
     ui.createButton.disabled = true;

@@ -1,9 +1,9 @@
 """Writes web/public/tables.json: what the exports page may offer for each table, derived, never copied.
 
-The columns (filterable, sortable, default order) come from `workers.tables`, the operators and the
-value each filter type takes from the pydantic models in `schemas.filters`, so the page offers only
-filters that `batchExport.create` accepts. Run by `make web`; tests/web fails while the committed
-file differs from what this prints.
+The columns (exported, filterable, sortable, default order) come from `workers.tables`, the operators
+and the value each filter type takes from the pydantic models in `schemas.filters`, so the page offers
+only columns and filters that `batchExport.create` accepts. Run by `make web`; tests/web fails while
+the committed file differs from what this prints.
 
     python web/scripts/tables_json.py            # rewrites web/public/tables.json
     python web/scripts/tables_json.py --stdout   # prints it instead
@@ -80,6 +80,11 @@ def filter_types() -> dict[str, dict]:
 def describe_table(table: ExportTable) -> dict:
     return {
         "name": table.name,
+        # The file's columns in file order, as `columns` names them (by key); `type` is the column's
+        # type in a Parquet file.
+        "columns": [{"id": c.key, "name": c.display or c.key, "type": c.parquet_type} for c in table.exported_columns],
+        # Rows that also carry one column per score name of the project, which only `columns: null` brings.
+        "scoreColumns": table.score_alias is not None,
         # A column's own filter type, the types Langfuse pairs with it (workers.filters), and `null`
         # (is null / is not null), which every filterable column takes.
         "filterColumns": [

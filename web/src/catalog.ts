@@ -1,6 +1,6 @@
 /**
- * The table catalog: which columns of each table can be filtered, with which operators, and how
- * they can be ordered. Read from static/tables.json, which web/scripts/tables_json.py generates
+ * The table catalog: which columns each table's files have, which can be filtered, with which
+ * operators, and how they can be ordered. Read from static/tables.json, which web/scripts/tables_json.py generates
  * from workers/tables.py and schemas/filters.py, so the page offers only what the server accepts.
  */
 import type { BatchExportQuery, OrderBy } from "../../clients/ts/src/client.js";
@@ -32,8 +32,21 @@ export interface FilterColumn {
   filterTypes: FilterType[];
 }
 
+/** A column of the table's files, as `columns` names it (by id). */
+export interface ExportColumn {
+  id: string;
+  /** The display name the product's tables show, or the id where the column has none. */
+  name: string;
+  /** Its type in a Parquet file ("string", "int64", "timestamp[us, UTC]", …). */
+  type: string;
+}
+
 export interface TableInfo {
   name: TableName;
+  /** The file's columns, in file order. */
+  columns: ExportColumn[];
+  /** The rows also carry one column per score name of the project, which only `columns: null` brings. */
+  scoreColumns: boolean;
   filterColumns: FilterColumn[];
   sortColumns: string[];
   defaultOrder: OrderBy;
@@ -54,4 +67,9 @@ export async function loadCatalog(url = "static/tables.json"): Promise<Catalog> 
 export function tableLabel(name: string): string {
   const words = name.replace(/_/g, " ");
   return words.charAt(0).toUpperCase() + words.slice(1);
+}
+
+/** The display name the product's tables show; the id too when the name is only a symbol (⭐️). */
+export function columnLabel(column: { id: string; name: string }): string {
+  return /\p{L}/u.test(column.name) ? column.name : `${column.name} ${column.id}`;
 }

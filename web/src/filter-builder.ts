@@ -2,7 +2,7 @@
  * The filter builder: rows of column · operator · [key] · value, offering only the columns a table
  * can be filtered by and the operators of each column's filter type (see catalog.ts).
  */
-import type { Catalog, Filter, FilterColumn, FilterType, Operator, TableInfo, ValueKind } from "./catalog.js";
+import { columnLabel, type Catalog, type Filter, type FilterColumn, type FilterType, type Operator, type TableInfo, type ValueKind } from "./catalog.js";
 
 /** A row the user has not finished: the message says which row and what is missing. */
 export class FilterInputError extends Error {
@@ -178,11 +178,6 @@ export class FilterBuilder {
     // The shape is the one the catalog (and so the server) describes for this type.
     return filter as unknown as Filter;
   }
-}
-
-/** The display name the product's tables show; the id too when the name is only a symbol (⭐️). */
-function columnLabel(column: FilterColumn): string {
-  return /\p{L}/u.test(column.name) ? column.name : `${column.name} ${column.id}`;
 }
 
 function select(label: string, options: [string, string][]): HTMLSelectElement {

@@ -1,11 +1,13 @@
 /**
- * The exports page: sign in with a session token, create an export of a table with filters, and
- * follow the project's exports until their files can be downloaded. Every call goes through the
- * generated client (api.ts); every error the API reports is shown in words where it happened.
+ * The exports page: sign in with a session token, create an export of a table with filters and a
+ * choice of columns, in a text format or Parquet, and follow the project's exports until their
+ * files can be downloaded. Every call goes through the generated client (api.ts); every error the
+ * API reports is shown in words where it happened.
  */
 import { apiClient, describeError, isUnauthorized, RpcError } from "./api.js";
 import type { CreateBatchExport } from "../../clients/ts/src/client.js";
 import { loadCatalog, tableLabel, type Catalog, type TableInfo } from "./catalog.js";
+import { ColumnInputError, ColumnPicker } from "./column-picker.js";
 import { ExportsList } from "./exports-list.js";
 import { FilterBuilder, FilterInputError } from "./filter-builder.js";
 import { forgetToken, saveSession, storedSession, takeLinkCredentials, type Session } from "./session.js";
@@ -31,8 +33,14 @@ const ui = {
   table: element<HTMLSelectElement>("create-table"),
   filters: element("create-filters"),
   addFilter: element<HTMLButtonElement>("add-filter"),
+  columns: element("create-columns-list"),
+  allColumns: element<HTMLButtonElement>("columns-all"),
+  noColumns: element<HTMLButtonElement>("columns-none"),
+  columnsSummary: element("columns-summary"),
   orderColumn: element<HTMLSelectElement>("create-order-column"),
   orderDirection: element<HTMLSelectElement>("create-order-direction"),
+  format: element<HTMLFieldSetElement>("create-format"),
+  compression: element<HTMLFieldSetElement>("create-compression"),
   createButton: element<HTMLButtonElement>("create-submit"),
   createError: element("create-error"),
   createStatus: element("create-status"),
@@ -41,6 +49,12 @@ const ui = {
   listSummary: element("exports-summary"),
   listError: element("exports-error"),
 };
+
+type ExportFormat = CreateBatchExport["format"];
+type Compression = NonNullable<CreateBatchExport["compression"]>;
+
+const FORMATS: readonly ExportFormat[] = ["CSV", "JSON", "JSONL", "PARQUET"];
+const COMPRESSIONS: readonly Compression[] = ["none", "gzip", "zstd"];
 
 let session: Session | null = null;
 let list: ExportsList | null = null;
@@ -105,13 +119,43 @@ function fillOrder(table: TableInfo): void {
   ui.orderDirection.disabled = true;
 }
 
+/** The radio group's value, when it is one of `allowed`; else the first of them. */
+function chosen<T extends string>(form: FormData, name: string, allowed: readonly T[]): T {
+  const value = form.get(name);
+  return allowed.find((a) => a === value) ?? allowed[0]!;
+}
+
+/** What the server would pick for a left-out compression (schemas.batch_exports.default_compression). */
+function defaultCompression(format: ExportFormat): Compression {
+  return format === "PARQUET" ? "zstd" : "none";
+}
+
+/**
+ * Until the user picks a compression, it follows the format's default, so a Parquet file gets zstd
+ * columns without a second click; once picked, it is theirs. A script's `checked = true` fires no
+ * `change`, so only the user's own picks count.
+ */
+function followFormatWithCompression(): void {
+  let picked = false;
+  ui.compression.addEventListener("change", () => {
+    picked = true;
+  });
+  ui.format.addEventListener("change", () => {
+    if (picked) return;
+    const radios = ui.create.elements.namedItem("compression") as RadioNodeList;
+    radios.value = defaultCompression(chosen(new FormData(ui.create), "format", FORMATS));
+  });
+}
+
 function setUpCreateForm(catalog: Catalog): void {
   const builder = new FilterBuilder(catalog, ui.filters, ui.addFilter);
+  const picker = new ColumnPicker({ list: ui.columns, all: ui.allColumns, none: ui.noColumns, summary: ui.columnsSummary });
   const tableNamed = (name: string) => catalog.tables.find((t) => t.name === name) ?? catalog.tables[0]!;
   ui.table.replaceChildren(...catalog.tables.map((t) => new Option(tableLabel(t.name), t.name)));
   const chooseTable = () => {
     const table = tableNamed(ui.table.value);
     builder.setTable(table);
+    picker.setTable(table);
     fillOrder(table);
   };
   ui.table.addEventListener("change", chooseTable);
@@ -119,6 +163,7 @@ function setUpCreateForm(catalog: Catalog): void {
     ui.orderDirection.disabled = ui.orderColumn.value === "";
   });
   chooseTable();
+  followFormatWithCompression();
 
   ui.create.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -126,15 +171,14 @@ function setUpCreateForm(catalog: Catalog): void {
     say(ui.createError, null);
     say(ui.createStatus, null);
     const form = new FormData(ui.create);
-    const format = form.get("format");
-    const compression = form.get("compression");
     let params: CreateBatchExport;
     try {
       params = {
         projectId: session.projectId,
         name: ui.name.value.trim(),
-        format: format === "JSON" || format === "JSONL" ? format : "CSV",
-        compression: compression === "gzip" || compression === "zstd" ? compression : "none",
+        format: chosen(form, "format", FORMATS),
+        // Sent even where it is the format's default: the export is what the radios show.
+        compression: chosen(form, "compression", COMPRESSIONS),
         query: {
           tableName: tableNamed(ui.table.value).name,
           filter: builder.filters(),
@@ -142,9 +186,11 @@ function setUpCreateForm(catalog: Catalog): void {
             ? { column: ui.orderColumn.value, order: ui.orderDirection.value === "ASC" ? "ASC" : "DESC" }
             : null,
         },
+        // After the filters: a form's mistakes are named in the order they appear on it.
+        columns: picker.columns(),
       };
     } catch (error) {
-      if (error instanceof FilterInputError) return say(ui.createError, error.message);
+      if (error instanceof FilterInputError || error instanceof ColumnInputError) return say(ui.createError, error.message);
       throw error;
     }
     ui.createButton.disabled = true;
