@@ -23,8 +23,10 @@ system-deps:
 	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@command -v zstd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zstd >/dev/null; }
 
+# DEMO_TRACES: how many traces the first run seeds (`make demo DEMO_TRACES=1000000` for a big project).
+DEMO_TRACES ?= 5000
 demo: install system-deps
-	$(BIN)/batch-export demo
+	$(BIN)/batch-export demo --traces $(DEMO_TRACES)
 
 demo-stop: install
 	$(BIN)/batch-export demo --stop
