@@ -91,7 +91,7 @@ def psycopg_binary_path(database_url: str, select: str, export_table, path: Path
         writer = pq.ParquetWriter(path, schema, compression="zstd")
         statement = sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(sql.SQL(select))
         with cur.copy(statement) as copy:
-            copy.set_types([_PG_TYPES[k] for k in kinds])
+            copy.set_types([parquet.POSTGRES_TYPES[k] for k in kinds])
             columns: list[list] = [[] for _ in kinds]
             for row in copy.rows():
                 for column, value in zip(columns, row):
@@ -104,17 +104,6 @@ def psycopg_binary_path(database_url: str, select: str, export_table, path: Path
                 writer.write_batch(_batch(columns, kinds, schema))
         writer.close()
     return time.monotonic() - started, path.stat().st_size
-
-
-_PG_TYPES = {
-    "text": "text",
-    "timestamp": "timestamptz",
-    "integer": "int8",
-    "number": "numeric",
-    "boolean": "bool",
-    "json": "text",
-    "array": "text[]",
-}
 
 
 def _batch(columns: list[list], kinds: list, schema: pa.Schema) -> pa.RecordBatch:

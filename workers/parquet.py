@@ -53,7 +53,7 @@ ARROW_TYPES: dict[Kind, pa.DataType] = {
 # The Postgres type each kind is read as. `numeric` for numbers: its decimal text parses into
 # float64 without the out-of-range error a cast to float8 raises on a huge cost; int8 rounds a
 # fractional token count, as PARQUET_TYPES says.
-_CASTS: dict[Kind, str] = {
+POSTGRES_TYPES: dict[Kind, str] = {
     "text": "text",
     "timestamp": "timestamptz",
     "integer": "int8",
@@ -75,7 +75,7 @@ def select_statement(compiled: CompiledQuery, limit: int) -> sql.Composed:
 
 
 def _cell(column: Column) -> sql.Composable:
-    return sql.SQL("({})::{}").format(column.expr, sql.SQL(_CASTS[column.kind]))
+    return sql.SQL("({})::{}").format(column.expr, sql.SQL(POSTGRES_TYPES[column.kind]))
 
 
 def write(
