@@ -63,6 +63,41 @@ def test_a_created_export_is_run_by_the_worker_and_downloadable(client, project,
     assert rows[0][0] == "id" and len(rows) - 1 == counts["traces"]
 
 
+@pytest.mark.parametrize(
+    ("fmt", "compression", "content_type", "suffix"),
+    [
+        ("PARQUET", None, "application/vnd.apache.parquet", ".parquet"),
+        ("JSONL", "gzip", "application/gzip", ".jsonl.gz"),
+    ],
+)
+def test_a_parquet_or_compressed_export_run_by_the_worker_downloads_with_its_content_type(
+    client, project, owner_token, redis_client, fmt, compression, content_type, suffix
+):
+    import gzip
+
+    import pyarrow.parquet as pq
+
+    counts = seed(project.conn, project.id, traces=30)
+    params = {**create_params(project.id, name="typed"), "format": fmt}
+    if compression:
+        params["compression"] = compression
+    export = client.result("batchExport.create", params, token=owner_token)
+    run_worker_until_idle()  # RQ's work horse loads pyarrow itself, for this job only
+    finished = wait_for_status(client, project.id, owner_token, export["id"])
+    assert finished["status"] == "COMPLETED", finished["log"]
+    link = client.result(
+        "batchExport.downloadUrl", {"projectId": project.id, "batchExportId": export["id"]}, token=owner_token
+    )
+    response = httpx.get(link["url"], timeout=30)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == content_type
+    assert f'filename="typed{suffix}"' in response.headers["content-disposition"]
+    if fmt == "PARQUET":
+        assert pq.read_table(io.BytesIO(response.content)).num_rows == counts["traces"]
+    else:
+        assert gzip.decompress(response.content).count(b"\n") == counts["traces"]
+
+
 def test_download_link_expires_within_ten_minutes(client, project, owner_token, completed_csv_export):
     export, _ = completed_csv_export
     link = client.result(
