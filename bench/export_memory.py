@@ -33,7 +33,11 @@ def main() -> None:
     parser.add_argument(
         "--reuse", type=Path, help="keep Postgres's data here and reuse an earlier seed of the same size"
     )
+    parser.add_argument(
+        "--formats", default=",".join(FORMATS), help=f"comma-separated, of {', '.join(FORMATS)} (default: all)"
+    )
     args = parser.parse_args()
+    formats = [f.strip().upper() for f in args.formats.split(",")]
 
     report = Report(f"Export memory, {args.rows:,} traces seeded")
     work = Path(tempfile.mkdtemp(prefix="bx-bench-memory-"))
@@ -52,7 +56,7 @@ def main() -> None:
             worker = WorkerProcess(env, work / f"worker-{size}")
             worker.start()
             try:
-                jobs = [("observations", fmt) for fmt in FORMATS]
+                jobs = [("observations", fmt) for fmt in formats]
                 if size == "small":
                     jobs.append(("traces", "CSV"))
                 for table_name, fmt in jobs:
@@ -69,7 +73,7 @@ def main() -> None:
 
     rows = []
     verdicts = []
-    for name in [f"observations {fmt}" for fmt in FORMATS]:
+    for name in [f"observations {fmt}" for fmt in formats]:
         small_rows, small_kib, _ = results[("small", name)]
         large_rows, large_kib, _ = results[("large", name)]
         growth = large_kib / small_kib - 1

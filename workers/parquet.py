@@ -3,9 +3,10 @@
 The PostgreSQL ADBC driver runs the export's SELECT as `COPY … TO STDOUT (FORMAT binary)` and
 decodes the binary rows into Arrow columns in C++, a batch of about `BATCH_BYTES` at a time; the
 only per-batch Python work is renaming the columns, parsing the `numeric` ones (the driver hands
-them over as decimal text) and counting rows. On 300,000 traces that moves rows as fast as the CSV
-COPY does (bench/RESULTS.md), where a Python loop over psycopg's rows would be an order of
-magnitude slower. Each batch becomes one row group, so the writer holds at most one batch: memory
+them over as decimal text) and counting rows. The export job writes 1,000,000 traces as fast as
+psql's CSV COPY reads them (1.11x, bench/export_throughput.py); psycopg's binary COPY with a
+Python loop over its rows was slower in every round of bench/parquet_paths.py and keeps a core
+busy in Python. Each batch becomes one row group, so the writer holds at most one batch: memory
 stays flat whatever the number of rows.
 
 The column types come from the table definition (`workers.tables.PARQUET_TYPES`); the SELECT casts
