@@ -36,7 +36,8 @@ class Settings(BaseSettings):
     ENVIRONMENT: str = "development"
     # Signs download links: whoever knows it can forge a link to any export.
     SECRET_KEY: str = Field(default=INSECURE_DEV_SECRET, min_length=16)
-    BATCH_EXPORT_ROW_LIMIT: int = Field(default=1_500_000, gt=0)
+    # The most rows one export writes (a cut export says so); "none" (or empty) for no limit at all.
+    BATCH_EXPORT_ROW_LIMIT: int | None = Field(default=1_500_000, gt=0)
     BATCH_EXPORT_DOWNLOAD_LINK_EXPIRATION_HOURS: float = Field(default=24, gt=0)
     BATCH_EXPORT_MAX_ACTIVE_PER_PROJECT: int = Field(default=10, gt=0)
     # The RQ job's own limits: a hard timeout per attempt, and how many retries a failed attempt gets.
@@ -54,6 +55,13 @@ class Settings(BaseSettings):
     EMAIL_FROM: str = "batch-exports@localhost"
     # Without SMTP_URL, emails are written here as .eml files instead of sent.
     OUTBOX_DIR: Path = LOCAL_DATA_DIR / "outbox"
+
+    @field_validator("BATCH_EXPORT_ROW_LIMIT", mode="before")
+    @classmethod
+    def _no_row_limit(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "unlimited"):
+            return None
+        return value
 
     @field_validator("DATABASE_URL")
     @classmethod

@@ -31,7 +31,7 @@ from schemas.settings import Settings, get_settings
 from workers import notifications
 from workers.compression import COMPRESSIONS, Compression, FileSink
 from workers.filters import CompiledQuery, InvalidExportQuery, compile_query
-from workers.formats import FORMATS, FileFormat, PumpResult, SourceError, StatementCancel, count_rows
+from workers.formats import FORMATS, FileFormat, PumpResult, SourceError, StatementCancel, count_rows, one_more
 from workers.storage import object_key, open_storage
 from workers.tables import SCORE_NAMES_SQL, ScoreName
 
@@ -133,10 +133,10 @@ def _run(settings: Settings, conn: db.Connection, export: dict[str, Any]) -> Non
     message = f"Exported {result.rows:,} rows in {elapsed:.1f} s."
     if truncated_at is not None:
         message += (
-            f" The table has more matching rows than the export limit of {limit:,} (BATCH_EXPORT_ROW_LIMIT):"
-            f" the file holds the first {limit:,}. Narrow the filters to export the rest."
+            f" The table has more matching rows than the export limit of {truncated_at:,} (BATCH_EXPORT_ROW_LIMIT):"
+            f" the file holds the first {truncated_at:,}. Narrow the filters to export the rest."
         )
-        log.warning("export %s cut at the row limit of %d rows", export_id, limit)
+        log.warning("export %s cut at the row limit of %d rows", export_id, truncated_at)
     completed = batch_exports.mark_completed(
         conn,
         export_id,
@@ -164,7 +164,7 @@ def _stream(
     compression: Compression,
     storage: Any,
     key: str,
-    limit: int,
+    limit: int | None,
 ) -> ExportedFile:
     params = {**compiled.params, "project_id": export["project_id"], "cutoff": export["created_at"]}
     with db.connect(settings.DATABASE_URL) as data:
@@ -211,12 +211,12 @@ def _write_text(
     compiled: CompiledQuery,
     params: dict[str, Any],
     write: Any,
-    limit: int,
+    limit: int | None,
     watchdog: _Watchdog,
 ) -> PumpResult:
     """CSV, JSON or JSONL: COPY's rows between the format's header and footer."""
     write(fmt.header(compiled.table))
-    with data.cursor() as cur, cur.copy(fmt.copy_statement(compiled, limit + 1), params) as copy:
+    with data.cursor() as cur, cur.copy(fmt.copy_statement(compiled, one_more(limit)), params) as copy:
         result = fmt.pump(copy, write, limit, watchdog)
     if not watchdog.cancelled:
         write(fmt.footer(result.rows))
@@ -231,14 +231,14 @@ def _write_parquet(
     params: dict[str, Any],
     export: dict[str, Any],
     sink: FileSink,
-    limit: int,
+    limit: int | None,
     watchdog: _Watchdog,
 ) -> PumpResult:
     """Parquet: the typed SELECT read by ADBC on its own connection, inside the export's snapshot."""
     from workers import parquet  # pyarrow and the driver: loaded by Parquet exports only
 
     # psycopg binds the values client-side, as it does for COPY: one SQL text for the driver.
-    statement = psycopg.ClientCursor(data).mogrify(parquet.select_statement(compiled, limit + 1), params)
+    statement = psycopg.ClientCursor(data).mogrify(parquet.select_statement(compiled, one_more(limit)), params)
     return parquet.write(
         settings.DATABASE_URL,
         snapshot,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -113,27 +114,37 @@ def json_object(table: ExportTable) -> sql.Composable:
     return sql.SQL(" || ").join(parts)
 
 
-def select_rows(compiled: CompiledQuery, cells: list[sql.Composable], limit: int) -> sql.Composed:
+def _limit(limit: int | None) -> sql.Composable:
+    return sql.SQL("") if limit is None else sql.SQL(" LIMIT {}").format(sql.Literal(limit))
+
+
+def select_rows(compiled: CompiledQuery, cells: list[sql.Composable], limit: int | None) -> sql.Composed:
+    """The export's SELECT; `limit` None for every matching row."""
     source = sql.SQL(compiled.table.source).format(
         project_id=sql.Placeholder("project_id"), cutoff=sql.Placeholder("cutoff")
     )
-    return sql.SQL("SELECT {cells} FROM {source}{where} ORDER BY {order} LIMIT {limit}").format(
+    return sql.SQL("SELECT {cells} FROM {source}{where} ORDER BY {order}{limit}").format(
         cells=sql.SQL(", ").join(cells),
         source=source,
         where=compiled.where,
         order=compiled.order_by,
-        limit=sql.Literal(limit),
+        limit=_limit(limit),
     )
 
 
-def count_rows(compiled: CompiledQuery, limit: int) -> sql.Composable:
+def count_rows(compiled: CompiledQuery, limit: int | None) -> sql.Composable:
     """How many rows the export will hold (capped), for `rowsTotal`; no ordering, no rendering."""
     source = sql.SQL(compiled.table.source).format(
         project_id=sql.Placeholder("project_id"), cutoff=sql.Placeholder("cutoff")
     )
-    return sql.SQL("SELECT count(*) AS n FROM (SELECT 1 FROM {source}{where} LIMIT {limit}) capped").format(
-        source=source, where=compiled.where, limit=sql.Literal(limit)
+    return sql.SQL("SELECT count(*) AS n FROM (SELECT 1 FROM {source}{where}{limit}) capped").format(
+        source=source, where=compiled.where, limit=_limit(limit)
     )
+
+
+def one_more(limit: int | None) -> int | None:
+    """What the statement asks for: one row past the limit tells a cut file from one that fits exactly."""
+    return None if limit is None else limit + 1
 
 
 @dataclass(frozen=True)
@@ -145,7 +156,7 @@ class FileFormat:
     # columns, compressed column by column.
     text: bool = True
 
-    def copy_statement(self, compiled: CompiledQuery, limit: int) -> sql.Composed:
+    def copy_statement(self, compiled: CompiledQuery, limit: int | None) -> sql.Composed:
         if self.name == "CSV":
             select = select_rows(compiled, [csv_cell(c) for c in compiled.table.exported_columns], limit)
             return sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv)").format(select)
@@ -167,16 +178,17 @@ class FileFormat:
             return b"\n]\n" if rows else b"]\n"
         return b""
 
-    def pump(self, copy: Any, write: Callable[[Any], Any], limit: int, progress: Progress) -> PumpResult:
-        """Moves COPY's rows into `write`; at most `limit` rows, the statement asks for one more to detect a cut."""
+    def pump(self, copy: Any, write: Callable[[Any], Any], limit: int | None, progress: Progress) -> PumpResult:
+        """Moves COPY's rows into `write`; at most `limit` rows (None: all), the statement asks for one more to detect a cut."""
         emit = self._row_writer(write)
         n = 0
         truncated = False
+        cap = sys.maxsize if limit is None else limit
         for row in copy:
             n += 1
-            if n > limit:
+            if n > cap:
                 truncated = True
-                n = limit
+                n = cap
                 continue
             emit(row, n)
             if not n & 1023:

@@ -19,6 +19,7 @@ for a Parquet export: the API and the text formats never pay for them.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -69,7 +70,7 @@ def arrow_schema(table: ExportTable) -> pa.Schema:
     return pa.schema([pa.field(c.key, ARROW_TYPES[c.kind]) for c in table.exported_columns])
 
 
-def select_statement(compiled: CompiledQuery, limit: int) -> sql.Composed:
+def select_statement(compiled: CompiledQuery, limit: int | None) -> sql.Composed:
     """The export's SELECT with every cell cast to the type its Parquet column is read from."""
     cells = [_cell(c) for c in compiled.table.exported_columns]
     return select_rows(compiled, cells, limit)
@@ -87,14 +88,14 @@ def write(
     out: Callable[[Any], Any],
     *,
     codec: str,
-    limit: int,
+    limit: int | None,
     progress: Progress,
     cancel: StatementCancel,
     stopped: Callable[[], bool],
 ) -> PumpResult:
     """Writes the statement's rows (read inside `snapshot`) as one Parquet file into `out`.
 
-    At most `limit` rows; the statement asks for one more to detect a cut. `stopped` is asked
+    At most `limit` rows (None: all); the statement asks for one more to detect a cut. `stopped` is asked
     between batches, and `cancel` lets another thread stop the statement while it runs.
     """
     schema = arrow_schema(table)
@@ -103,14 +104,15 @@ def write(
     writer = pq.ParquetWriter(sink, schema, compression=CODECS[codec])
     n = 0
     truncated = False
+    cap = sys.maxsize if limit is None else limit
     try:
         with _batches(database_url, snapshot, statement, cancel) as batches:
             for batch in batches:
                 if stopped():
                     break
-                if n + batch.num_rows > limit:
+                if n + batch.num_rows > cap:
                     truncated = True
-                    batch = batch.slice(0, limit - n)
+                    batch = batch.slice(0, cap - n)
                 if batch.num_rows:
                     writer.write_batch(_typed(batch, kinds, schema))
                     n += batch.num_rows

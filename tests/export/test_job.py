@@ -105,6 +105,48 @@ def test_exactly_the_limit_is_not_reported_as_cut(conn, export_settings, monkeyp
     assert row["rows_exported"] == 5 and "limit" not in row["log"]
 
 
+@pytest.mark.parametrize("unset", ["none", "", "Unlimited"])
+def test_the_row_limit_can_be_turned_off(unset, monkeypatch):
+    monkeypatch.setenv("BATCH_EXPORT_ROW_LIMIT", unset)
+    get_settings.cache_clear()
+    assert get_settings().BATCH_EXPORT_ROW_LIMIT is None
+    monkeypatch.delenv("BATCH_EXPORT_ROW_LIMIT")
+    get_settings.cache_clear()
+    assert get_settings().BATCH_EXPORT_ROW_LIMIT == 1_500_000  # left out: the compatible default
+    get_settings.cache_clear()
+
+
+def test_a_zero_or_negative_row_limit_is_refused(monkeypatch):
+    from pydantic import ValidationError
+
+    from schemas.settings import Settings
+
+    for bad in ("0", "-5", "many"):
+        monkeypatch.setenv("BATCH_EXPORT_ROW_LIMIT", bad)
+        with pytest.raises(ValidationError, match="BATCH_EXPORT_ROW_LIMIT"):
+            Settings()
+
+
+@pytest.mark.parametrize("fmt", ["CSV", "PARQUET"])
+def test_without_a_row_limit_every_row_is_exported_and_nothing_is_cut(conn, export_settings, monkeypatch, fmt):
+    from schemas import BatchExportQuery
+    from workers.filters import compile_query
+    from workers.formats import FORMATS, count_rows, one_more
+
+    project = small_project(conn, [f"n{i}" for i in range(8)])
+    monkeypatch.setenv("BATCH_EXPORT_ROW_LIMIT", "none")
+    get_settings.cache_clear()
+    export_id = project.new_export(conn, {"tableName": "traces"}, fmt)
+    run_batch_export(export_id)
+    row = batch_exports.load(conn, export_id)
+    assert row["status"] == "COMPLETED", row["log"]
+    assert row["rows_exported"] == row["rows_total"] == 8 and "limit" not in row["log"]
+    # No ceiling at all in what Postgres is asked, not merely a large one.
+    compiled = compile_query(BatchExportQuery.model_validate({"tableName": "traces"}))
+    for statement in (FORMATS["CSV"].copy_statement(compiled, one_more(None)), count_rows(compiled, None)):
+        assert "LIMIT" not in statement.as_string(conn)
+
+
 # --- lifecycle ------------------------------------------------------------------------------------------
 
 
