@@ -61,7 +61,12 @@ def to_batch_export(row: dict[str, Any], now: datetime | None = None) -> BatchEx
         columns=row["columns"],
         fileBytes=row["file_bytes"],
         sha256=row["sha256"],
-        progress=Progress(rowsExported=row["rows_exported"], rowsTotal=row["rows_total"]),
+        progress=Progress(
+            rowsExported=row["rows_exported"],
+            rowsTotal=row["rows_total"],
+            partsDone=1 if row["status"] == "COMPLETED" else 0,
+            partsTotal=1,
+        ),
         user=ExportUser(id=row["user_id"], name=row["user_name"], image=row["user_image"]) if row["user_id"] else None,
     )
 

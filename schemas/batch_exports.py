@@ -101,6 +101,10 @@ class ListBatchExports(_Input):
 class Progress(BaseModel):
     rowsExported: int
     rowsTotal: int | None
+    # The parts of the export's file that are written, of how many. Today every export is written as
+    # one stream, one part: 0 of 1 until it completes.
+    partsDone: int
+    partsTotal: int
 
 
 class ExportUser(BaseModel):

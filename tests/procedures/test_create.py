@@ -19,7 +19,7 @@ def test_create_returns_the_queued_export(client, project, owner_token):
     assert export["name"] == "weekly traces"
     assert export["format"] == "JSONL"
     assert export["query"]["tableName"] == "traces"
-    assert export["progress"] == {"rowsExported": 0, "rowsTotal": None}
+    assert export["progress"] == {"rowsExported": 0, "rowsTotal": None, "partsDone": 0, "partsTotal": 1}
     assert export["isDownloadable"] is False and export["isExpired"] is False
     assert export["finishedAt"] is None and export["expiresAt"] is None
     assert export["user"]["name"] == "Olive Owner"

@@ -52,6 +52,7 @@ def test_a_created_export_is_run_by_the_worker_and_downloadable(client, project,
     export, counts = completed_csv_export
     assert export["isDownloadable"] is True
     assert export["progress"]["rowsExported"] == counts["traces"]
+    assert (export["progress"]["partsDone"], export["progress"]["partsTotal"]) == (1, 1)  # one stream, one part
     link = client.result(
         "batchExport.downloadUrl", {"projectId": project.id, "batchExportId": export["id"]}, token=owner_token
     )

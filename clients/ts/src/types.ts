@@ -431,6 +431,8 @@ export interface PositionInTraceFilterOutput {
 export interface Progress {
   rowsExported: number;
   rowsTotal: number | null;
+  partsDone: number;
+  partsTotal: number;
 }
 /**
  * This interface was referenced by `AppRouter`'s JSON-Schema
