@@ -42,8 +42,13 @@ from workers.formats import FORMATS, StatementCancel
 BATCH_ROWS = 10_000
 
 
-class _Rows:
-    rows = 0
+class _Unwatched:
+    """No watchdog: nothing reports progress or cancels here."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.cancelled = False
+        self.cancel_query = StatementCancel()
 
 
 def statements(database_url: str, project_id: str, rows: int):
@@ -74,10 +79,8 @@ def adbc_path(database_url: str, select: str, export_table, path: Path) -> tuple
             export_table,
             out.write,
             codec="zstd",
-            limit=10**12,
-            progress=_Rows(),
-            cancel=StatementCancel(),
-            stopped=lambda: False,
+            limit=None,
+            watch=_Unwatched(),
         )
     return time.monotonic() - started, path.stat().st_size
 

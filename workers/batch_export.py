@@ -247,9 +247,7 @@ def _write_parquet(
         sink.write,
         codec=export["compression"],
         limit=limit,
-        progress=watchdog,
-        cancel=watchdog.cancel_query,
-        stopped=lambda: watchdog.cancelled,
+        watch=watchdog,
     )
 
 

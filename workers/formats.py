@@ -37,6 +37,14 @@ class Progress(Protocol):
     rows: int
 
 
+class Watch(Progress, Protocol):
+    """The export's watchdog as a reader of rows sees it: where the count goes, whether the export was
+    cancelled, and the cancel of the statement reading the rows."""
+
+    cancelled: bool
+    cancel_query: StatementCancel
+
+
 @dataclass
 class PumpResult:
     rows: int

@@ -31,16 +31,13 @@ import pyarrow.parquet as pq
 from psycopg import sql
 
 from workers.filters import CompiledQuery
-from workers.formats import Progress, PumpResult, SourceError, StatementCancel, select_rows
+from workers.formats import PumpResult, SourceError, StatementCancel, Watch, select_rows
 from workers.tables import Column, ExportTable, Kind
 
 # What the driver gathers into one record batch, and so the size of a row group before encoding.
 # 8 MiB keeps the work horse's peak resident memory under 200 MB (bench/RESULTS.md); larger
 # batches compress a few percent better and cost memory.
 BATCH_BYTES = 8 * 1024 * 1024
-
-# Parquet's column codec for each of the export's `compression` values.
-CODECS = {"zstd": "zstd", "gzip": "gzip", "none": "none"}
 
 ARROW_TYPES: dict[Kind, pa.DataType] = {
     "text": pa.string(),
@@ -89,26 +86,25 @@ def write(
     *,
     codec: str,
     limit: int | None,
-    progress: Progress,
-    cancel: StatementCancel,
-    stopped: Callable[[], bool],
+    watch: Watch,
 ) -> PumpResult:
     """Writes the statement's rows (read inside `snapshot`) as one Parquet file into `out`.
 
-    At most `limit` rows (None: all); the statement asks for one more to detect a cut. `stopped` is asked
-    between batches, and `cancel` lets another thread stop the statement while it runs.
+    `codec` is the export's `compression` ("zstd", "gzip", "none": pyarrow's own names). At most
+    `limit` rows (None: all); the statement asks for one more to detect a cut. `watch.cancelled` is
+    asked between batches, and `watch.cancel_query` lets the watchdog stop the statement while it runs.
     """
     schema = arrow_schema(table)
     kinds = [c.kind for c in table.exported_columns]
     sink = _Output(out)
-    writer = pq.ParquetWriter(sink, schema, compression=CODECS[codec])
+    writer = pq.ParquetWriter(sink, schema, compression=codec)
     n = 0
     truncated = False
     cap = sys.maxsize if limit is None else limit
     try:
-        with _batches(database_url, snapshot, statement, cancel) as batches:
+        with _batches(database_url, snapshot, statement, watch.cancel_query) as batches:
             for batch in batches:
-                if stopped():
+                if watch.cancelled:
                     break
                 if n + batch.num_rows > cap:
                     truncated = True
@@ -116,7 +112,7 @@ def write(
                 if batch.num_rows:
                     writer.write_batch(_typed(batch, kinds, schema))
                     n += batch.num_rows
-                progress.rows = n
+                watch.rows = n
                 if truncated:
                     break
     except BaseException:
@@ -125,7 +121,7 @@ def write(
             writer.close()
         raise
     writer.close()  # the footer: the file is valid from here on, with zero row groups if no row matched
-    progress.rows = n
+    watch.rows = n
     return PumpResult(n, truncated)
 
 
