@@ -7,13 +7,13 @@ import hashlib
 import io
 import subprocess
 
-import boto3
 import duckdb
 import pandas as pd
 import pytest
 import zstandard
 
 from db import batch_exports
+from tests.support.s3 import stored_object
 from workers.batch_export import run_batch_export
 from workers.tables import TABLES
 
@@ -93,11 +93,8 @@ def test_compressed_export_to_s3_keeps_the_compressed_bytes_and_their_checksum(
     run_batch_export(export_id)
     row = batch_exports.load(conn, export_id)
     assert row["status"] == "COMPLETED", row["log"]
-    stored = boto3.client("s3", endpoint_url=s3_endpoint).get_object(
-        Bucket=s3_bucket, Key=f"team exports/{row['object_key']}"
-    )
-    data = stored["Body"].read()
-    assert stored["ContentType"] == "application/gzip"
+    content_type, data = stored_object(s3_endpoint, s3_bucket, row["object_key"])
+    assert content_type == "application/gzip"
     assert row["object_key"].endswith(".jsonl.gz")
     assert row["file_bytes"] == len(data) and row["sha256"] == hashlib.sha256(data).hexdigest()
     assert gzip.decompress(data).count(b"\n") == len(seeded.traces)

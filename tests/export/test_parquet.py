@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
+import subprocess
+import sys
 from datetime import UTC
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -15,9 +19,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from db import batch_exports
+from schemas.settings import get_settings
 from tests.export.test_formats import file_keys, iso, neutralized
 from tests.support.rpc_client import create_params
+from tests.support.s3 import stored_object
 from tests.support.world import new_project
+from workers.batch_export import ExportFailed, run_batch_export
 from workers.tables import TABLES
 
 # What a user's tool sees of each kind of column: the types the issue and docs/COLUMNS.md promise.
@@ -195,16 +203,12 @@ def test_duckdb_polars_and_pyarrow_read_the_file(export_table, seeded, storage_d
 
 
 def test_file_bytes_and_sha256_are_those_of_the_stored_file(export_table, seeded):
-    import hashlib
-
     result = export_table(seeded, {"tableName": "scores"}, "PARQUET")
     assert result.row["file_bytes"] == len(result.data)
     assert result.row["sha256"] == hashlib.sha256(result.data).hexdigest()
 
 
 def test_the_row_limit_cuts_a_parquet_file_and_says_so(export_table, seeded, monkeypatch):
-    from schemas.settings import get_settings
-
     monkeypatch.setenv("BATCH_EXPORT_ROW_LIMIT", "5")
     get_settings.cache_clear()
     result = export_table(seeded, {"tableName": "traces"}, "PARQUET")
@@ -252,9 +256,6 @@ def test_a_value_no_column_type_can_hold_fails_with_postgres_words(conn, export_
            VALUES ('o-1', %s, 't-1', 'GENERATION', '2025-01-01T00:00:00Z', 'g', '{"input": 1e30}')""",
         (project.id,),
     )
-    from db import batch_exports
-    from workers.batch_export import ExportFailed, run_batch_export
-
     export_id = project.new_export(conn, {"tableName": "observations"}, "PARQUET")
     with pytest.raises(ExportFailed) as caught:
         run_batch_export(export_id)
@@ -266,32 +267,18 @@ def test_a_value_no_column_type_can_hold_fails_with_postgres_words(conn, export_
 
 
 def test_parquet_to_s3_keeps_its_content_type_and_checksum(conn, s3_settings, s3_bucket, s3_endpoint, seeded):
-    import hashlib
-
-    import boto3
-
-    from db import batch_exports
-    from workers.batch_export import run_batch_export
-
     export_id = seeded.new_export(conn, {"tableName": "sessions"}, "PARQUET")
     run_batch_export(export_id)
     row = batch_exports.load(conn, export_id)
     assert row["status"] == "COMPLETED", row["log"]
-    stored = boto3.client("s3", endpoint_url=s3_endpoint).get_object(
-        Bucket=s3_bucket, Key=f"team exports/{row['object_key']}"
-    )
-    data = stored["Body"].read()
-    assert stored["ContentType"] == "application/vnd.apache.parquet"
+    content_type, data = stored_object(s3_endpoint, s3_bucket, row["object_key"])
+    assert content_type == "application/vnd.apache.parquet"
     assert hashlib.sha256(data).hexdigest() == row["sha256"] and len(data) == row["file_bytes"]
     assert read(data).num_rows == row["rows_exported"] > 0
 
 
 def test_the_api_and_the_text_formats_never_load_pyarrow():
     """pyarrow and the driver cost the worker about 70 MB: only a Parquet export may load them."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     code = (
         "import sys, procedures.app, workers.batch_export, workers.queue\n"
         "loaded = [m for m in ('pyarrow', 'adbc_driver_manager', 'workers.parquet') if m in sys.modules]\n"

@@ -10,6 +10,7 @@ import pytest
 
 from db import batch_exports
 from schemas.settings import Settings, get_settings
+from tests.support.s3 import S3_PREFIX, stored_object
 from workers.batch_export import run_batch_export
 from workers.maintenance import delete_expired_exports
 from workers.storage import (
@@ -189,10 +190,8 @@ def test_export_to_s3_completes_with_a_presigned_attachment_link(conn, s3_settin
     run_batch_export(export_id)
     row = batch_exports.load(conn, export_id)
     assert row["status"] == "COMPLETED", row["log"]
-    client = boto3.client("s3", endpoint_url=s3_endpoint)
-    stored = client.get_object(Bucket=s3_bucket, Key=f"team exports/{row['object_key']}")
-    data = stored["Body"].read()
-    assert stored["ContentType"].startswith("text/csv")
+    content_type, data = stored_object(s3_endpoint, s3_bucket, row["object_key"])
+    assert content_type.startswith("text/csv")
     assert data.decode().startswith("id,timestamp,name,") and row["object_key"].endswith("/traces_all.csv")
     storage = open_storage(s3_settings)
     assert isinstance(storage, S3Storage) and storage.exists(row["object_key"])
@@ -214,10 +213,10 @@ def test_large_s3_export_is_a_multipart_upload(conn, s3_settings, s3_bucket, s3_
     row = batch_exports.load(conn, export_id)
     assert row["status"] == "COMPLETED", row["log"]
     client = boto3.client("s3", endpoint_url=s3_endpoint)
-    head = client.head_object(Bucket=s3_bucket, Key=f"team exports/{row['object_key']}")
+    head = client.head_object(Bucket=s3_bucket, Key=f"{S3_PREFIX}/{row['object_key']}")
     assert head["ContentLength"] > 10 * 1024 * 1024
     assert head["ETag"].strip('"').rsplit("-", 1)[1].isdigit()  # multipart ETags end in -<parts>
-    body = client.get_object(Bucket=s3_bucket, Key=f"team exports/{row['object_key']}")["Body"].read()
+    _, body = stored_object(s3_endpoint, s3_bucket, row["object_key"])
     assert body.count(b"\n") == row["rows_exported"] > 80_000
 
 
@@ -234,6 +233,6 @@ def test_failed_s3_write_aborts_the_upload_and_leaves_no_object(s3_settings, s3_
 
 def test_s3_partials_of_a_crashed_attempt_are_discarded(s3_settings, s3_bucket, s3_endpoint):
     client = boto3.client("s3", endpoint_url=s3_endpoint)
-    client.create_multipart_upload(Bucket=s3_bucket, Key="team exports/p/e/out.csv")
+    client.create_multipart_upload(Bucket=s3_bucket, Key=f"{S3_PREFIX}/p/e/out.csv")
     open_storage(s3_settings).discard_partials("p/e/out.csv")
     assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []

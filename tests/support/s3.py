@@ -36,8 +36,18 @@ def s3_bucket(s3_endpoint, monkeypatch) -> str:
     return bucket
 
 
+# The key prefix of s3_settings' storage URL: an export's object is `{S3_PREFIX}/{object_key}`.
+S3_PREFIX = "team exports"
+
+
 @pytest.fixture
 def s3_settings(export_settings, s3_bucket, monkeypatch) -> Settings:
-    monkeypatch.setenv("EXPORT_STORAGE_URL", f"s3://{s3_bucket}/team exports")
+    monkeypatch.setenv("EXPORT_STORAGE_URL", f"s3://{s3_bucket}/{S3_PREFIX}")
     get_settings.cache_clear()
     return get_settings()
+
+
+def stored_object(endpoint: str, bucket: str, object_key: str) -> tuple[str, bytes]:
+    """An export's object as S3 holds it under s3_settings: its content type and its bytes."""
+    stored = boto3.client("s3", endpoint_url=endpoint).get_object(Bucket=bucket, Key=f"{S3_PREFIX}/{object_key}")
+    return stored["ContentType"], stored["Body"].read()
