@@ -126,14 +126,18 @@ def _limit(limit: int | None) -> sql.Composable:
     return sql.SQL("") if limit is None else sql.SQL(" LIMIT {}").format(sql.Literal(limit))
 
 
-def select_rows(compiled: CompiledQuery, cells: list[sql.Composable], limit: int | None) -> sql.Composed:
-    """The export's SELECT; `limit` None for every matching row."""
-    source = sql.SQL(compiled.table.source).format(
+def _source(compiled: CompiledQuery) -> sql.Composed:
+    """The table's FROM clause, the export's project and cut-off bound where it names them."""
+    return sql.SQL(compiled.table.source).format(
         project_id=sql.Placeholder("project_id"), cutoff=sql.Placeholder("cutoff")
     )
+
+
+def select_rows(compiled: CompiledQuery, cells: list[sql.Composable], limit: int | None) -> sql.Composed:
+    """The export's SELECT; `limit` None for every matching row."""
     return sql.SQL("SELECT {cells} FROM {source}{where} ORDER BY {order}{limit}").format(
         cells=sql.SQL(", ").join(cells),
-        source=source,
+        source=_source(compiled),
         where=compiled.where,
         order=compiled.order_by,
         limit=_limit(limit),
@@ -142,17 +146,19 @@ def select_rows(compiled: CompiledQuery, cells: list[sql.Composable], limit: int
 
 def count_rows(compiled: CompiledQuery, limit: int | None) -> sql.Composable:
     """How many rows the export will hold (capped), for `rowsTotal`; no ordering, no rendering."""
-    source = sql.SQL(compiled.table.source).format(
-        project_id=sql.Placeholder("project_id"), cutoff=sql.Placeholder("cutoff")
-    )
     return sql.SQL("SELECT count(*) AS n FROM (SELECT 1 FROM {source}{where}{limit}) capped").format(
-        source=source, where=compiled.where, limit=_limit(limit)
+        source=_source(compiled), where=compiled.where, limit=_limit(limit)
     )
 
 
 def one_more(limit: int | None) -> int | None:
     """What the statement asks for: one row past the limit tells a cut file from one that fits exactly."""
     return None if limit is None else limit + 1
+
+
+def row_cap(limit: int | None) -> int:
+    """The most rows a file may hold, as a number to compare counts with: no limit is no cap."""
+    return sys.maxsize if limit is None else limit
 
 
 @dataclass(frozen=True)
@@ -191,7 +197,7 @@ class FileFormat:
         emit = self._row_writer(write)
         n = 0
         truncated = False
-        cap = sys.maxsize if limit is None else limit
+        cap = row_cap(limit)
         for row in copy:
             n += 1
             if n > cap:

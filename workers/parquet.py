@@ -19,7 +19,6 @@ for a Parquet export: the API and the text formats never pay for them.
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -31,7 +30,7 @@ import pyarrow.parquet as pq
 from psycopg import sql
 
 from workers.filters import CompiledQuery
-from workers.formats import PumpResult, SourceError, StatementCancel, Watch, select_rows
+from workers.formats import PumpResult, SourceError, StatementCancel, Watch, row_cap, select_rows
 from workers.tables import Column, ExportTable, Kind
 
 # What the driver gathers into one record batch, and so the size of a row group before encoding.
@@ -100,7 +99,7 @@ def write(
     writer = pq.ParquetWriter(sink, schema, compression=codec)
     n = 0
     truncated = False
-    cap = sys.maxsize if limit is None else limit
+    cap = row_cap(limit)
     try:
         with _batches(database_url, snapshot, statement, watch.cancel_query) as batches:
             for batch in batches:
