@@ -21,7 +21,7 @@ _ACTIVE = sql.SQL("({})").format(sql.SQL(", ").join(sql.Literal(status) for stat
 _COLUMNS = sql.SQL("""
        e.id, e.project_id, e.user_id, e.name, e.status, e.format, e.query, e.object_key, e.log,
        e.compression, e.columns, e.file_bytes, e.sha256,
-       e.rows_exported, e.rows_total, e.created_at, e.updated_at, e.finished_at, e.expires_at,
+       e.rows_exported, e.rows_total, e.parts_done, e.parts_total, e.created_at, e.updated_at, e.finished_at, e.expires_at,
        u.name AS user_name, u.image AS user_image
 """)
 _FROM = sql.SQL("FROM batch_exports e LEFT JOIN users u ON u.id = e.user_id\n")
@@ -97,10 +97,13 @@ def load(conn: Connection, export_id: str) -> dict[str, Any] | None:
 
 
 def mark_processing(conn: Connection, export_id: str) -> dict[str, Any] | None:
-    """QUEUED → PROCESSING; a retry after a crash finds PROCESSING and takes it over, from zero."""
+    """QUEUED → PROCESSING; a retry after a crash finds PROCESSING and takes it over, from zero (or,
+    for an export written in parts, from its plan: the progress of its DONE parts stays)."""
     return conn.execute(
         sql.SQL(
-            "UPDATE batch_exports SET status = 'PROCESSING', rows_exported = 0, rows_total = NULL,"
+            "UPDATE batch_exports SET status = 'PROCESSING',"
+            " rows_exported = CASE WHEN plan IS NULL THEN 0 ELSE rows_exported END,"
+            " rows_total = CASE WHEN plan IS NULL THEN NULL ELSE rows_total END,"
             " updated_at = now() WHERE id = %s AND status IN {active} RETURNING *"
         ).format(active=_ACTIVE),
         (export_id,),

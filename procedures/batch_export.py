@@ -64,8 +64,8 @@ def to_batch_export(row: dict[str, Any], now: datetime | None = None) -> BatchEx
         progress=Progress(
             rowsExported=row["rows_exported"],
             rowsTotal=row["rows_total"],
-            partsDone=1 if row["status"] == "COMPLETED" else 0,
-            partsTotal=1,
+            partsDone=row["parts_total"] if row["status"] == "COMPLETED" else row["parts_done"],
+            partsTotal=row["parts_total"],
         ),
         user=ExportUser(id=row["user_id"], name=row["user_name"], image=row["user_image"]) if row["user_id"] else None,
     )

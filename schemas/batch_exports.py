@@ -101,8 +101,9 @@ class ListBatchExports(_Input):
 class Progress(BaseModel):
     rowsExported: int
     rowsTotal: int | None
-    # The parts of the export's file that are written, of how many. Today every export is written as
-    # one stream, one part: 0 of 1 until it completes.
+    # The parts of the export's file that are written, of how many. An export of more rows than
+    # BATCH_EXPORT_PART_ROWS is written in parts by several workers at once; a smaller one is one part,
+    # 0 of 1 until it completes.
     partsDone: int
     partsTotal: int
 

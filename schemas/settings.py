@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     BATCH_EXPORT_ROW_LIMIT: int | None = Field(default=1_500_000, gt=0)
     BATCH_EXPORT_DOWNLOAD_LINK_EXPIRATION_HOURS: float = Field(default=24, gt=0)
     BATCH_EXPORT_MAX_ACTIVE_PER_PROJECT: int = Field(default=10, gt=0)
+    # An export of more rows than this is written as parts of this many rows, run by any workers at
+    # once and assembled into one file; a crashed worker redoes only its part.
+    BATCH_EXPORT_PART_ROWS: int = Field(default=1_000_000, gt=0)
+    # How many parts of one project's exports run at the same time (RQ's RateLimit), so one project's
+    # huge export leaves workers free for the others.
+    BATCH_EXPORT_MAX_PARALLEL_PARTS_PER_PROJECT: int = Field(default=4, gt=0)
     # The RQ job's own limits: a hard timeout per attempt, and how many retries a failed attempt gets.
     BATCH_EXPORT_JOB_TIMEOUT_SECONDS: int = Field(default=4 * 3600, gt=0)
     BATCH_EXPORT_JOB_RETRIES: int = Field(default=3, ge=0)

@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -28,7 +29,7 @@ import db
 from db import batch_exports
 from schemas import FINAL_STATUSES, BatchExportQuery
 from schemas.settings import Settings, get_settings
-from workers import notifications
+from workers import export_parts, notifications
 from workers.compression import COMPRESSIONS, Compression, FileSink
 from workers.filters import CompiledQuery, InvalidExportQuery, compile_query
 from workers.formats import FORMATS, FileFormat, PumpResult, SourceError, StatementCancel, count_rows, one_more
@@ -51,7 +52,7 @@ class _Cancelled(Exception):
 def run_batch_export(batch_export_id: str) -> None:
     settings = get_settings()
     with db.connect(settings.DATABASE_URL, autocommit=True) as conn:
-        _one_attempt_at_a_time(conn, batch_export_id)
+        one_attempt_at_a_time(conn, batch_export_id)
         export = batch_exports.load(conn, batch_export_id)
         if export is None or export["status"] in FINAL_STATUSES:
             log.info("export %s is %s: nothing to do", batch_export_id, export["status"] if export else "gone")
@@ -67,29 +68,38 @@ def run_batch_export(batch_export_id: str) -> None:
             _run(settings, conn, export)
         except InvalidExportQuery as exc:
             # Retrying cannot fix a query; the API validates at create time, so this is a stored old query.
-            _fail(settings, conn, export, f"The export's query cannot run: {exc.message}")
+            fail(settings, conn, export, f"The export's query cannot run: {exc.message}")
         except ExportFailed:
             raise
         except Exception as exc:
-            message = describe_failure(exc, settings)
-            job = rq.get_current_job()
-            if job is not None and job.retries_left:
-                log.warning("export %s attempt failed, RQ will retry: %s", batch_export_id, message, exc_info=True)
-                batch_exports.note_retry(conn, batch_export_id, f"{message} Retrying automatically.")
-            else:
-                log.error("export %s failed: %s", batch_export_id, message, exc_info=True)
-                _fail(settings, conn, export, message)
-            raise ExportFailed(message) from exc
+            attempt_failed(settings, conn, export, exc)
         finally:
             log.info("export %s: attempt ended in process %d", batch_export_id, os.getpid())
+
+
+def attempt_failed(
+    settings: Settings, conn: db.Connection, export: dict[str, Any], exc: Exception, where: str = ""
+) -> None:
+    """Records a failed attempt (a retry note while RQ retries, FAILED and an email after the last) and
+    raises ExportFailed with the user's message. `where` names the part that failed, if any."""
+    message = where + describe_failure(exc, settings)
+    job = rq.get_current_job()
+    if job is not None and job.retries_left:
+        log.warning("export %s attempt failed, RQ will retry: %s", export["id"], message, exc_info=True)
+        batch_exports.note_retry(conn, export["id"], f"{message} Retrying automatically.")
+    else:
+        log.error("export %s failed: %s", export["id"], message, exc_info=True)
+        fail(settings, conn, export, message)
+    raise ExportFailed(message) from exc
 
 
 # Advisory locks on (this, hashtext(export id)): a key space of the job's own.
 _ATTEMPT_LOCK_CLASS = 0x62786174  # "bxat", a positive int4
 
 
-def _one_attempt_at_a_time(conn: db.Connection, export_id: str) -> None:
-    """Holds the export's lock for the whole attempt, first waiting for any earlier attempt to let go.
+def one_attempt_at_a_time(conn: db.Connection, work: str) -> None:
+    """Holds the lock of `work` (an export's id, or a part's `{id}/part/{n}`) for the whole attempt,
+    first waiting for any earlier attempt to let go.
 
     RQ retries a job whose worker stopped sending heartbeats, but a worker that is only frozen or cut
     off from Redis may still have a work horse exporting: two attempts at once would take the export
@@ -97,7 +107,7 @@ def _one_attempt_at_a_time(conn: db.Connection, export_id: str) -> None:
     Postgres releases it as soon as the attempt's process dies, and (with these keepalives) within
     about half a minute when its machine vanishes.
     """
-    key = (_ATTEMPT_LOCK_CLASS, export_id)
+    key = (_ATTEMPT_LOCK_CLASS, work)
     locked = db.one(
         conn.execute(
             "SELECT set_config('tcp_keepalives_idle', '10', false), set_config('tcp_keepalives_interval', '5', false),"
@@ -106,31 +116,76 @@ def _one_attempt_at_a_time(conn: db.Connection, export_id: str) -> None:
         ).fetchone()
     )["ok"]
     if not locked:
-        log.warning("export %s: an earlier attempt is still running; waiting for it to end", export_id)
+        log.warning("export %s: an earlier attempt is still running; waiting for it to end", work)
         conn.execute("SELECT pg_advisory_lock(%s::int, hashtext(%s))", key)
 
 
 def _run(settings: Settings, conn: db.Connection, export: dict[str, Any]) -> None:
     export_id = export["id"]
+    if export["plan"] is not None:
+        # A retry of an export that was already planned: the parts that are DONE stay done.
+        export_parts.resume(settings, conn, export)
+        return
     compiled = compile_query(BatchExportQuery.model_validate(export["query"]), export["columns"])
     fmt = FORMATS[export["format"]]
     # Parquet compresses column by column (the export's `compression` is its codec): the file itself is not.
     compression = COMPRESSIONS[export["compression"] if fmt.text else "none"]
     storage = open_storage(settings)
-    key = object_key(export["project_id"], export_id, export["name"], compression.extension(fmt.extension))
+    key = final_key(export)
     limit = settings.BATCH_EXPORT_ROW_LIMIT
     started = time.monotonic()
 
     storage.discard_partials(key)  # what a crashed attempt may have left
+    stream = Stream(
+        compiled=compiled,
+        params=export_params(export, compiled),
+        limit=limit,
+        framed=True,
+        scores=None,
+        record_progress=lambda c, rows, total: batch_exports.record_progress(c, export_id, rows, total),
+        count=True,
+    )
     try:
-        result = _stream(settings, export, compiled, fmt, compression, storage, key, limit)
+        result = write_stream(settings, export, stream, fmt, compression, storage, key, plan=export_parts.plan_if_large)
     except _Cancelled:
         log.info("export %s was cancelled; its partial file is deleted", export_id)
         return
-
+    except export_parts.Planned as planned:
+        log.info("export %s is written as %d parts of up to %d rows", export_id, planned.parts, planned.part_rows)
+        return
     truncated_at = limit if result.truncated else None
-    elapsed = time.monotonic() - started
-    message = f"Exported {result.rows:,} rows in {elapsed:.1f} s."
+    complete(settings, conn, export, storage, key, result, time.monotonic() - started, truncated_at=truncated_at)
+
+
+def final_key(export: dict[str, Any]) -> str:
+    """Where the export's file is stored (the extension says its format and compression)."""
+    fmt = FORMATS[export["format"]]
+    compression = COMPRESSIONS[export["compression"] if fmt.text else "none"]
+    return object_key(export["project_id"], export["id"], export["name"], compression.extension(fmt.extension))
+
+
+def export_params(export: dict[str, Any], compiled: CompiledQuery) -> dict[str, Any]:
+    """The values the export's statements bind: the query's own, its project and its cut-off."""
+    return {**compiled.params, "project_id": export["project_id"], "cutoff": export["created_at"]}
+
+
+def complete(
+    settings: Settings,
+    conn: db.Connection,
+    export: dict[str, Any],
+    storage: Any,
+    key: str,
+    result: ExportedFile,
+    elapsed: float,
+    *,
+    truncated_at: int | None,
+    parts: int = 1,
+) -> None:
+    """The stored file becomes the export's download (unless a cancel came first), and its creator is told.
+
+    `truncated_at`: the row limit the file was cut at, if it was."""
+    export_id = export["id"]
+    message = f"Exported {result.rows:,} rows in {elapsed:.1f} s" + (f", in {parts} parts." if parts > 1 else ".")
     if truncated_at is not None:
         message += (
             f" The table has more matching rows than the export limit of {truncated_at:,} (BATCH_EXPORT_ROW_LIMIT):"
@@ -156,17 +211,43 @@ def _run(settings: Settings, conn: db.Connection, export: dict[str, Any]) -> Non
     _notify_completed(settings, conn, completed, storage, key, result, truncated_at)
 
 
-def _stream(
+@dataclass(frozen=True)
+class Stream:
+    """One stream of rows into one object: a whole export, or one part of a large one."""
+
+    compiled: CompiledQuery
+    params: dict[str, Any]
+    limit: int | None
+    # The format's header and footer are written (a whole file); a part leaves them to the assembly.
+    framed: bool
+    # The score columns, fixed by the export's plan; None: read inside the stream's snapshot.
+    scores: list[ScoreName] | None
+    # Writes the rows so far (and the total, once counted); returns False once the export is no longer running.
+    record_progress: Callable[[db.Connection, int, int | None], bool]
+    # Whether a helper counts the stream's rows for `rowsTotal` (a part's rows are planned).
+    count: bool
+
+
+# Called inside a whole export's snapshot before any row is written: raises export_parts.Planned when
+# the export is large enough to be written in parts instead.
+Planner = Callable[[Settings, dict[str, Any], db.Connection, CompiledQuery, dict[str, Any]], None]
+
+
+def write_stream(
     settings: Settings,
     export: dict[str, Any],
-    compiled: CompiledQuery,
+    stream: Stream,
     fmt: FileFormat,
     compression: Compression,
     storage: Any,
     key: str,
-    limit: int | None,
+    *,
+    plan: Planner | None = None,
 ) -> ExportedFile:
-    params = {**compiled.params, "project_id": export["project_id"], "cutoff": export["created_at"]}
+    """Streams the rows into the object `key`, inside one REPEATABLE READ snapshot; raises _Cancelled
+    (having written nothing) when the export is cancelled meanwhile."""
+    params = stream.params
+    limit = stream.limit
     with db.connect(settings.DATABASE_URL) as data:
         data.isolation_level = IsolationLevel.REPEATABLE_READ
         data.read_only = True
@@ -174,11 +255,13 @@ def _stream(
         data.commit()
         with data.transaction():
             snapshot = db.one(data.execute("SELECT pg_export_snapshot() AS id").fetchone())["id"]
+            if plan is not None:
+                plan(settings, export, data, stream.compiled, params)
             # Inside the snapshot: the score columns are the names the rows below can carry.
-            compiled = with_score_columns(data, compiled, params)
-            counter = _RowCounter(settings.DATABASE_URL, snapshot, count_rows(compiled, limit), params)
+            compiled = with_score_columns(data, stream.compiled, params, stream.scores)
+            counter = _RowCounter(settings.DATABASE_URL, snapshot, count_rows(compiled, limit), params, stream.count)
             cancel = StatementCancel()
-            watchdog = _Watchdog(settings.DATABASE_URL, export["id"], counter, cancel)
+            watchdog = _Watchdog(settings.DATABASE_URL, export["id"], counter, cancel, stream.record_progress)
             counter.start()
             watchdog.start()
             try:
@@ -188,7 +271,7 @@ def _stream(
                 ):
                     if fmt.text:
                         cancel.attach(data.cancel_safe)
-                        result = _write_text(data, fmt, compiled, params, sink.write, limit, watchdog)
+                        result = _write_text(data, fmt, compiled, params, sink.write, limit, watchdog, stream.framed)
                     else:
                         result = _write_parquet(
                             settings, data, snapshot, compiled, params, export, sink, limit, watchdog
@@ -213,12 +296,14 @@ def _write_text(
     write: Any,
     limit: int | None,
     watchdog: _Watchdog,
+    framed: bool,
 ) -> PumpResult:
-    """CSV, JSON or JSONL: COPY's rows between the format's header and footer."""
-    write(fmt.header(compiled.table))
+    """CSV, JSON or JSONL: COPY's rows, between the format's header and footer when `framed`."""
+    if framed:
+        write(fmt.header(compiled.table))
     with data.cursor() as cur, cur.copy(fmt.copy_statement(compiled, one_more(limit)), params) as copy:
         result = fmt.pump(copy, write, limit, watchdog)
-    if not watchdog.cancelled:
+    if framed and not watchdog.cancelled:
         write(fmt.footer(result.rows))
     return result
 
@@ -261,20 +346,36 @@ class ExportedFile:
     sha256: str
 
 
-def with_score_columns(conn: db.Connection, compiled: CompiledQuery, params: dict[str, Any]) -> CompiledQuery:
-    """The query with the project's score names as columns, for the tables whose rows carry scores."""
+def with_score_columns(
+    conn: db.Connection, compiled: CompiledQuery, params: dict[str, Any], scores: list[ScoreName] | None = None
+) -> CompiledQuery:
+    """The query with the project's score names as columns, for the tables whose rows carry scores.
+
+    `scores` None: the names are read on `conn` (inside the export's snapshot)."""
     if compiled.table.score_alias is None:
         return compiled
-    scores = [ScoreName(r["name"], r["numeric"]) for r in conn.execute(SCORE_NAMES_SQL, params)]
+    if scores is None:
+        scores = score_names(conn, params)
     return compiled.with_score_columns(scores, lambda name: sql.Literal(name).as_string(conn))
+
+
+def score_names(conn: db.Connection, params: dict[str, Any]) -> list[ScoreName]:
+    return [ScoreName(r["name"], r["numeric"]) for r in conn.execute(SCORE_NAMES_SQL, params)]
 
 
 class _Watchdog(threading.Thread):
     """Every second: records progress, and stops the export's query once the export is cancelled."""
 
-    def __init__(self, database_url: str, export_id: str, counter: _RowCounter, cancel_query: StatementCancel):
+    def __init__(
+        self,
+        database_url: str,
+        export_id: str,
+        counter: _RowCounter,
+        cancel_query: StatementCancel,
+        record: Callable[[db.Connection, int, int | None], bool],
+    ):
         super().__init__(name=f"export-progress-{export_id}", daemon=True)
-        self.database_url, self.export_id, self.counter = database_url, export_id, counter
+        self.database_url, self.export_id, self.counter, self.record = database_url, export_id, counter, record
         # Stops the statement that reads the rows, whichever it turns out to be.
         self.cancel_query = cancel_query
         self.rows = 0
@@ -287,7 +388,7 @@ class _Watchdog(threading.Thread):
             with db.connect(self.database_url, autocommit=True) as conn:
                 while not self._stopping.wait(PROGRESS_INTERVAL_SECONDS):
                     try:
-                        active = batch_exports.record_progress(conn, self.export_id, self.rows, self.counter.total)
+                        active = self.record(conn, self.rows, self.counter.total)
                     except psycopg.Error:
                         log.warning("could not record progress of export %s", self.export_id, exc_info=True)
                         continue
@@ -315,15 +416,18 @@ class _Watchdog(threading.Thread):
 class _RowCounter(threading.Thread):
     """Counts the export's rows inside the same snapshot, beside the stream, for `rowsTotal`."""
 
-    def __init__(self, database_url: str, snapshot: str, statement: Any, params: dict[str, Any]):
+    def __init__(self, database_url: str, snapshot: str, statement: Any, params: dict[str, Any], enabled: bool):
         super().__init__(name="export-row-count", daemon=True)
         self.database_url, self.snapshot, self.statement, self.params = database_url, snapshot, statement, params
+        self.enabled = enabled
         self.total: int | None = None
         self._conn: db.Connection | None = None
         self._done = threading.Event()
         self._lock = threading.Lock()
 
     def run(self) -> None:
+        if not self.enabled:
+            return
         try:
             with db.connect(self.database_url) as conn:
                 with self._lock:
@@ -372,6 +476,8 @@ def describe_failure(exc: BaseException, settings: Settings) -> str:
         return "The database stopped the export's query because it ran too long. Narrow the filters and export again."
     if isinstance(exc, (pg_errors.AdminShutdown, pg_errors.CrashShutdown, pg_errors.CannotConnectNow)):
         return f"The database restarted while the export ran ({detail})."
+    if isinstance(exc, pg_errors.TransactionRollback):
+        return f"The database broke off the export's transaction ({detail})."
     if isinstance(exc, psycopg.OperationalError):
         return f"The connection to the database was lost while the export ran ({detail})."
     if isinstance(exc, SourceError):
@@ -415,7 +521,7 @@ def _is_s3_unreachable(exc: BaseException) -> bool:
     return isinstance(exc, (ConnectionError, HTTPClientError))
 
 
-def _fail(settings: Settings, conn: db.Connection, export: dict[str, Any], message: str) -> None:
+def fail(settings: Settings, conn: db.Connection, export: dict[str, Any], message: str) -> None:
     if not batch_exports.mark_failed(conn, export["id"], message):
         return  # cancelled meanwhile: no email about a failure the user no longer waits for
     user = batch_exports.creator(conn, export["id"])

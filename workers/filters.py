@@ -75,17 +75,46 @@ _WHITESPACE = "[ \\t\\n\\r\\f\\v]+"
 _COMPARISONS = {"=": "=", ">": ">", "<": "<", ">=": ">=", "<=": "<="}
 
 
+@dataclass(frozen=True)
+class OrderKey:
+    """The export's total order: one column, then `id` to break ties (unless the column is `id`)."""
+
+    column: Column
+    id_column: Column
+    descending: bool
+
+    @property
+    def by_id(self) -> bool:
+        return self.column is self.id_column
+
+    @property
+    def sql(self) -> sql.Composable:
+        direction = sql.SQL("DESC" if self.descending else "ASC")
+        keys = [sql.SQL("{} {} NULLS LAST").format(self.column.expr, direction)]
+        if not self.by_id:
+            keys.append(sql.SQL("{} {}").format(self.id_column.expr, direction))
+        return sql.SQL(", ").join(keys)
+
+
 @dataclass
 class CompiledQuery:
     """The pieces of the export's SELECT that depend on the user's query."""
 
     table: ExportTable
     conditions: list[sql.Composable]
-    order_by: sql.Composable
+    order: OrderKey
     params: dict[str, Any] = field(default_factory=dict)
 
     def with_score_columns(self, scores: Sequence[ScoreName], quote: Callable[[str], str]) -> CompiledQuery:
         return replace(self, table=self.table.with_score_columns(scores, quote))
+
+    def with_condition(self, condition: sql.Composable, params: dict[str, Any]) -> CompiledQuery:
+        """The same query narrowed by one more condition (a part's range), its values bound under `params`' names."""
+        return replace(self, conditions=[*self.conditions, condition], params={**self.params, **params})
+
+    @property
+    def order_by(self) -> sql.Composable:
+        return self.order.sql
 
     @property
     def where(self) -> sql.Composable:
@@ -400,7 +429,7 @@ def compile_search(
 # --- order ----------------------------------------------------------------------------------------
 
 
-def compile_order(table: ExportTable, query: BatchExportQuery) -> sql.Composable:
+def compile_order(table: ExportTable, query: BatchExportQuery) -> OrderKey:
     """The user's order (or the table's default), then `id` so equal values always come out the same way."""
     column: Column | None
     if query.orderBy is None:
@@ -413,9 +442,4 @@ def compile_order(table: ExportTable, query: BatchExportQuery) -> sql.Composable
                 f"Sortable columns: {', '.join(table.sortable_names())}."
             )
         direction = query.orderBy.order
-    direction_sql = sql.SQL("ASC" if direction == "ASC" else "DESC")
-    id_column = table.column("id")
-    keys = [sql.SQL("{} {} NULLS LAST").format(column.expr, direction_sql)]
-    if column is not id_column:
-        keys.append(sql.SQL("{} {}").format(id_column.expr, direction_sql))
-    return sql.SQL(", ").join(keys)
+    return OrderKey(column, table.column("id"), descending=direction != "ASC")

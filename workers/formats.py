@@ -126,7 +126,7 @@ def _limit(limit: int | None) -> sql.Composable:
     return sql.SQL("") if limit is None else sql.SQL(" LIMIT {}").format(sql.Literal(limit))
 
 
-def _source(compiled: CompiledQuery) -> sql.Composed:
+def source(compiled: CompiledQuery) -> sql.Composed:
     """The table's FROM clause, the export's project and cut-off bound where it names them."""
     return sql.SQL(compiled.table.source).format(
         project_id=sql.Placeholder("project_id"), cutoff=sql.Placeholder("cutoff")
@@ -137,17 +137,17 @@ def select_rows(compiled: CompiledQuery, cells: list[sql.Composable], limit: int
     """The export's SELECT; `limit` None for every matching row."""
     return sql.SQL("SELECT {cells} FROM {source}{where} ORDER BY {order}{limit}").format(
         cells=sql.SQL(", ").join(cells),
-        source=_source(compiled),
+        source=source(compiled),
         where=compiled.where,
         order=compiled.order_by,
         limit=_limit(limit),
     )
 
 
-def count_rows(compiled: CompiledQuery, limit: int | None) -> sql.Composable:
+def count_rows(compiled: CompiledQuery, limit: int | None) -> sql.Composed:
     """How many rows the export will hold (capped), for `rowsTotal`; no ordering, no rendering."""
     return sql.SQL("SELECT count(*) AS n FROM (SELECT 1 FROM {source}{where}{limit}) capped").format(
-        source=_source(compiled), where=compiled.where, limit=_limit(limit)
+        source=source(compiled), where=compiled.where, limit=_limit(limit)
     )
 
 

@@ -17,10 +17,10 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import redis
-from rq import Callback, Queue, Retry, Worker, worker_registration
+from rq import Callback, Queue, RateLimit, Retry, Worker, worker_registration
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import AbandonedJobError, DuplicateJobError, NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import Dependency, Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
@@ -29,6 +29,7 @@ import db
 from db import batch_exports
 from schemas.settings import Settings, get_settings
 from workers.batch_export import run_batch_export
+from workers.export_parts import assemble_export, resume, run_export_part
 from workers.maintenance import delete_expired
 
 log = logging.getLogger(__name__)
@@ -66,17 +67,76 @@ def enqueue_export(connection: redis.Redis, export_id: str, settings: Settings) 
             job_id=export_id,
             unique=True,
             description=f"batch export {export_id}",
-            retry=Retry(max=settings.BATCH_EXPORT_JOB_RETRIES, interval=retry_delays(settings))
-            if settings.BATCH_EXPORT_JOB_RETRIES
-            else None,
-            job_timeout=settings.BATCH_EXPORT_JOB_TIMEOUT_SECONDS,
-            result_ttl=int(timedelta(days=1).total_seconds()),
-            failure_ttl=int(timedelta(days=7).total_seconds()),
-            on_failure=Callback(on_export_job_failure),
+            **_job_options(settings),
         )
     except DuplicateJobError:
         return False
     return True
+
+
+def part_job_id(export_id: str, part: int) -> str:
+    return f"{export_id}-part-{part:05d}"
+
+
+def assembly_job_id(export_id: str) -> str:
+    return f"{export_id}-assemble"
+
+
+def enqueue_parts(
+    connection: redis.Redis, export: dict[str, Any], pending: list[int], parts_total: int, settings: Settings
+) -> list[int]:
+    """Fans a planned export out: one job per pending part that has none, each waiting for a slot of
+    its project's RateLimit, and the assembly job, which RQ starts once every part job has ended
+    (failed ones too: the assembly then deletes what the parts wrote). Returns the parts enqueued now.
+
+    RQ refuses `unique` for rate-limited jobs, so a part's job is looked up first; a duplicate that
+    slipped through would find the part DONE, or wait for its lock, and do nothing twice.
+    """
+    queue = export_queue(connection)
+    export_id = export["id"]
+    limit = RateLimit(f"batch-exports:{export['project_id']}", settings.BATCH_EXPORT_MAX_PARALLEL_PARTS_PER_PROJECT)
+    common = _job_options(settings)
+    enqueued = []
+    for part in pending:
+        job_id = part_job_id(export_id, part)
+        if Job.exists(job_id, connection=connection):
+            continue
+        queue.enqueue(
+            run_export_part,
+            export_id,
+            part,
+            job_id=job_id,
+            description=f"batch export {export_id} part {part + 1} of {parts_total}",
+            rate_limit=limit,
+            **common,
+        )
+        enqueued.append(part)
+    assembly = assembly_job_id(export_id)
+    if not Job.exists(assembly, connection=connection):
+        parts = [part_job_id(export_id, p) for p in range(parts_total)]
+        waits_for = [job_id for job_id in parts if Job.exists(job_id, connection=connection)]
+        queue.enqueue(
+            assemble_export,
+            export_id,
+            job_id=assembly,
+            description=f"batch export {export_id}: joining its {parts_total} parts",
+            depends_on=Dependency(jobs=waits_for, allow_failure=True) if waits_for else None,
+            **common,
+        )
+    return enqueued
+
+
+def _job_options(settings: Settings) -> dict[str, Any]:
+    """What every job of an export gets: retries with backoff, a timeout, how long RQ keeps it, the failure hook."""
+    return {
+        "retry": Retry(max=settings.BATCH_EXPORT_JOB_RETRIES, interval=retry_delays(settings))
+        if settings.BATCH_EXPORT_JOB_RETRIES
+        else None,
+        "job_timeout": settings.BATCH_EXPORT_JOB_TIMEOUT_SECONDS,
+        "result_ttl": int(timedelta(days=1).total_seconds()),
+        "failure_ttl": int(timedelta(days=7).total_seconds()),
+        "on_failure": Callback(on_export_job_failure),
+    }
 
 
 def retry_delays(settings: Settings) -> list[int]:
@@ -104,14 +164,17 @@ WORKER_DIED = "The worker running this export stopped unexpectedly (it was kille
 
 
 def _record_attempt_failure(job: Job, message: str) -> None:
-    """The attempt's end in the export row: a retry note while RQ retries, FAILED after the last attempt."""
+    """The attempt's end in the export row: a retry note while RQ retries, FAILED after the last attempt.
+
+    Every job of an export (the export's, a part's, the assembly's) takes the export's id first."""
+    export_id = job.args[0]
     with db.connect(get_settings().DATABASE_URL, autocommit=True) as conn:
         if job.retries_left:
             batch_exports.note_retry(
-                conn, job.id, f"{message} Retrying automatically ({job.retries_left} attempts left)."
+                conn, export_id, f"{message} Retrying automatically ({job.retries_left} attempts left)."
             )
         else:
-            batch_exports.mark_failed(conn, job.id, message)
+            batch_exports.mark_failed(conn, export_id, message)
 
 
 def wait_for_redis(connection: redis.Redis, on_unreachable: Callable[[Exception], None]) -> None:
@@ -428,6 +491,19 @@ def sweep(settings: Settings, connection: redis.Redis | None = None) -> list[str
             conn, grace + JOB_MONITORING_INTERVAL + HEARTBEAT_GRACE_SECONDS
         )
         for export_id in stalled:
+            export = batch_exports.load(conn, export_id)
+            if export is not None and export["plan"] is not None:
+                # Written in parts: the export's own job only planned them. Lost part jobs (and the
+                # assembly after them) are enqueued again; finished parts stay finished.
+                again = resume(settings, conn, export)
+                if again:
+                    log.warning("sweep: export %s had lost the jobs of parts %s; enqueued again", export_id, again)
+                elif _job_status(connection, assembly_job_id(export_id)) in _GIVEN_UP:
+                    batch_exports.mark_failed(conn, export_id, UNRECORDED_END)
+                    log.warning(
+                        "sweep: export %s was PROCESSING although its parts were joined; marked FAILED", export_id
+                    )
+                continue
             status = _job_status(connection, export_id)
             if status is None:
                 orphaned.append(export_id)

@@ -131,7 +131,23 @@ class Storage(Protocol):
 
     def open_read(self, key: str) -> BinaryIO: ...
 
+    def read_range(self, key: str, offset: int, length: int) -> bytes: ...
+
+    def read_chunks(self, key: str, offset: int, length: int) -> Iterator[bytes]:
+        """The `length` bytes of `key` from `offset`, a megabyte or so at a time."""
+
+    def assembler(self, key: str, content_type: str) -> Any:
+        """Context manager yielding an ObjectAssembly; the object appears on a clean exit, never before."""
+
     def download_url(self, key: str, expires_at: datetime, settings: Settings) -> str: ...
+
+
+class ObjectAssembly(Protocol):
+    """Builds one object from bytes given here and ranges of stored objects, copied inside the storage."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+    def append(self, key: str, offset: int, length: int) -> None: ...
 
 
 def open_storage(settings: Settings) -> Storage:
@@ -163,13 +179,13 @@ class FileStorage:
         return path
 
     @contextmanager
-    def writer(self, key: str, content_type: str) -> Iterator[ObjectWriter]:
+    def writer(self, key: str, content_type: str) -> Iterator[_FileWriter]:
         final = self.path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         temporary = final.with_name(f".{final.name}.{uuid.uuid4().hex}.partial")
         handle = open(temporary, "xb", buffering=_FILE_BUFFER)
         try:
-            yield _FileWriter(handle.write)
+            yield _FileWriter(handle.write, handle)
             handle.flush()
             os.fsync(handle.fileno())
             handle.close()
@@ -179,6 +195,11 @@ class FileStorage:
             handle.close()
             temporary.unlink(missing_ok=True)
             raise
+
+    @contextmanager
+    def assembler(self, key: str, content_type: str) -> Iterator[ObjectAssembly]:
+        with self.writer(key, content_type) as out:
+            yield _FileAssembly(self, out.handle)
 
     def discard_partials(self, key: str) -> None:
         final = self.path(key)
@@ -204,6 +225,21 @@ class FileStorage:
     def open_read(self, key: str) -> BinaryIO:
         return open(self.path(key), "rb")
 
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        with open(self.path(key), "rb") as f:
+            f.seek(offset)
+            return f.read(length)
+
+    def read_chunks(self, key: str, offset: int, length: int) -> Iterator[bytes]:
+        with open(self.path(key), "rb", buffering=0) as f:
+            f.seek(offset)
+            while length > 0:
+                chunk = f.read(min(length, _FILE_BUFFER))
+                if not chunk:
+                    raise StorageError(f"{key} ended {length} bytes early")
+                length -= len(chunk)
+                yield chunk
+
     def download_url(self, key: str, expires_at: datetime, settings: Settings) -> str:
         return f"{settings.PUBLIC_BASE_URL}/exports/download?{signed_download_query(key, expires_at, settings)}"
 
@@ -211,6 +247,29 @@ class FileStorage:
 @dataclass
 class _FileWriter:
     write: Any
+    handle: Any
+
+
+class _FileAssembly:
+    """Writes into the writer's temporary file; ranges of other files are copied by the kernel (copy_file_range)."""
+
+    def __init__(self, storage: FileStorage, handle: Any):
+        self._storage = storage
+        self._handle = handle  # the temporary file the writer fills
+
+    def write(self, data: bytes) -> None:
+        self._handle.write(data)
+
+    def append(self, key: str, offset: int, length: int) -> None:
+        self._handle.flush()
+        target = self._handle.fileno()
+        with open(self._storage.path(key), "rb") as source:
+            while length > 0:
+                copied = os.copy_file_range(source.fileno(), target, length, offset)
+                if copied == 0:
+                    raise StorageError(f"{key} ended {length} bytes early")
+                offset += copied
+                length -= copied
 
 
 def glob_escape(text: str) -> str:
@@ -255,6 +314,16 @@ class S3Storage:
             upload.abort()
             raise
 
+    @contextmanager
+    def assembler(self, key: str, content_type: str) -> Iterator[ObjectAssembly]:
+        upload = _MultipartAssembly(self, self.full_key(key), content_type)
+        try:
+            yield upload
+            upload.complete()
+        except BaseException:
+            upload.abort()
+            raise
+
     def discard_partials(self, key: str) -> None:
         full = self.full_key(key)
         listing = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=full)
@@ -278,6 +347,23 @@ class S3Storage:
 
     def open_read(self, key: str) -> BinaryIO:
         return self.client.get_object(Bucket=self.bucket, Key=self.full_key(key))["Body"]
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        answer = self.client.get_object(
+            Bucket=self.bucket, Key=self.full_key(key), Range=f"bytes={offset}-{offset + length - 1}"
+        )
+        data: bytes = answer["Body"].read()
+        return data
+
+    def read_chunks(self, key: str, offset: int, length: int) -> Iterator[bytes]:
+        if length <= 0:
+            return
+        body = self.client.get_object(
+            Bucket=self.bucket, Key=self.full_key(key), Range=f"bytes={offset}-{offset + length - 1}"
+        )["Body"]
+        yield from body.iter_chunks(_FILE_BUFFER)
 
     def download_url(self, key: str, expires_at: datetime, settings: Settings) -> str:
         seconds = int((expires_at - datetime.now(UTC)).total_seconds())
@@ -344,3 +430,89 @@ class _MultipartUpload:
                     self.key,
                     exc_info=True,
                 )
+
+
+# One part copied inside S3 may be at most 5 GiB.
+S3_MAX_PART_SIZE = 5 * 1024**3
+S3_MIN_PART_SIZE = 5 * 1024**2
+
+
+class _MultipartAssembly:
+    """One multipart upload whose parts are ranges of stored objects, copied inside S3 (UploadPartCopy).
+
+    Every part but the last must hold at least 5 MiB: bytes given here, and ranges too small to be a
+    part of their own, gather in a buffer (a range is read to fill it) until it is large enough.
+    """
+
+    def __init__(self, storage: S3Storage, key: str, content_type: str):
+        self.storage, self.client, self.bucket, self.key = storage, storage.client, storage.bucket, key
+        self.content_type = content_type
+        self.buffer = bytearray()
+        self.upload_id: str | None = None
+        self.parts: list[dict[str, Any]] = []
+
+    def write(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) >= S3_PART_SIZE:
+            self._upload_buffer()
+
+    def append(self, key: str, offset: int, length: int) -> None:
+        if self.buffer:
+            take = min(length, max(0, S3_MIN_PART_SIZE - len(self.buffer)))
+            self.buffer += self.storage.read_range(key, offset, take)
+            offset, length = offset + take, length - take
+            if len(self.buffer) < S3_MIN_PART_SIZE:
+                return  # the whole range is in the buffer, which waits for more
+            self._upload_buffer()
+        if length < S3_MIN_PART_SIZE:
+            self.buffer += self.storage.read_range(key, offset, length)
+            return
+        pieces = -(-length // S3_MAX_PART_SIZE)  # equal pieces, each at least 2.5 GiB when there are several
+        size = -(-length // pieces)
+        source = {"Bucket": self.bucket, "Key": self.storage.full_key(key)}
+        for start in range(offset, offset + length, size):
+            end = min(start + size, offset + length)
+            answer = self.client.upload_part_copy(
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self._upload(),
+                PartNumber=len(self.parts) + 1,
+                CopySource=source,
+                CopySourceRange=f"bytes={start}-{end - 1}",
+            )
+            self.parts.append({"PartNumber": len(self.parts) + 1, "ETag": answer["CopyPartResult"]["ETag"]})
+
+    def _upload(self) -> str:
+        if self.upload_id is None:
+            created = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=self.key, ContentType=self.content_type
+            )
+            self.upload_id = created["UploadId"]
+        return self.upload_id
+
+    def _upload_buffer(self) -> None:
+        number = len(self.parts) + 1
+        answer = self.client.upload_part(
+            Bucket=self.bucket, Key=self.key, UploadId=self._upload(), PartNumber=number, Body=bytes(self.buffer)
+        )
+        self.parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+        self.buffer = bytearray()
+
+    def complete(self) -> None:
+        if self.upload_id is None:
+            self.client.put_object(
+                Bucket=self.bucket, Key=self.key, Body=bytes(self.buffer), ContentType=self.content_type
+            )
+            return
+        if self.buffer:
+            self._upload_buffer()
+        self.client.complete_multipart_upload(
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": self.parts}
+        )
+
+    def abort(self) -> None:
+        if self.upload_id is not None:
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+            except Exception:
+                log.warning("could not abort the multipart upload of %s", self.key, exc_info=True)
