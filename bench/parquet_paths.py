@@ -35,7 +35,7 @@ from psycopg import sql
 import db
 from schemas import BatchExportQuery
 from workers import parquet
-from workers.batch_export import with_score_columns
+from workers.stream import with_score_columns
 from workers.filters import compile_query
 from workers.formats import FORMATS, StatementCancel
 

@@ -42,8 +42,11 @@ from schemas import BatchExportQuery
 from schemas.settings import Settings, get_settings
 from workers.compression import COMPRESSIONS, Compression
 from workers.filters import CompiledQuery, OrderKey, compile_query
-from workers.formats import FORMATS, FileFormat
+from workers.formats import FORMATS, FileFormat, count_rows, source
+from workers.outcome import ExportFailed, attempt_failed, complete, final_key, one_attempt_at_a_time
+from workers.queue import resume_parts
 from workers.storage import open_storage, safe_name
+from workers.stream import Cancelled, ExportedFile, Stream, export_params, score_names, with_score_columns, write_stream
 from workers.tables import ScoreName
 
 log = logging.getLogger(__name__)
@@ -65,8 +68,6 @@ def plan_if_large(
 ) -> None:
     """Inside the first attempt's snapshot: plans the export as parts and enqueues them (raising
     Planned) when it has more rows to write than one part holds; returns otherwise."""
-    from workers.batch_export import score_names
-    from workers.formats import count_rows
 
     part_rows = settings.BATCH_EXPORT_PART_ROWS
     limit = settings.BATCH_EXPORT_ROW_LIMIT
@@ -113,8 +114,6 @@ def _boundaries(compiled: CompiledQuery, part_rows: int, limit: int | None) -> s
 
     One sort of the export's order keys only: numbering the rows of the ordered key and id, not
     rendering them."""
-    from workers.formats import source
-
     order = compiled.order
     wanted = sql.SQL("mod(n - 1, {}) = 0").format(sql.Literal(part_rows))
     if limit is not None:
@@ -168,14 +167,10 @@ def range_condition(
 
 
 def resume(settings: Settings, conn: db.Connection, export: dict[str, Any]) -> list[int]:
-    """Enqueues the job of every part that is not DONE and has none, and the assembly job; returns those parts."""
-    from workers.queue import enqueue_parts
-
-    parts = batch_export_parts.parts(conn, export["id"])
-    pending = [p["part"] for p in parts if p["status"] != "DONE"]
+    """From inside a job: enqueues the parts that are not DONE (and the assembly); returns those parts."""
     job = rq.get_current_job()
     connection = job.connection if job is not None else redis.Redis.from_url(settings.REDIS_URL)
-    return enqueue_parts(connection, export, pending, len(parts), settings)
+    return resume_parts(connection, conn, export, settings)
 
 
 # --- a part ----------------------------------------------------------------------------------------
@@ -201,8 +196,6 @@ def _file_of(export: dict[str, Any]) -> tuple[FileFormat, Compression]:
 
 def run_export_part(export_id: str, part: int) -> None:
     """The RQ job of one part: streams its range into the part's object, unless the part is DONE."""
-    from workers.batch_export import ExportFailed, attempt_failed, one_attempt_at_a_time
-
     settings = get_settings()
     with db.connect(settings.DATABASE_URL, autocommit=True) as conn:
         one_attempt_at_a_time(conn, f"{export_id}/part/{part}")
@@ -230,8 +223,6 @@ def run_export_part(export_id: str, part: int) -> None:
 
 
 def _write_part(settings: Settings, conn: db.Connection, export: dict[str, Any], row: dict[str, Any]) -> None:
-    from workers.batch_export import Stream, _Cancelled, export_params, write_stream
-
     export_id, part = export["id"], row["part"]
     plan = export["plan"]
     compiled = compile_query(BatchExportQuery.model_validate(export["query"]), export["columns"])
@@ -252,7 +243,7 @@ def _write_part(settings: Settings, conn: db.Connection, export: dict[str, Any],
     )
     try:
         result = write_stream(settings, export, stream, fmt, compression, storage, key)
-    except _Cancelled:
+    except Cancelled:
         log.info("export %s was stopped during part %d; its objects are deleted", export_id, part)
         discard_parts(settings, conn, export)
         return
@@ -292,8 +283,6 @@ class StoredRange:
 
 def assemble_export(export_id: str) -> None:
     """The RQ job that runs once every part job has ended: the parts become the export's one object."""
-    from workers.batch_export import ExportFailed, attempt_failed, one_attempt_at_a_time
-
     settings = get_settings()
     with db.connect(settings.DATABASE_URL, autocommit=True) as conn:
         one_attempt_at_a_time(conn, export_id)
@@ -317,8 +306,6 @@ class PartsMissing(Exception):
 
 
 def _assemble(settings: Settings, conn: db.Connection, export: dict[str, Any]) -> None:
-    from workers.batch_export import ExportedFile, complete, final_key
-
     started = time.monotonic()
     parts = batch_export_parts.parts(conn, export["id"])
     missing = [p["part"] + 1 for p in parts if p["status"] != "DONE"]
@@ -384,8 +371,6 @@ def _pieces(
                 ranges.append(StoredRange(p["object_key"], offset, length))
         ranges.append(parquet_concat.joined_footer(pieces))
         return ranges
-
-    from workers.batch_export import with_score_columns
 
     plan = export["plan"]
     compiled = compile_query(BatchExportQuery.model_validate(export["query"]), export["columns"])

@@ -26,10 +26,8 @@ from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 
 import db
-from db import batch_exports
+from db import batch_export_parts, batch_exports
 from schemas.settings import Settings, get_settings
-from workers.batch_export import run_batch_export
-from workers.export_parts import assemble_export, resume, run_export_part
 from workers.maintenance import delete_expired
 
 log = logging.getLogger(__name__)
@@ -62,7 +60,7 @@ def enqueue_export(connection: redis.Redis, export_id: str, settings: Settings) 
     """
     try:
         export_queue(connection).enqueue(
-            run_batch_export,
+            "workers.batch_export.run_batch_export",
             export_id,
             job_id=export_id,
             unique=True,
@@ -102,7 +100,7 @@ def enqueue_parts(
         if Job.exists(job_id, connection=connection):
             continue
         queue.enqueue(
-            run_export_part,
+            "workers.export_parts.run_export_part",
             export_id,
             part,
             job_id=job_id,
@@ -116,7 +114,7 @@ def enqueue_parts(
         parts = [part_job_id(export_id, p) for p in range(parts_total)]
         waits_for = [job_id for job_id in parts if Job.exists(job_id, connection=connection)]
         queue.enqueue(
-            assemble_export,
+            "workers.export_parts.assemble_export",
             export_id,
             job_id=assembly,
             description=f"batch export {export_id}: joining its {parts_total} parts",
@@ -124,6 +122,14 @@ def enqueue_parts(
             **common,
         )
     return enqueued
+
+
+def resume_parts(connection: redis.Redis, conn: db.Connection, export: dict[str, Any], settings: Settings) -> list[int]:
+    """Enqueues the job of every part of a planned export that is not DONE and has none (and the
+    assembly job); returns those parts. Finished parts are never run again."""
+    parts = batch_export_parts.parts(conn, export["id"])
+    pending = [p["part"] for p in parts if p["status"] != "DONE"]
+    return enqueue_parts(connection, export, pending, len(parts), settings)
 
 
 def _job_options(settings: Settings) -> dict[str, Any]:
@@ -495,7 +501,7 @@ def sweep(settings: Settings, connection: redis.Redis | None = None) -> list[str
             if export is not None and export["plan"] is not None:
                 # Written in parts: the export's own job only planned them. Lost part jobs (and the
                 # assembly after them) are enqueued again; finished parts stay finished.
-                again = resume(settings, conn, export)
+                again = resume_parts(connection, conn, export, settings)
                 if again:
                     log.warning("sweep: export %s had lost the jobs of parts %s; enqueued again", export_id, again)
                 elif _job_status(connection, assembly_job_id(export_id)) in _GIVEN_UP:
