@@ -76,8 +76,10 @@ def plan_if_large(
     capped = db.one(data.execute(count_rows(compiled, part_rows + 1), params).fetchone())["n"]
     if capped <= part_rows:
         return
+    total = db.one(data.execute(count_rows(compiled, None), params).fetchone())["n"]
+    # One sort of the order keys alone: in memory, not in temporary files, where it fits.
+    data.execute("SET LOCAL work_mem = '256MB'")
     boundaries = data.execute(_boundaries(compiled, part_rows, limit), params).fetchall()
-    total = boundaries[0]["total"]
     rows = total if limit is None else min(total, limit)
     starts = [b for b in boundaries if b["n"] <= rows]
     end = next((_row_key(b) for b in boundaries if b["n"] == rows + 1), None)
@@ -110,10 +112,8 @@ def _row_key(boundary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _boundaries(compiled: CompiledQuery, part_rows: int, limit: int | None) -> sql.Composed:
-    """The first row of every part (and the first row past the limit), with the matching rows' count.
-
-    One sort of the export's order keys only: numbering the rows of the ordered key and id, not
-    rendering them."""
+    """The first row of every part (and the first row past the limit): the rows of the ordered key
+    and id numbered, none of them rendered."""
     order = compiled.order
     wanted = sql.SQL("mod(n - 1, {}) = 0").format(sql.Literal(part_rows))
     if limit is not None:
@@ -121,8 +121,8 @@ def _boundaries(compiled: CompiledQuery, part_rows: int, limit: int | None) -> s
             wanted=wanted, limit=sql.Literal(limit), next=sql.Literal(limit + 1)
         )
     return sql.SQL(
-        "SELECT n, total, k::text AS value, pg_typeof(k)::text AS type, i AS id FROM ("
-        "SELECT {key} AS k, {id} AS i, row_number() OVER (ORDER BY {order}) AS n, count(*) OVER () AS total"
+        "SELECT n, k::text AS value, pg_typeof(k)::text AS type, i AS id FROM ("
+        "SELECT {key} AS k, {id} AS i, row_number() OVER (ORDER BY {order}) AS n"
         " FROM {source}{where}) numbered WHERE {wanted} ORDER BY n"
     ).format(
         key=order.column.expr,
@@ -227,7 +227,7 @@ def _write_part(settings: Settings, conn: db.Connection, export: dict[str, Any],
     plan = export["plan"]
     compiled = compile_query(BatchExportQuery.model_validate(export["query"]), export["columns"])
     condition, range_params = range_condition(compiled.order, plan["orderType"], row["first_row"], row["next_row"])
-    compiled = compiled.with_condition(condition, range_params)
+    compiled = compiled.in_part(condition, range_params)
     fmt, compression = _file_of(export)
     storage = open_storage(settings)
     key = part_key(export, part)

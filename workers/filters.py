@@ -104,13 +104,15 @@ class CompiledQuery:
     conditions: list[sql.Composable]
     order: OrderKey
     params: dict[str, Any] = field(default_factory=dict)
+    # A part of a large export: the condition of its range of the order (workers.export_parts).
+    part: sql.Composable | None = None
 
     def with_score_columns(self, scores: Sequence[ScoreName], quote: Callable[[str], str]) -> CompiledQuery:
         return replace(self, table=self.table.with_score_columns(scores, quote))
 
-    def with_condition(self, condition: sql.Composable, params: dict[str, Any]) -> CompiledQuery:
-        """The same query narrowed by one more condition (a part's range), its values bound under `params`' names."""
-        return replace(self, conditions=[*self.conditions, condition], params={**self.params, **params})
+    def in_part(self, condition: sql.Composable, params: dict[str, Any]) -> CompiledQuery:
+        """The same query narrowed to one part's range of the order, its values bound under `params`' names."""
+        return replace(self, part=condition, params={**self.params, **params})
 
     @property
     def order_by(self) -> sql.Composable:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sys
 import threading
 from collections.abc import Callable
@@ -126,19 +127,46 @@ def _limit(limit: int | None) -> sql.Composable:
     return sql.SQL("") if limit is None else sql.SQL(" LIMIT {}").format(sql.Literal(limit))
 
 
-def source(compiled: CompiledQuery) -> sql.Composed:
-    """The table's FROM clause, the export's project and cut-off bound where it names them."""
-    return sql.SQL(compiled.table.source).format(
-        project_id=sql.Placeholder("project_id"), cutoff=sql.Placeholder("cutoff")
-    )
+# workers.tables marks with this comment where an aggregate may be narrowed to a part's rows.
+_IN_PART = re.compile(r"/\*in part: ([\w.]+)\*/")
+
+
+def source(compiled: CompiledQuery, *, narrowed: bool = False) -> sql.Composed:
+    """The table's FROM clause, the export's project and cut-off bound where it names them.
+
+    `narrowed`: each aggregate the table marks (tables.in_part) reads only the rows of the part's
+    rows (`part_rows`), instead of the whole project's."""
+    text = compiled.table.source
+    if narrowed:
+        text = _IN_PART.sub(r"AND \1 IN (SELECT id FROM part_rows)", text)
+    return sql.SQL(text).format(project_id=sql.Placeholder("project_id"), cutoff=sql.Placeholder("cutoff"))
 
 
 def select_rows(compiled: CompiledQuery, cells: list[sql.Composable], limit: int | None) -> sql.Composed:
-    """The export's SELECT; `limit` None for every matching row."""
-    return sql.SQL("SELECT {cells} FROM {source}{where} ORDER BY {order}{limit}").format(
-        cells=sql.SQL(", ").join(cells),
+    """The export's SELECT; `limit` None for every matching row.
+
+    A part's SELECT first picks the ids of its rows (a query Postgres answers from the table itself,
+    dropping the aggregates it does not read), then renders those rows, each aggregate computed for
+    them alone: so every part costs its share of the export, not the whole export again."""
+    if compiled.part is None:
+        return sql.SQL("SELECT {cells} FROM {source}{where} ORDER BY {order}{limit}").format(
+            cells=sql.SQL(", ").join(cells),
+            source=source(compiled),
+            where=compiled.where,
+            order=compiled.order_by,
+            limit=_limit(limit),
+        )
+    row_id = compiled.order.id_column.expr
+    return sql.SQL(
+        "WITH part_rows AS MATERIALIZED (SELECT {id} AS id FROM {source}{where} AND {part})"
+        " SELECT {cells} FROM {narrowed}{where} AND {id} IN (SELECT id FROM part_rows) ORDER BY {order}{limit}"
+    ).format(
+        id=row_id,
         source=source(compiled),
         where=compiled.where,
+        part=compiled.part,
+        cells=sql.SQL(", ").join(cells),
+        narrowed=source(compiled, narrowed=True),
         order=compiled.order_by,
         limit=_limit(limit),
     )

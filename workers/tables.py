@@ -282,10 +282,13 @@ _OBS_TOTAL_USAGE = (
     f" THEN coalesce({_OBS_INPUT_USAGE}, 0) + coalesce({_OBS_OUTPUT_USAGE}, 0) END)"
 )
 
+
 # Per-trace aggregates of its observations (latency, cost, tokens), shared by traces and sessions.
 # One grouped scan of the project's observations joined by hash is far cheaper for an export of
 # many traces than a lookup per trace.
-_TRACE_OBSERVATION_TOTALS = f"""
+def _trace_observation_totals(where: str = "") -> str:
+    """Per trace, the totals over its observations; `where` narrows the observations (an `in_part` marker)."""
+    return f"""
     SELECT o.trace_id,
            min(o.start_time) AS first_start,
            max(coalesce(o.end_time, o.start_time)) AS last_end,
@@ -301,9 +304,16 @@ _TRACE_OBSERVATION_TOTALS = f"""
            count(*) FILTER (WHERE o.level = 'DEFAULT') AS default_count,
            count(*) FILTER (WHERE o.level = 'DEBUG') AS debug_count
     FROM observations o
-    WHERE o.project_id = {{project_id}} AND o.created_at <= {{cutoff}} AND o.trace_id IS NOT NULL
+    WHERE o.project_id = {{project_id}} AND o.created_at <= {{cutoff}} AND o.trace_id IS NOT NULL{where}
     GROUP BY o.trace_id
 """
+
+
+def in_part(key: str) -> str:
+    """Marks where an aggregate over the rows of one exported row (`key` is that row's id) may be narrowed
+    to a part's rows: a comment, which workers.formats turns into a condition when it writes a part."""
+    return f" /*in part: {key}*/"
+
 
 # The most severe level among a trace's observations (Langfuse's aggregated level).
 _TRACE_LEVEL = """CASE WHEN ot.error_count > 0 THEN 'ERROR' WHEN ot.warning_count > 0 THEN 'WARNING'
@@ -373,7 +383,7 @@ def _score_filters(
     )
 
 
-def _comment_aggregates(object_type: str) -> str:
+def _comment_aggregates(object_type: str, where: str = "") -> str:
     """Per commented object of one type: how many comments, their texts (for `commentContent`) and the comments."""
     return f"""
     SELECT c.object_id, count(*) AS comment_count,
@@ -383,7 +393,7 @@ def _comment_aggregates(object_type: str) -> str:
                                         'createdAt', {ISO_UTC.format("c.created_at")})
                      ORDER BY c.created_at, c.id) AS comments
     FROM comments c
-    WHERE c.project_id = {{project_id}} AND c.created_at <= {{cutoff}} AND c.object_type = '{object_type}'
+    WHERE c.project_id = {{project_id}} AND c.created_at <= {{cutoff}} AND c.object_type = '{object_type}'{where}
     GROUP BY c.object_id
 """
 
@@ -401,10 +411,10 @@ _COMMENT_CONTENT = _c("commentContent", "cm.contents", "array", "Comment Content
 TRACES = ExportTable(
     name="traces",
     source=f"""traces t
-    LEFT JOIN ({_TRACE_OBSERVATION_TOTALS}) ot ON ot.trace_id = t.id
-    LEFT JOIN ({_score_aggregates("s.trace_id", "s.trace_id IS NOT NULL AND s.observation_id IS NULL")}) sc
+    LEFT JOIN ({_trace_observation_totals(in_part("o.trace_id"))}) ot ON ot.trace_id = t.id
+    LEFT JOIN ({_score_aggregates("s.trace_id", "s.trace_id IS NOT NULL AND s.observation_id IS NULL" + in_part("s.trace_id"))}) sc
         ON sc.object_id = t.id
-    LEFT JOIN ({_comment_aggregates("TRACE")}) cm ON cm.object_id = t.id
+    LEFT JOIN ({_comment_aggregates("TRACE", in_part("c.object_id"))}) cm ON cm.object_id = t.id
     WHERE t.project_id = {{project_id}} AND t.created_at <= {{cutoff}}""",
     columns=(
         _c("id", "t.id", display="ID", filter="string", aliases=("traceId", "Trace ID")),
@@ -455,10 +465,11 @@ TRACES = ExportTable(
 _OBSERVATIONS_SOURCE = f"""observations o
     LEFT JOIN traces t ON t.project_id = o.project_id AND t.id = o.trace_id AND t.created_at <= {{cutoff}}
     LEFT JOIN models m ON m.id = o.internal_model_id AND (m.project_id IS NULL OR m.project_id = o.project_id)
-    LEFT JOIN ({_score_aggregates("s.observation_id", "s.observation_id IS NOT NULL")}) sc ON sc.object_id = o.id
+    LEFT JOIN ({_score_aggregates("s.observation_id", "s.observation_id IS NOT NULL" + in_part("s.observation_id"))}) sc
+        ON sc.object_id = o.id
     LEFT JOIN ({_score_aggregates("s.trace_id", "s.trace_id IS NOT NULL AND s.observation_id IS NULL")}) tsc
         ON tsc.object_id = o.trace_id
-    LEFT JOIN ({_comment_aggregates("OBSERVATION")}) cm ON cm.object_id = o.id
+    LEFT JOIN ({_comment_aggregates("OBSERVATION", in_part("c.object_id"))}) cm ON cm.object_id = o.id
     WHERE o.project_id = {{project_id}} AND o.created_at <= {{cutoff}}"""
 
 # Where an observation stands in its trace, by start time (then id): [is root (1/0), n-th from the start, n-th from the end].
@@ -781,7 +792,7 @@ SESSIONS = ExportTable(
                sum(ot.output_tokens) AS output_tokens,
                min(t.environment) AS environment
         FROM traces t
-        LEFT JOIN ({_TRACE_OBSERVATION_TOTALS}) ot ON ot.trace_id = t.id
+        LEFT JOIN ({_trace_observation_totals()}) ot ON ot.trace_id = t.id
         WHERE t.project_id = {{project_id}} AND t.created_at <= {{cutoff}} AND t.session_id IS NOT NULL
         GROUP BY t.session_id
     ) s
