@@ -99,13 +99,16 @@ class ListBatchExports(_Input):
 
 
 class Progress(BaseModel):
-    rowsExported: int
-    rowsTotal: int | None
-    # The parts of the export's file that are written, of how many. An export of more rows than
-    # BATCH_EXPORT_PART_ROWS is written in parts by several workers at once; a smaller one is one part,
-    # 0 of 1 until it completes.
-    partsDone: int
-    partsTotal: int
+    rowsExported: Annotated[int, Field(description="Rows written so far: the sum over the export's parts.")]
+    rowsTotal: Annotated[int | None, Field(description="Rows the file will hold, once counted; null until then.")]
+    partsDone: Annotated[int, Field(description="Parts of the file written so far.")]
+    partsTotal: Annotated[
+        int,
+        Field(
+            description="Parts the file is written in: 1, or more for an export of more rows than"
+            " BATCH_EXPORT_PART_ROWS, written by several workers at once."
+        ),
+    ]
 
 
 class ExportUser(BaseModel):

@@ -429,9 +429,21 @@ export interface PositionInTraceFilterOutput {
  * via the `definition` "Progress".
  */
 export interface Progress {
+  /**
+   * Rows written so far: the sum over the export's parts.
+   */
   rowsExported: number;
+  /**
+   * Rows the file will hold, once counted; null until then.
+   */
   rowsTotal: number | null;
+  /**
+   * Parts of the file written so far.
+   */
   partsDone: number;
+  /**
+   * Parts the file is written in: 1, or more for an export of more rows than BATCH_EXPORT_PART_ROWS, written by several workers at once.
+   */
   partsTotal: number;
 }
 /**
