@@ -35,7 +35,7 @@ from cli.errors import (
     UsageError,
 )
 from cli.filter_text import FILTER_HELP, build_query
-from cli.progress import ProgressDisplay
+from cli.progress import ProgressDisplay, parts_text
 from schemas import FINAL_STATUSES, Compression, ExportFormat
 from workers.tables import TABLES
 
@@ -271,6 +271,8 @@ def _list_row(export: dict[str, Any]) -> tuple[str, ...]:
         shown = f"{rows:,}/{total:,} {min(rows / total, 1) * 100:.0f}%"
     else:
         shown = f"{rows:,} rows"
+    if written := parts_text(progress.get("partsDone", 0), progress.get("partsTotal", 1)):
+        shown = f"{shown} {written}"
     user = export.get("user") or {}
     expires = "-" if export["expiresAt"] is None else "expired" if export["isExpired"] else _when(export["expiresAt"])
     return (

@@ -18,10 +18,23 @@ def _duration(seconds: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
+def parts_text(parts_done: int, parts_total: int) -> str:
+    """The parts written so far, "parts 3/10", of an export written in parts; "" for a one-part export."""
+    return f"parts {parts_done:,}/{parts_total:,}" if parts_total > 1 else ""
+
+
 def progress_line(
-    status: str, rows: int, total: int | None, rate: float | None, elapsed: float, bar_width: int = 24
+    status: str,
+    rows: int,
+    total: int | None,
+    rate: float | None,
+    elapsed: float,
+    bar_width: int = 24,
+    *,
+    parts_done: int = 0,
+    parts_total: int = 1,
 ) -> str:
-    """One line: status, a bar and percentage (when the total is known), rows, rate, ETA or elapsed."""
+    """One line: status, a bar and percentage (when the total is known), rows, parts, rate, ETA or elapsed."""
     parts = [f"{status:<10}"]
     if status == "QUEUED":
         parts.append(f"waiting for a worker  {_duration(elapsed)}")
@@ -33,6 +46,8 @@ def progress_line(
         parts.append(f"{rows:,} / {total:,} rows")
     else:
         parts.append(f"{rows:,} rows")
+    if written := parts_text(parts_done, parts_total):
+        parts.append(written)
     if status == "PROCESSING":
         if rate:
             parts.append(f"{rate:,.0f} rows/s")
@@ -76,7 +91,16 @@ class ProgressDisplay:
             total = rows
         if status != self.last_status:
             self.samples.clear()
-        line = progress_line(status, rows, total, self.rate(now, rows), now - self.started)
+        line = progress_line(
+            status,
+            rows,
+            total,
+            self.rate(now, rows),
+            now - self.started,
+            # An older API serves no parts: its exports are one part each.
+            parts_done=progress.get("partsDone", 0),
+            parts_total=progress.get("partsTotal", 1),
+        )
         final = status in FINAL_STATUSES
         if self.tty:
             width = max(shutil.get_terminal_size((100, 24)).columns - 1, 20)

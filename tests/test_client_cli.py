@@ -278,6 +278,78 @@ def test_progress_line_shows_percentage_rows_rate_and_eta():
     assert progress_line("QUEUED", 0, None, None, 65) == "QUEUED      waiting for a worker  1:05"
 
 
+# --- exports written in parts ------------------------------------------------------------------------
+
+
+def running_export(client: RpcClient, conn, project_id: str, token: str, *, parts_done: int, parts_total: int) -> str:
+    """An export mid-way, 1,200 of 5,000 rows: the progress a worker writes, put straight into its row."""
+    export = client.result(
+        "batchExport.create",
+        {"projectId": project_id, "name": "mid-way", "format": "CSV", "query": {"tableName": "traces"}},
+        token=token,
+    )
+    conn.execute(
+        "UPDATE batch_exports SET status = 'PROCESSING', rows_exported = 1200, rows_total = 5000,"
+        " parts_done = %s, parts_total = %s, updated_at = now() WHERE id = %s",
+        (parts_done, parts_total, export["id"]),
+    )
+    return export["id"]
+
+
+def listed_progress(terminal: Terminal, api_url: str, token: str, project_id: str, export_id: str) -> str:
+    """The export's line of `exports list`."""
+    listed = terminal.run("exports", "list", *connection(api_url, token, project_id))
+    assert listed.returncode == 0, listed.stderr
+    [line] = [line for line in listed.stdout.splitlines() if line.startswith(export_id)]
+    return line
+
+
+def followed_until_cancelled(terminal: Terminal, api_url: str, token: str, project_id: str, export_id: str) -> str:
+    """What `exports wait` prints on stderr: it draws the running export, the user cancels it, it draws that."""
+    process = terminal.start("exports", "wait", *connection(api_url, token, project_id), export_id, "--interval", "0.2")
+    stderr = process.stderr
+    assert stderr is not None
+    lines: list[str] = []
+
+    def drain() -> None:
+        for line in stderr:
+            lines.append(line)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 30
+    while not any(line.startswith("PROCESSING") for line in lines):
+        assert time.monotonic() < deadline and process.poll() is None, "".join(lines)
+        time.sleep(0.05)
+    cancelled = terminal.run("exports", "cancel", *connection(api_url, token, project_id), export_id)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert process.wait(timeout=90) == 3  # the documented exit code of a cancelled export
+    reader.join(timeout=10)
+    return "".join(lines)
+
+
+def test_an_export_in_parts_shows_how_many_parts_are_written_in_the_list_and_while_waiting(
+    api, client, conn, owner_token, project, terminal
+):
+    export_id = running_export(client, conn, project.id, owner_token, parts_done=3, parts_total=10)
+
+    assert "  1,200/5,000 24% parts 3/10  " in listed_progress(terminal, api.url, owner_token, project.id, export_id)
+    shown = followed_until_cancelled(terminal, api.url, owner_token, project.id, export_id)
+    assert f"PROCESSING  [{'#' * 5}{'.' * 19}]  24.0%  1,200 / 5,000 rows  parts 3/10  elapsed " in shown
+    assert f"CANCELLED   [{'#' * 5}{'.' * 19}]  24.0%  1,200 / 5,000 rows  parts 3/10  in " in shown
+
+
+def test_a_one_part_export_shows_no_parts(api, client, conn, owner_token, project, terminal):
+    export_id = running_export(client, conn, project.id, owner_token, parts_done=0, parts_total=1)
+
+    listed = listed_progress(terminal, api.url, owner_token, project.id, export_id)
+    assert "  1,200/5,000 24%  " in listed and "part" not in listed
+    shown = followed_until_cancelled(terminal, api.url, owner_token, project.id, export_id)
+    assert f"PROCESSING  [{'#' * 5}{'.' * 19}]  24.0%  1,200 / 5,000 rows  elapsed " in shown
+    assert f"CANCELLED   [{'#' * 5}{'.' * 19}]  24.0%  1,200 / 5,000 rows  in " in shown
+    assert "part" not in shown
+
+
 # --- how a wait ends ----------------------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from playwright.sync_api import Page, Request, expect
+from playwright.sync_api import Locator, Page, Request, expect
 
 from devstack.seed import seed
 from tests.support.rpc_client import create_params
@@ -197,6 +197,51 @@ def test_a_queued_export_is_cancelled_from_the_page(page, project, conn, redis_c
     assert (
         conn.execute("SELECT status FROM batch_exports WHERE id = %s", (export_id,)).fetchone()["status"] == "CANCELLED"
     )
+
+
+def write_progress(conn, export_id: str, *, rows: int, total: int, parts_done: int, parts_total: int) -> None:
+    """The progress a worker writes as it runs the export, put straight into the export's row."""
+    conn.execute(
+        "UPDATE batch_exports SET status = 'PROCESSING', rows_exported = %s, rows_total = %s,"
+        " parts_done = %s, parts_total = %s, updated_at = now() WHERE id = %s",
+        (rows, total, parts_done, parts_total, export_id),
+    )
+
+
+def created_and_waiting(page: Page, project, name: str) -> tuple[Locator, str]:
+    """An export created on the page, its row, and its id; no worker runs, so the test writes its progress."""
+    sign_in_with_link(page, project.id, project.member("OWNER"))
+    create_from_page(page, name, "traces", "CSV")
+    row = export_row(page, name)
+    expect(row).to_have_attribute("data-status", "QUEUED")
+    export_id = row.get_attribute("data-export-id")
+    assert export_id is not None
+    return row, export_id
+
+
+def test_an_export_in_parts_shows_how_many_of_its_parts_are_written(page, project, conn):
+    row, export_id = created_and_waiting(page, project, "In parts")
+    progress = row.locator(".progress-text")
+
+    write_progress(conn, export_id, rows=250, total=900, parts_done=3, parts_total=10)
+    expect(progress).to_have_text("250 / 900 rows · 3 of 10 parts written")
+    write_progress(conn, export_id, rows=400, total=900, parts_done=4, parts_total=10)
+    expect(progress).to_have_text("400 / 900 rows · 4 of 10 parts written")
+
+    row.get_by_role("button", name="Cancel").click()
+    expect(row).to_have_attribute("data-status", "CANCELLED")
+    expect(progress).to_have_text("400 / 900 rows · 4 of 10 parts written")
+
+
+def test_a_one_part_export_shows_its_rows_and_no_parts(page, project, conn):
+    row, export_id = created_and_waiting(page, project, "In one part")
+
+    write_progress(conn, export_id, rows=250, total=900, parts_done=0, parts_total=1)
+    expect(row.locator(".progress-text")).to_have_text("250 / 900 rows")
+    expect(row.locator(".progress-cell")).not_to_contain_text("part")
+
+    row.get_by_role("button", name="Cancel").click()
+    expect(row).to_have_attribute("data-status", "CANCELLED")
 
 
 def test_a_viewer_is_told_in_words_that_they_may_not_list_or_create(page, project, conn, client):

@@ -373,7 +373,8 @@ var ExportsList = class {
       parts.progress.max = 1;
       parts.progress.value = 0;
     }
-    parts.progressText.textContent = rowsTotal === null ? `${formatCount(rowsExported)} rows` : `${formatCount(rowsExported)} / ${formatCount(rowsTotal)} rows`;
+    const rowsText = rowsTotal === null ? `${formatCount(rowsExported)} rows` : `${formatCount(rowsExported)} / ${formatCount(rowsTotal)} rows`;
+    parts.progressText.textContent = rowsText + describeParts(item);
     parts.creator.textContent = item.user?.name ?? "someone no longer in this project";
     parts.created.textContent = formatDateTime(item.createdAt);
     parts.created.title = item.createdAt;
@@ -432,6 +433,11 @@ function button(text, className) {
   element2.className = className;
   element2.textContent = text;
   return element2;
+}
+function describeParts(item) {
+  const { partsDone, partsTotal } = item.progress;
+  if (partsTotal <= 1) return "";
+  return ` · ${formatCount(partsDone)} of ${formatCount(partsTotal)} parts written`;
 }
 function describeFilters(item) {
   const filters = item.query.filter ?? [];

@@ -177,8 +177,8 @@ export class ExportsList {
       parts.progress.max = 1;
       parts.progress.value = 0;
     }
-    parts.progressText.textContent =
-      rowsTotal === null ? `${formatCount(rowsExported)} rows` : `${formatCount(rowsExported)} / ${formatCount(rowsTotal)} rows`;
+    const rowsText = rowsTotal === null ? `${formatCount(rowsExported)} rows` : `${formatCount(rowsExported)} / ${formatCount(rowsTotal)} rows`;
+    parts.progressText.textContent = rowsText + describeParts(item);
 
     parts.creator.textContent = item.user?.name ?? "someone no longer in this project";
     parts.created.textContent = formatDateTime(item.createdAt);
@@ -244,6 +244,13 @@ function button(text: string, className: string): HTMLButtonElement {
   element.className = className;
   element.textContent = text;
   return element;
+}
+
+/** " · 3 of 10 parts written" for an export written in parts by several workers; nothing for one part. */
+function describeParts(item: BatchExport): string {
+  const { partsDone, partsTotal } = item.progress;
+  if (partsTotal <= 1) return "";
+  return ` · ${formatCount(partsDone)} of ${formatCount(partsTotal)} parts written`;
 }
 
 function describeFilters(item: BatchExport): string {
