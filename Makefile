@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install system-deps lint demo demo-stop test types docs web screenshot bench-export bench-memory bench-rpc
+.PHONY: install system-deps lint demo demo-stop test types docs web screenshot bench-export bench-parts bench-memory bench-rpc
 
 # `make install` only builds .venv (with the project, editable, and its test tools).
 install: $(VENV)/.installed
@@ -23,10 +23,12 @@ system-deps:
 	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@command -v zstd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zstd >/dev/null; }
 
-# DEMO_TRACES: how many traces the first run seeds (`make demo DEMO_TRACES=1000000` for a big project).
+# DEMO_TRACES: how many traces the first run seeds (`make demo DEMO_TRACES=1000000` for a big project);
+# DEMO_WORKERS: how many `batch-export worker`s it starts (the parts of a large export run at once).
 DEMO_TRACES ?= 5000
+DEMO_WORKERS ?= 2
 demo: install system-deps
-	$(BIN)/batch-export demo --traces $(DEMO_TRACES)
+	$(BIN)/batch-export demo --traces $(DEMO_TRACES) --workers $(DEMO_WORKERS)
 
 demo-stop: install
 	$(BIN)/batch-export demo --stop
@@ -66,6 +68,9 @@ screenshot: install system-deps
 # ratios against a baseline measured in the same run; see bench/RESULTS.md for recorded runs.
 bench-export: install system-deps
 	$(BIN)/python bench/export_throughput.py $(ARGS)
+
+bench-parts: install system-deps
+	$(BIN)/python bench/export_parts.py $(ARGS)
 
 bench-memory: install system-deps
 	$(BIN)/python bench/export_memory.py $(ARGS)

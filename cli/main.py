@@ -210,7 +210,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     if args.stop:
         stop_demo()
     else:
-        run_demo(traces=args.traces, port=args.port, api_client=ApiClient)
+        run_demo(traces=args.traces, port=args.port, api_client=ApiClient, workers=args.workers)
 
 
 def cmd_codegen(args: argparse.Namespace) -> None:
@@ -290,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="local Postgres and Redis, API, worker, demo data and a first export")
     demo.add_argument("--traces", type=int, default=5000)
     demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--workers", type=int, default=2, help="worker processes to start (default 2)")
     demo.add_argument("--stop", action="store_true", help="stop the demo's servers")
     demo.set_defaults(run=cmd_demo)
 

@@ -1,7 +1,7 @@
 """`batch-export demo`: everything a newcomer needs, on this machine, in one command.
 
 Starts (or reuses) local Postgres and Redis under .data/, migrates, creates a demo project and user,
-seeds data, starts the API and a worker in the background, creates a first export and waits for it.
+seeds data, starts the API and workers (two by default) in the background, creates a first export and waits for it.
 The servers keep running after the command returns; `batch-export demo --stop` stops them.
 
 The demo talks to the API over HTTP like any client, through the API client it is handed (the
@@ -86,7 +86,7 @@ class Api(Protocol):
     def call(self, method: str, params: dict[str, Any]) -> Any: ...
 
 
-def run_demo(*, traces: int, port: int, api_client: Callable[[str, str], Api]) -> None:
+def run_demo(*, traces: int, port: int, api_client: Callable[[str, str], Api], workers: int = 2) -> None:
     """`api_client(base_url, token)` is the client the demo's first export goes through."""
     postgres = LocalPostgres(_postgres_data_dir(), LOCAL_POSTGRES_PORT)
     redis_server = LocalRedis(DATA / "redis", LOCAL_REDIS_PORT)
@@ -130,7 +130,9 @@ def run_demo(*, traces: int, port: int, api_client: Callable[[str, str], Api]) -
     cli = [sys.executable, "-m", "cli"]
     if not port_open(port):
         _start_background("api", [*cli, "serve", "--port", str(port)], env)
-    _start_background("worker", [*cli, "worker"], env)
+    # Several workers, so that a large export's parts run at once (one per core is a good start).
+    for n in range(1, workers + 1):
+        _start_background(f"worker-{n}", [*cli, "worker"], env)
     _wait_healthy(base_url)
 
     api = api_client(base_url, token)
@@ -191,8 +193,8 @@ From the terminal, with a progress bar:
 
 
 def stop_demo() -> None:
-    for name in ("worker", "api"):
-        pidfile = RUN / f"{name}.pid"
+    for pidfile in [*sorted(RUN.glob("worker*.pid")), RUN / "api.pid"]:
+        name = pidfile.stem
         if pidfile.exists():
             try:
                 os.killpg(int(pidfile.read_text()), signal.SIGTERM)

@@ -208,3 +208,35 @@ def test_an_export_in_parts_on_s3_is_one_object_copied_from_its_parts(
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix=S3_PREFIX).get("Contents", [])]
     assert sorted(keys) == sorted(f"{S3_PREFIX}/{r['object_key']}" for r in (reference, row))
     assert not s3.list_multipart_uploads(Bucket=s3_bucket).get("Uploads")
+
+
+def test_a_cancelled_export_in_parts_on_s3_leaves_no_object_and_no_upload(
+    conn, s3_settings, redis_url, redis_client, monkeypatch, seeded, s3_endpoint, s3_bucket
+):
+    import boto3
+
+    from tests.support.s3 import S3_PREFIX
+    from workers.batch_export import run_batch_export
+    from workers.export_parts import run_export_part
+
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("BATCH_EXPORT_PART_ROWS", "7")
+    get_settings.cache_clear()
+    export_id = seeded.new_export(conn, TRACES, "CSV", compression="gzip")
+    run_batch_export(export_id)  # planned; the parts' jobs wait in Redis
+    run_export_part(export_id, 0)
+    run_export_part(export_id, 1)  # two parts stored in the bucket ...
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+
+    def stored_keys() -> list[str]:
+        return [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix=S3_PREFIX).get("Contents", [])]
+
+    assert len(stored_keys()) == 2
+    conn.execute(batch_exports.CANCEL_SQL, {"id": export_id, "project_id": seeded.id})  # ... when it is cancelled
+    build_worker(redis_client).work(burst=True)
+
+    row = batch_exports.load(conn, export_id)
+    assert row["status"] == "CANCELLED" and row["object_key"] is None
+    assert stored_keys() == []
+    assert not s3.list_multipart_uploads(Bucket=s3_bucket).get("Uploads")
+    assert [p["status"] for p in batch_export_parts.parts(conn, export_id)][:2] == ["DONE", "DONE"]
