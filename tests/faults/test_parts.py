@@ -185,3 +185,46 @@ def test_one_project_runs_at_most_its_share_of_parts_while_another_exports(parts
     assert done["status"] == "COMPLETED", done["log"]
     runs = sorted((p["started_at"], p["finished_at"]) for p in parts_of(parts_stack, big_id))
     assert all(earlier[1] <= later[0] for earlier, later in zip(runs, runs[1:])), "two parts ran at once"
+
+
+def test_a_postgres_restart_mid_export_redoes_only_the_parts_not_written(
+    restartable_stack: FaultStack, own_postgres, monkeypatch
+):
+    import db
+    from tests.support.exports import insert_big_traces
+    from tests.support.faults import make_tenant
+
+    stack = restartable_stack
+    with db.connect(stack.settings.DATABASE_URL, autocommit=True) as c:
+        tenant = make_tenant(c, "parts restart", traces=None)
+        insert_big_traces(c, tenant.id, 20_000)
+    stack.configure(BATCH_EXPORT_PART_ROWS=5_000, BATCH_EXPORT_JOB_RETRIES=3, BATCH_EXPORT_JOB_RETRY_DELAYS=(5,))
+    for name in ("BATCH_EXPORT_PART_ROWS", "REDIS_URL"):
+        monkeypatch.setenv(name, str(getattr(stack.settings, name)))
+    get_settings.cache_clear()
+    with db.connect(stack.settings.DATABASE_URL, autocommit=True) as conn:
+        monkeypatch.setenv("BATCH_EXPORT_PART_ROWS", "20000")
+        get_settings.cache_clear()
+        reference_id = tenant.new_export(conn, name="restart")
+        run_batch_export(reference_id)
+        undisturbed = digest(stack.file(stack.load(reference_id)))
+        monkeypatch.setenv("BATCH_EXPORT_PART_ROWS", "5000")
+        get_settings.cache_clear()
+        export_id = tenant.new_export(conn, name="restart")
+        run_batch_export(export_id)
+        run_export_part(export_id, 0)  # one part is written before Postgres goes away
+
+    gate = stack.stream_gate()
+    gate.hold(after=256 * 1024)
+    workers = stack.workers("worker-a", "worker-b")
+    gate.wait_held(2)  # two more parts mid-stream
+    own_postgres.stop(mode="fast")
+    gate.release()
+    own_postgres.start()
+    done = finished(stack, export_id, *workers)
+
+    assert done["status"] == "COMPLETED", done["log"]
+    attempts = [p["attempts"] for p in parts_of(stack, export_id)]
+    assert attempts[0] == 1, "a written part is never read again"
+    assert sorted(attempts[1:]) == [1, 2, 2], attempts  # the two cut off mid-stream, once more each
+    assert digest(stack.file(done)) == undisturbed == done["sha256"]
