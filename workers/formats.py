@@ -131,42 +131,40 @@ def _limit(limit: int | None) -> sql.Composable:
 _IN_PART = re.compile(r"/\*in part: ([\w.]+)\*/")
 
 
-def source(compiled: CompiledQuery, *, narrowed: bool = False) -> sql.Composed:
+def source(compiled: CompiledQuery, *, narrowed_to: sql.Composable | None = None) -> sql.Composed:
     """The table's FROM clause, the export's project and cut-off bound where it names them.
 
-    `narrowed`: each aggregate the table marks (tables.in_part) reads only the rows of the part's
-    rows (`part_rows`), instead of the whole project's."""
+    `narrowed_to` (a subquery of ids): each aggregate the table marks (tables.in_part) reads only the
+    rows of those ids, instead of the whole project's."""
     text = compiled.table.source
-    if narrowed:
-        text = _IN_PART.sub(r"AND \1 IN (SELECT id FROM part_rows)", text)
-    return sql.SQL(text).format(project_id=sql.Placeholder("project_id"), cutoff=sql.Placeholder("cutoff"))
+    ids: dict[str, sql.Composable] = {}
+    if narrowed_to is not None:
+        text = _IN_PART.sub(r"AND \1 IN {part_rows}", text)
+        ids["part_rows"] = narrowed_to
+    return sql.SQL(text).format(project_id=sql.Placeholder("project_id"), cutoff=sql.Placeholder("cutoff"), **ids)
 
 
 def select_rows(compiled: CompiledQuery, cells: list[sql.Composable], limit: int | None) -> sql.Composed:
     """The export's SELECT; `limit` None for every matching row.
 
-    A part's SELECT first picks the ids of its rows (a query Postgres answers from the table itself,
-    dropping the aggregates it does not read), then renders those rows, each aggregate computed for
-    them alone: so every part costs its share of the export, not the whole export again."""
-    if compiled.part is None:
-        return sql.SQL("SELECT {cells} FROM {source}{where} ORDER BY {order}{limit}").format(
-            cells=sql.SQL(", ").join(cells),
-            source=source(compiled),
-            where=compiled.where,
-            order=compiled.order_by,
-            limit=_limit(limit),
+    A part's SELECT keeps to the ids of its rows (a subquery Postgres answers from the table itself,
+    dropping the aggregates it does not read), and computes each aggregate for those ids alone: so
+    every part costs its share of the export, not the whole export again. The subquery is repeated
+    where it is used, rather than shared, so that Postgres estimates how many rows it holds."""
+    where = compiled.where
+    narrowed_to = None
+    if compiled.part is not None:
+        row_id = compiled.order.id_column.expr
+        narrowed_to = sql.SQL("(SELECT {id} FROM {source}{where} AND {part})").format(
+            id=row_id, source=source(compiled), where=where, part=compiled.part
         )
-    row_id = compiled.order.id_column.expr
-    return sql.SQL(
-        "WITH part_rows AS MATERIALIZED (SELECT {id} AS id FROM {source}{where} AND {part})"
-        " SELECT {cells} FROM {narrowed}{where} AND {id} IN (SELECT id FROM part_rows) ORDER BY {order}{limit}"
-    ).format(
-        id=row_id,
-        source=source(compiled),
-        where=compiled.where,
-        part=compiled.part,
+        # Its ids, not its range: an ordered-by value computed by a narrowed aggregate is NULL for the
+        # rows of other parts, which the range (NULLs last) would take for rows of the last part.
+        where = sql.SQL("{where} AND {id} IN {ids}").format(where=where, id=row_id, ids=narrowed_to)
+    return sql.SQL("SELECT {cells} FROM {source}{where} ORDER BY {order}{limit}").format(
         cells=sql.SQL(", ").join(cells),
-        narrowed=source(compiled, narrowed=True),
+        source=source(compiled, narrowed_to=narrowed_to),
+        where=where,
         order=compiled.order_by,
         limit=_limit(limit),
     )
