@@ -28,10 +28,10 @@ from harness import REPO, Caller, children, peak_rss_kib, stop
 from db import batch_exports
 from schemas import FINAL_STATUSES, BatchExportQuery, default_compression
 from schemas.settings import Settings
-from workers.stream import with_score_columns
 from workers.filters import compile_query
 from workers.formats import FORMATS
 from workers.queue import enqueue_export
+from workers.stream import with_score_columns
 
 
 @dataclass

@@ -35,9 +35,9 @@ from psycopg import sql
 import db
 from schemas import BatchExportQuery
 from workers import parquet
-from workers.stream import with_score_columns
 from workers.filters import compile_query
 from workers.formats import FORMATS, StatementCancel
+from workers.stream import with_score_columns
 
 BATCH_ROWS = 10_000
 
