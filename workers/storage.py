@@ -393,16 +393,20 @@ class _MultipartUpload:
         if self.buffer.tell() >= S3_PART_SIZE:
             self._upload_part()
 
-    def _upload_part(self) -> None:
+    def _started(self) -> str:
+        """The multipart upload's id, created on first use (a small file never needs one)."""
         if self.upload_id is None:
             created = self.client.create_multipart_upload(
                 Bucket=self.bucket, Key=self.key, ContentType=self.content_type
             )
             self.upload_id = created["UploadId"]
+        return self.upload_id
+
+    def _upload_part(self) -> None:
         number = len(self.parts) + 1
         body = self.buffer.getvalue()
         answer = self.client.upload_part(
-            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=body
+            Bucket=self.bucket, Key=self.key, UploadId=self._started(), PartNumber=number, Body=body
         )
         self.parts.append({"PartNumber": number, "ETag": answer["ETag"]})
         self.buffer = io.BytesIO()
@@ -437,35 +441,27 @@ S3_MAX_PART_SIZE = 5 * 1024**3
 S3_MIN_PART_SIZE = 5 * 1024**2
 
 
-class _MultipartAssembly:
+class _MultipartAssembly(_MultipartUpload):
     """One multipart upload whose parts are ranges of stored objects, copied inside S3 (UploadPartCopy).
 
     Every part but the last must hold at least 5 MiB: bytes given here, and ranges too small to be a
-    part of their own, gather in a buffer (a range is read to fill it) until it is large enough.
+    part of their own, gather in the upload's buffer (a range is read to fill it) until it is large enough.
     """
 
     def __init__(self, storage: S3Storage, key: str, content_type: str):
-        self.storage, self.client, self.bucket, self.key = storage, storage.client, storage.bucket, key
-        self.content_type = content_type
-        self.buffer = bytearray()
-        self.upload_id: str | None = None
-        self.parts: list[dict[str, Any]] = []
-
-    def write(self, data: bytes) -> None:
-        self.buffer += data
-        if len(self.buffer) >= S3_PART_SIZE:
-            self._upload_buffer()
+        super().__init__(storage.client, storage.bucket, key, content_type)
+        self.storage = storage
 
     def append(self, key: str, offset: int, length: int) -> None:
-        if self.buffer:
-            take = min(length, max(0, S3_MIN_PART_SIZE - len(self.buffer)))
-            self.buffer += self.storage.read_range(key, offset, take)
+        if self.buffer.tell():
+            take = min(length, max(0, S3_MIN_PART_SIZE - self.buffer.tell()))
+            self._buffer_write(self.storage.read_range(key, offset, take))
             offset, length = offset + take, length - take
-            if len(self.buffer) < S3_MIN_PART_SIZE:
+            if self.buffer.tell() < S3_MIN_PART_SIZE:
                 return  # the whole range is in the buffer, which waits for more
-            self._upload_buffer()
+            self._upload_part()
         if length < S3_MIN_PART_SIZE:
-            self.buffer += self.storage.read_range(key, offset, length)
+            self._buffer_write(self.storage.read_range(key, offset, length))
             return
         pieces = -(-length // S3_MAX_PART_SIZE)  # equal pieces, each at least 2.5 GiB when there are several
         size = -(-length // pieces)
@@ -475,44 +471,9 @@ class _MultipartAssembly:
             answer = self.client.upload_part_copy(
                 Bucket=self.bucket,
                 Key=self.key,
-                UploadId=self._upload(),
+                UploadId=self._started(),
                 PartNumber=len(self.parts) + 1,
                 CopySource=source,
                 CopySourceRange=f"bytes={start}-{end - 1}",
             )
             self.parts.append({"PartNumber": len(self.parts) + 1, "ETag": answer["CopyPartResult"]["ETag"]})
-
-    def _upload(self) -> str:
-        if self.upload_id is None:
-            created = self.client.create_multipart_upload(
-                Bucket=self.bucket, Key=self.key, ContentType=self.content_type
-            )
-            self.upload_id = created["UploadId"]
-        return self.upload_id
-
-    def _upload_buffer(self) -> None:
-        number = len(self.parts) + 1
-        answer = self.client.upload_part(
-            Bucket=self.bucket, Key=self.key, UploadId=self._upload(), PartNumber=number, Body=bytes(self.buffer)
-        )
-        self.parts.append({"PartNumber": number, "ETag": answer["ETag"]})
-        self.buffer = bytearray()
-
-    def complete(self) -> None:
-        if self.upload_id is None:
-            self.client.put_object(
-                Bucket=self.bucket, Key=self.key, Body=bytes(self.buffer), ContentType=self.content_type
-            )
-            return
-        if self.buffer:
-            self._upload_buffer()
-        self.client.complete_multipart_upload(
-            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": self.parts}
-        )
-
-    def abort(self) -> None:
-        if self.upload_id is not None:
-            try:
-                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
-            except Exception:
-                log.warning("could not abort the multipart upload of %s", self.key, exc_info=True)
