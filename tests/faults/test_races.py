@@ -100,7 +100,8 @@ def test_a_cancel_that_lands_after_the_file_is_written_but_before_completion_win
     query_blocker = hold_table(stack.settings.DATABASE_URL, "traces")
     row_lock = psycopg.connect(stack.settings.DATABASE_URL)
     try:
-        wait_for(lambda: waiting_for_a_lock(stack, "COPY") or None, 30, "the job's query", worker)
+        # The job's first statement on traces (its count of whether the export needs parts, then its COPY).
+        wait_for(lambda: waiting_for_a_lock(stack, "FROM traces t") or None, 30, "the job's query", worker)
         # Hold the export's row: the cancel waits for it first in line, then the job, whatever it does next.
         row_lock.execute("SELECT 1 FROM batch_exports WHERE id = %s FOR UPDATE", (export["id"],))
         with ThreadPoolExecutor(1) as pool:
