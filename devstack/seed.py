@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
@@ -308,7 +309,9 @@ observation_profiles AS (
                               'total', y.input_tokens + y.output_tokens) AS usage,
            -- float8, not numeric, in JSON: numeric keeps its scale (0.30000000000000000000), an SDK sends 0.3.
            jsonb_build_object('input', y.input_cost::float8, 'output', y.output_cost::float8,
-                              'total', (y.input_cost + y.output_cost)::float8) AS cost
+                              'total', (y.input_cost + y.output_cost)::float8) AS cost,
+           y.input_cost + y.output_cost AS total_cost,
+           CASE WHEN y.prompt_name IS NOT NULL THEN 'prompt-' || y.prompt_name || '-' || y.prompt_version END AS prompt_id
     FROM (
         SELECT x.k, x.hk,
                p.generation_names[1 + (x.hk & 255) %% cardinality(p.generation_names)] AS generation_name,
@@ -371,6 +374,17 @@ observation_profiles AS (
 ),"""),
         sql.SQL(_TRACE_FRAME_CTE),
         sql.SQL(""",
+-- A trace a dataset run executed carries the experiment on each of its observations (as Langfuse's
+-- events do); a trace several runs picked carries the first run item by id. The run items are
+-- written before the observations, so each observation is written once, experiment included.
+experiments AS (
+    SELECT DISTINCT ON (ri.trace_id) substr(ri.trace_id, 3)::bigint AS n, r.dataset_id, r.id AS run_id,
+           r.name AS run_name, ri.dataset_item_id
+    FROM dataset_run_items AS ri
+    JOIN dataset_runs AS r ON r.project_id = ri.project_id AND r.id = ri.dataset_run_id
+    WHERE ri.project_id = %(project_id)s AND ri.trace_id BETWEEN %(first_id)s AND %(last_id)s
+    ORDER BY ri.trace_id, ri.id
+),
 -- Per trace: one root, then children that each own a slice of the trace's duration, so the root
 -- spans them all and every latency and time-to-first-token is positive.
 children AS (
@@ -383,13 +397,15 @@ children AS (
                 ELSE c.slot_ms * (0.3::float8 + ((c.ho >> 4) & 1023) / 1600.0::float8) END AS elapsed_ms
     FROM (
         SELECT t.n, t.trace_id, t.ts, t.name, t.environment, t.question, t.duration_ms, t.observation_count,
-               j, o.ho,
+               e.dataset_id AS experiment_dataset_id, e.run_id AS experiment_id, e.run_name AS experiment_name,
+               e.dataset_item_id AS experiment_item_id, j, o.ho,
                CASE WHEN j = 1 THEN (CASE WHEN t.observation_count = 1 THEN 'GENERATION' ELSE 'SPAN' END)
                     WHEN o.ho & 15 < 10 THEN 'GENERATION'
                     WHEN o.ho & 15 < 13 THEN 'SPAN'
                     ELSE 'EVENT' END AS type,
                t.duration_ms::float8 / greatest(t.observation_count - 1, 1) AS slot_ms
         FROM trace_frame AS t
+        LEFT JOIN experiments AS e ON e.n = t.n
         CROSS JOIN LATERAL generate_series(1, t.observation_count) AS j
         CROSS JOIN LATERAL (SELECT hashint8extended(t.n * 8 + j, %(seed)s + 3) AS ho) AS o
         OFFSET 0
@@ -403,12 +419,13 @@ INSERT INTO observations (id, project_id, trace_id, parent_observation_id, type,
                           total_cost, environment, created_at, updated_at, tool_definitions, tool_calls,
                           tool_call_names, usage_pricing_tier_id, usage_pricing_tier_name, service_name,
                           service_version, scope_name, scope_version, telemetry_sdk_language, telemetry_sdk_name,
-                          telemetry_sdk_version)
+                          telemetry_sdk_version, experiment_dataset_id, experiment_id, experiment_name,
+                          experiment_item_id, experiment_item_root_span_id)
 SELECT 'o-' || lpad(o.n::text, 8, '0') || '-' || o.j, %(project_id)s, o.trace_id,
        CASE WHEN o.j = 1 THEN NULL ELSE 'o-' || lpad(o.n::text, 8, '0') || '-1' END,
        o.type, o.start_time, o.end_time,
        CASE WHEN o.j = 1 AND o.type = 'SPAN' THEN o.name
-            WHEN o.type = 'GENERATION' THEN op.generation_name
+            WHEN o.generation THEN op.generation_name
             WHEN o.type = 'SPAN' THEN op.span_name
             ELSE op.event_name END,
        CASE o.type WHEN 'GENERATION' THEN op.generation_metadata WHEN 'EVENT' THEN op.event_metadata END,
@@ -418,34 +435,36 @@ SELECT 'o-' || lpad(o.n::text, 8, '0') || '-' || o.j, %(project_id)s, o.trace_id
        op.version,
        CASE o.type WHEN 'GENERATION' THEN op.generation_input WHEN 'SPAN' THEN op.span_input END,
        CASE o.type WHEN 'GENERATION' THEN op.generation_output WHEN 'SPAN' THEN op.span_output END,
-       CASE WHEN o.type = 'GENERATION' THEN op.model END,
-       CASE WHEN o.type = 'GENERATION' THEN op.internal_model_id END,
-       CASE WHEN o.type = 'GENERATION' THEN op.model_parameters END,
-       CASE WHEN o.type = 'GENERATION'
+       CASE WHEN o.generation THEN op.model END,
+       CASE WHEN o.generation THEN op.internal_model_id END,
+       CASE WHEN o.generation THEN op.model_parameters END,
+       CASE WHEN o.generation
             THEN o.start_time + o.elapsed_ms * (0.1::float8 + ((o.ho >> 42) & 255) / 512.0::float8) * interval '1 millisecond' END,
-       CASE WHEN o.type = 'GENERATION' AND op.prompt_name IS NOT NULL
-            THEN 'prompt-' || op.prompt_name || '-' || op.prompt_version END,
-       CASE WHEN o.type = 'GENERATION' THEN op.prompt_name END,
-       CASE WHEN o.type = 'GENERATION' THEN op.prompt_version END,
-       CASE WHEN o.type = 'GENERATION' AND (o.ho >> 50) & 3 <> 0 THEN op.usage ELSE '{}'::jsonb END,
-       CASE WHEN o.type = 'GENERATION' THEN op.usage ELSE '{}'::jsonb END,
-       CASE WHEN o.type = 'GENERATION' AND (o.ho >> 52) & 3 = 0 THEN op.cost ELSE '{}'::jsonb END,
-       CASE WHEN o.type = 'GENERATION' THEN op.cost ELSE '{}'::jsonb END,
-       CASE WHEN o.type = 'GENERATION' THEN op.input_cost + op.output_cost END,
+       CASE WHEN o.generation THEN op.prompt_id END,
+       CASE WHEN o.generation THEN op.prompt_name END,
+       CASE WHEN o.generation THEN op.prompt_version END,
+       CASE WHEN o.generation AND (o.ho >> 50) & 3 <> 0 THEN op.usage ELSE '{}'::jsonb END,
+       CASE WHEN o.generation THEN op.usage ELSE '{}'::jsonb END,
+       CASE WHEN o.generation AND (o.ho >> 52) & 3 = 0 THEN op.cost ELSE '{}'::jsonb END,
+       CASE WHEN o.generation THEN op.cost ELSE '{}'::jsonb END,
+       CASE WHEN o.generation THEN op.total_cost END,
        o.environment, o.end_time + interval '1 second', o.end_time + interval '1 second',
-       CASE WHEN o.type = 'GENERATION' THEN op.tool_definitions ELSE '{}'::jsonb END,
-       CASE WHEN o.type = 'GENERATION' THEN op.tool_calls ELSE '[]'::jsonb END,
-       CASE WHEN o.type = 'GENERATION' THEN op.tool_call_names ELSE '{}'::text[] END,
-       CASE WHEN o.type <> 'GENERATION' THEN NULL WHEN op.input_tokens > 3000 THEN 'tier-long-context'
+       CASE WHEN o.generation THEN op.tool_definitions ELSE '{}'::jsonb END,
+       CASE WHEN o.generation THEN op.tool_calls ELSE '[]'::jsonb END,
+       CASE WHEN o.generation THEN op.tool_call_names ELSE '{}'::text[] END,
+       CASE WHEN NOT o.generation THEN NULL WHEN op.input_tokens > 3000 THEN 'tier-long-context'
             ELSE 'tier-standard' END,
-       CASE WHEN o.type <> 'GENERATION' THEN NULL WHEN op.input_tokens > 3000 THEN 'Long context (>3k input tokens)'
+       CASE WHEN NOT o.generation THEN NULL WHEN op.input_tokens > 3000 THEN 'Long context (>3k input tokens)'
             ELSE 'Standard' END,
        op.service_name, op.service_version, op.scope_name, op.scope_version, op.sdk_language, 'opentelemetry',
-       op.sdk_version
+       op.sdk_version, o.experiment_dataset_id, o.experiment_id, o.experiment_name, o.experiment_item_id,
+       CASE WHEN o.experiment_id IS NOT NULL THEN 'o-' || lpad(o.n::text, 8, '0') || '-1' END
 FROM (
     SELECT c.*, c.start_time + c.elapsed_ms * interval '1 millisecond' AS end_time,
            CASE WHEN (c.ho >> 54) & 63 < 2 THEN 'ERROR' WHEN (c.ho >> 54) & 63 < 5 THEN 'WARNING'
-                WHEN (c.ho >> 54) & 63 < 10 THEN 'DEBUG' ELSE 'DEFAULT' END AS level
+                WHEN (c.ho >> 54) & 63 < 10 THEN 'DEBUG' ELSE 'DEFAULT' END AS level,
+           -- tested for most columns: a boolean costs less than comparing the text each time
+           c.type = 'GENERATION' AS generation
     FROM children AS c
     OFFSET 0
 ) AS o
@@ -672,23 +691,6 @@ FROM unnest(%(models)s::text[], %(input_prices)s::numeric[], %(output_prices)s::
 ON CONFLICT (id) DO NOTHING
 """
 
-# A trace a dataset run executed carries the experiment on each of its observations (as Langfuse's
-# events do); a trace several runs picked carries the first run item by id.
-UPDATE_EXPERIMENTS_SQL = """
-UPDATE observations AS o
-SET experiment_dataset_id = e.dataset_id, experiment_id = e.run_id, experiment_name = e.run_name,
-    experiment_item_id = e.dataset_item_id, experiment_item_root_span_id = e.root_span_id
-FROM (
-    SELECT DISTINCT ON (ri.trace_id) ri.trace_id, r.dataset_id, r.id AS run_id, r.name AS run_name,
-           ri.dataset_item_id, 'o-' || substr(ri.trace_id, 3) || '-1' AS root_span_id
-    FROM dataset_run_items ri
-    JOIN dataset_runs r ON r.project_id = ri.project_id AND r.id = ri.dataset_run_id
-    WHERE ri.project_id = %(project_id)s
-    ORDER BY ri.trace_id, ri.id
-) AS e
-WHERE o.project_id = %(project_id)s AND o.trace_id = e.trace_id
-"""
-
 INSERT_AUDIT_LOG_SQL = """
 INSERT INTO audit_logs (id, created_at, updated_at, type, api_key_id, user_id, org_id, user_org_role, project_id,
                         user_project_role, resource_type, resource_id, action, before, after)
@@ -717,10 +719,13 @@ def seed(
     `rng_seed`, `traces` and `now` give the same rows. A project that already has traces is
     refused with `SeedError` rather than topped up, so counts and ids always describe one seed.
 
-    Everything happens in one transaction on `conn`, except that from PARALLEL_FROM traces on,
-    the newer half of the traces (with their observations, scores and sessions) and the datasets
-    are written by a second connection to the same database, so both CPU cores work. That transaction commits just
-    before `conn`'s: an error before then leaves nothing behind.
+    Everything happens in one transaction on `conn`, except that from BULK_FROM traces on, the
+    observations (the biggest table) and the datasets they point at are written by a second
+    connection to the same database, so both CPU cores work; each connection writes its own
+    tables, so neither waits for the other's locks. That transaction commits just before
+    `conn`'s, once `conn` has written everything: an error before then leaves nothing behind.
+    From BULK_FROM traces on, too, a table that holds no rows yet gets its indexes built after
+    its rows are loaded (see `_indexes_built_after`).
     """
     if not 1 <= traces <= MAX_TRACES:
         raise SeedError(f"traces must be between 1 and {MAX_TRACES}, got {traces}")
@@ -733,6 +738,12 @@ def seed(
     helper: _Helper | None = None
     try:
         with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
+            bulk = traces >= BULK_FROM
+            if bulk:
+                # Bulk seeds take turns: each may drop a table's indexes, and two that had both read
+                # the table before would deadlock. Readers are not held up by this lock (only by a
+                # dropped index's, which is taken on empty tables alone: a fresh database).
+                cur.execute("LOCK TABLE traces IN SHARE ROW EXCLUSIVE MODE")
             org = cur.execute("SELECT org_id FROM projects WHERE id = %s FOR SHARE", (project_id,)).fetchone()
             if org is None:
                 raise SeedError(f"project {project_id!r} does not exist; create it first (batch-export project create)")
@@ -751,28 +762,15 @@ def seed(
                 datasets=DATASET_COUNT,
                 runs=RUNS_PER_DATASET,
             )
-            # The head (the session windows holding the awkward traces) is written, overwritten with the
-            # awkward values and read back into sessions first, alone: its updates look rows up by id, and
-            # while the project has no other rows, no plan can make them scan the project's bulk.
-            head, *rest = _trace_ranges(traces, params["awkward_traces"])
-            _add(counts, _insert_trace_rows(cur, {**params, **head}))
-            _add(counts, _place_awkward_values(cur, project_id, traces, awkward))
-            _add(counts, _insert_trace_sessions(cur, {**params, **head}))
-            # The helper also writes the datasets, which the head's connection would otherwise write
-            # while the helper's range was already done.
-            helper = _start_helper(conn, {**params, **rest[1]}, awkward) if len(rest) > 1 else None
-            own_ranges = rest[:1] if helper is not None else rest
-            for trace_range in own_ranges:
-                _add(counts, _insert_trace_rows(cur, {**params, **trace_range}))
-                _add(counts, _generate_trace_sessions(cur, {**params, **trace_range}))
+            plan = _Plan(params, awkward, _trace_ranges(traces, params["awkward_traces"]), bulk=bulk)
+            helper = _start_helper(conn, plan) if plan.bulk else None
             if helper is None:
-                _add(counts, _insert_datasets(cur, params, awkward))
+                _add(counts, _write_observations(cur, plan))
+            _add(counts, _write_traces(cur, plan))
             counts["audit_logs"] = _insert_audit_logs(cur, project_id, org[0], now, awkward)
             cur.execute(INSERT_MODELS_SQL, params)
             if helper is not None:
                 _add(counts, helper.finish())
-            # After the helper's commit: its run items and traces are visible here now.
-            cur.execute(UPDATE_EXPERIMENTS_SQL, params)
         # Fresh statistics, or the first export plans its scan as if the tables were empty. The
         # biggest table is analyzed on the helper's connection, at the same time as the others.
         if helper is not None:
@@ -796,6 +794,53 @@ def _analyze(cur: psycopg.Cursor, tables: Sequence[str]) -> dict[str, int]:
     return {}
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What both connections need to write their tables of one seed."""
+
+    params: dict[str, Any]
+    awkward: AwkwardValues
+    # The head (the session windows holding the awkward traces), then the rest, if any.
+    ranges: list[dict[str, Any]]
+    bulk: bool
+
+
+def _write_observations(cur: psycopg.Cursor, plan: _Plan) -> dict[str, int]:
+    """The datasets, then the observations, which carry the experiments of the datasets' run items."""
+    _prepare_bulk_statements(cur)
+    counts = _insert_datasets(cur, plan.params, plan.awkward)
+    with _indexes_built_after(cur, ["observations"], plan.bulk):
+        for position, trace_range in enumerate(plan.ranges):
+            with _project_foreign_key_checks_skipped(cur):
+                _add(
+                    counts,
+                    {"observations": cur.execute(INSERT_OBSERVATIONS_SQL, {**plan.params, **trace_range}).rowcount},
+                )
+            if position == 0:
+                _place_awkward_values(cur, plan, ["observations"])
+    return counts
+
+
+def _write_traces(cur: psycopg.Cursor, plan: _Plan) -> dict[str, int]:
+    """Traces, their scores, comments and sessions.
+
+    The head is written, overwritten with the awkward values and read back into sessions first,
+    alone: its updates look rows up by id, and while the project has no other rows, no plan can
+    make them scan the project's bulk (nor, while a table is loaded before its indexes, the table).
+    """
+    counts: dict[str, int] = {}
+    _prepare_bulk_statements(cur)
+    with _indexes_built_after(cur, ["traces", "scores", "comments", "trace_sessions"], plan.bulk):
+        head, *rest = plan.ranges
+        _add(counts, _insert_trace_rows(cur, {**plan.params, **head}))
+        _add(counts, _place_awkward_values(cur, plan, ["traces", "comments", "scores"]))
+        _add(counts, _insert_trace_sessions(cur, {**plan.params, **head}))
+        for trace_range in rest:
+            _add(counts, _insert_trace_rows(cur, {**plan.params, **trace_range}))
+            _add(counts, _generate_trace_sessions(cur, {**plan.params, **trace_range}))
+    return counts
+
+
 def _insert_datasets(cur: psycopg.Cursor, params: dict[str, Any], awkward: AwkwardValues) -> dict[str, int]:
     counts = {}
     counts["datasets"] = cur.execute(
@@ -814,25 +859,21 @@ def _insert_datasets(cur: psycopg.Cursor, params: dict[str, Any], awkward: Awkwa
     return counts
 
 
-# From this many traces on, a second connection writes the newer half (one per core on a 2-core box).
-PARALLEL_FROM = 50_000
+# From this many traces on, the seed is a bulk load: a second connection writes the observations
+# (one connection per core on a 2-core box), and empty tables get their indexes after their rows.
+BULK_FROM = 50_000
 _SESSION_WINDOW = 64  # traces per session window; see _TRACE_FRAME_CTE
+# Memory for each index build: Postgres's default (64MB) would sort a bulk seed's keys on disk.
+_INDEX_BUILD_MEMORY = "1GB"
 
 
 def _trace_ranges(traces: int, awkward_traces: int) -> list[dict[str, Any]]:
-    """The head (the session windows of the awkward traces), then the rest: one range, or two halves.
+    """The head (the session windows of the awkward traces), then the rest, if any.
 
-    Every bound falls on a session window, so no session straddles two ranges.
+    The bound falls on a session window, so no session straddles the two ranges.
     """
     head_last = min(traces, -(-max(awkward_traces, 1) // _SESSION_WINDOW) * _SESSION_WINDOW)
-    bounds = [(1, head_last)]
-    remaining = traces - head_last
-    if remaining > 0:
-        if traces >= PARALLEL_FROM and remaining // 2 >= _SESSION_WINDOW:
-            middle = head_last + remaining // 2 // _SESSION_WINDOW * _SESSION_WINDOW
-            bounds += [(head_last + 1, middle), (middle + 1, traces)]
-        else:
-            bounds.append((head_last + 1, traces))
+    bounds = [(1, head_last)] + ([(head_last + 1, traces)] if head_last < traces else [])
     return [{"first": a, "last": b, "first_id": trace_id(a), "last_id": trace_id(b)} for a, b in bounds]
 
 
@@ -841,22 +882,21 @@ def _add(counts: dict[str, int], more: dict[str, int]) -> None:
         counts[table] = counts.get(table, 0) + n
 
 
-def _insert_trace_rows(cur: psycopg.Cursor, params: dict[str, Any]) -> dict[str, int]:
-    """Traces, observations and scores for the trace numbers params["first"]..params["last"]."""
+def _prepare_bulk_statements(cur: psycopg.Cursor) -> None:
     # Compiling these large statements with LLVM costs seconds and buys nothing here; and the
     # joins to the small profile tables must stay hash joins, which keep the rows in id order.
     cur.execute("SET LOCAL jit = off")
     cur.execute("SET LOCAL enable_mergejoin = off")
-    skipping_checks = _skip_project_foreign_key_checks(cur)
-    counts = {
-        "traces": cur.execute(INSERT_TRACES_SQL, params).rowcount,
-        "observations": cur.execute(INSERT_OBSERVATIONS_SQL, params).rowcount,
-        "scores": cur.execute(INSERT_SCORES_SQL, params).rowcount,
-        "comments": cur.execute(INSERT_COMMENTS_SQL, params).rowcount,
-    }
-    if skipping_checks:
-        cur.execute("SET LOCAL session_replication_role = DEFAULT")
-    return counts
+
+
+def _insert_trace_rows(cur: psycopg.Cursor, params: dict[str, Any]) -> dict[str, int]:
+    """Traces, scores and comments for the trace numbers params["first"]..params["last"]."""
+    with _project_foreign_key_checks_skipped(cur):
+        return {
+            "traces": cur.execute(INSERT_TRACES_SQL, params).rowcount,
+            "scores": cur.execute(INSERT_SCORES_SQL, params).rowcount,
+            "comments": cur.execute(INSERT_COMMENTS_SQL, params).rowcount,
+        }
 
 
 def _insert_trace_sessions(cur: psycopg.Cursor, params: dict[str, Any]) -> dict[str, int]:
@@ -864,8 +904,54 @@ def _insert_trace_sessions(cur: psycopg.Cursor, params: dict[str, Any]) -> dict[
 
 
 def _generate_trace_sessions(cur: psycopg.Cursor, params: dict[str, Any]) -> dict[str, int]:
-    cur.execute("SET LOCAL jit = off")
     return {"trace_sessions": cur.execute(GENERATE_TRACE_SESSIONS_SQL, params).rowcount}
+
+
+# Each index of a table, with the constraint it backs (if any), as the database defines them now.
+_INDEX_DEFINITIONS_SQL = """
+SELECT i.relname, c.conname, pg_get_constraintdef(c.oid), pg_get_indexdef(i.oid)
+FROM pg_index AS x
+JOIN pg_class AS i ON i.oid = x.indexrelid
+LEFT JOIN pg_constraint AS c ON c.conindid = x.indexrelid AND c.conrelid = x.indrelid
+WHERE x.indrelid = %s::regclass
+ORDER BY x.indisprimary DESC, i.relname
+"""
+
+
+@contextmanager
+def _indexes_built_after(cur: psycopg.Cursor, tables: Sequence[str], bulk: bool) -> Iterator[None]:
+    """In a bulk seed, drops the indexes of each table that holds no rows yet, and builds them again
+    (exactly as defined before: read from the catalog) once the block has loaded the table.
+
+    One sort per index costs a fraction of inserting every row into every index, and uses both
+    cores (a parallel build). DDL is transactional: a seed that fails or is killed leaves the
+    indexes as they were. A table that holds rows already keeps its indexes: rebuilding them would
+    cost in proportion to those rows too, and keep their readers waiting for the whole seed.
+    """
+    empty = [table for table in tables if bulk and _is_empty(cur, table)]
+    definitions = [(table, *row) for table in empty for row in cur.execute(_INDEX_DEFINITIONS_SQL, (table,)).fetchall()]
+    for table, index, constraint, _, _ in definitions:
+        if constraint is None:
+            cur.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(index)))
+        else:
+            cur.execute(
+                sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.Identifier(table), sql.Identifier(constraint))
+            )
+    yield
+    if definitions:
+        cur.execute(sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(_INDEX_BUILD_MEMORY)))
+    for table, _, constraint, constraint_definition, index_definition in definitions:
+        if constraint is None:
+            cur.execute(sql.SQL(index_definition))
+        else:
+            cur.execute(
+                sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} ").format(sql.Identifier(table), sql.Identifier(constraint))
+                + sql.SQL(constraint_definition)
+            )
+
+
+def _is_empty(cur: psycopg.Cursor, table: str) -> bool:
+    return cur.execute(sql.SQL("SELECT 1 FROM {} LIMIT 1").format(sql.Identifier(table))).fetchone() is None
 
 
 class _Helper:
@@ -905,8 +991,9 @@ class _Helper:
         self.conn.close()  # rolls back anything not committed by finish()
 
 
-def _start_helper(conn: psycopg.Connection[Any], params: dict[str, Any], awkward: AwkwardValues) -> _Helper | None:
-    """Opens a second connection with `conn`'s parameters, or returns None to write everything on `conn`."""
+def _start_helper(conn: psycopg.Connection[Any], plan: _Plan) -> _Helper | None:
+    """Opens a second connection with `conn`'s parameters, writing the observations (and datasets);
+    or returns None to write everything on `conn`."""
     # conn.info.dsn hides the password; the libpq options behind it carry it.
     options = {o.keyword.decode(): o.val.decode() for o in conn.pgconn.info if o.val is not None}
     try:
@@ -914,18 +1001,12 @@ def _start_helper(conn: psycopg.Connection[Any], params: dict[str, Any], awkward
     except psycopg.OperationalError:
         return None
     helper = _Helper(helper_conn)
-
-    def work(cur: psycopg.Cursor) -> dict[str, int]:
-        counts = _insert_trace_rows(cur, params)
-        _add(counts, _generate_trace_sessions(cur, params))
-        _add(counts, _insert_datasets(cur, params, awkward))
-        return counts
-
-    helper.start(work)
+    helper.start(lambda cur: _write_observations(cur, plan))
     return helper
 
 
-def _skip_project_foreign_key_checks(cur: psycopg.Cursor) -> bool:
+@contextmanager
+def _project_foreign_key_checks_skipped(cur: psycopg.Cursor) -> Iterator[None]:
     """Turns off foreign-key triggers for the bulk inserts, when the role may (superusers may).
 
     Each bulk row's only foreign key is its project, checked by a per-row trigger that costs about
@@ -937,8 +1018,10 @@ def _skip_project_foreign_key_checks(cur: psycopg.Cursor) -> bool:
         with cur.connection.transaction():
             cur.execute("SET LOCAL session_replication_role = replica")
     except psycopg.errors.InsufficientPrivilege:
-        return False
-    return True
+        yield
+        return
+    yield
+    cur.execute("SET LOCAL session_replication_role = DEFAULT")
 
 
 def _bulk_params(project_id: str, *, traces: int, rng_seed: int, now: datetime, awkward_traces: int) -> dict[str, Any]:
@@ -964,8 +1047,8 @@ def _bulk_params(project_id: str, *, traces: int, rng_seed: int, now: datetime, 
     return params
 
 
-def _place_awkward_values(cur: psycopg.Cursor, project_id: str, traces: int, awkward: AwkwardValues) -> dict[str, int]:
-    """Writes the awkward values over the first traces (and their root observation and first score).
+def _place_awkward_values(cur: psycopg.Cursor, plan: _Plan, tables: Sequence[str]) -> dict[str, int]:
+    """Writes the awkward values of `tables` over the first traces (and their root observation and first score).
 
     Trace slot i carries string i as its name; rotations of the same list fill user ids, releases,
     versions, tags, metadata, outputs, observation names and status messages, score values and
@@ -974,7 +1057,8 @@ def _place_awkward_values(cur: psycopg.Cursor, project_id: str, traces: int, awk
     still present somewhere. JSON values go into trace inputs and metadata, observation inputs,
     and (whatever the size) dataset items and audit logs.
     """
-    strings, values = awkward.strings, awkward.json_values
+    project_id, traces = plan.params["project_id"], plan.params["traces"]
+    strings, values = plan.awkward.strings, plan.awkward.json_values
     s_count, v_count = len(strings), len(values)
     slots = min(traces, s_count)
 
@@ -1037,34 +1121,33 @@ def _place_awkward_values(cur: psycopg.Cursor, project_id: str, traces: int, awk
                 "comment": rotated(i, 13),
             }
         )
-    cur.executemany(
-        """UPDATE traces SET name = %(name)s, user_id = %(user_id)s, release = %(release)s, version = %(version)s,
-                  session_id = CASE WHEN %(keep_session)s THEN session_id ELSE %(session_id)s END,
-                  tags = %(tags)s, input = %(input)s, output = %(output)s, metadata = %(metadata)s
-           WHERE project_id = %(project_id)s AND id = %(id)s""",
-        trace_rows,
-    )
-    cur.executemany(
-        """UPDATE observations SET name = %(name)s, level = %(level)s, status_message = %(status_message)s,
-                  input = %(input)s, output = %(output)s, metadata = %(metadata)s
-           WHERE project_id = %(project_id)s AND id = %(id)s""",
-        observation_rows,
-    )
+    rows = {"traces": trace_rows, "observations": observation_rows, "comments": comment_rows, "scores": score_rows}
+    for table in tables:
+        cur.executemany(_AWKWARD_SQL[table], rows[table])
+    return {"comments": len(comment_rows)} if "comments" in tables else {}
+
+
+_AWKWARD_SQL = {
+    "traces": """
+UPDATE traces SET name = %(name)s, user_id = %(user_id)s, release = %(release)s, version = %(version)s,
+       session_id = CASE WHEN %(keep_session)s THEN session_id ELSE %(session_id)s END,
+       tags = %(tags)s, input = %(input)s, output = %(output)s, metadata = %(metadata)s
+WHERE project_id = %(project_id)s AND id = %(id)s""",
+    "observations": """
+UPDATE observations SET name = %(name)s, level = %(level)s, status_message = %(status_message)s,
+       input = %(input)s, output = %(output)s, metadata = %(metadata)s
+WHERE project_id = %(project_id)s AND id = %(id)s""",
     # Each awkward trace also gets one comment holding an awkward string, written a minute after the trace.
-    cur.executemany(
-        """INSERT INTO comments (id, project_id, object_type, object_id, content, created_at, updated_at)
-           SELECT %(id)s, %(project_id)s, 'TRACE', t.id, %(content)s, t.created_at, t.created_at
-           FROM traces t WHERE t.project_id = %(project_id)s AND t.id = %(trace_id)s""",
-        comment_rows,
-    )
+    "comments": """
+INSERT INTO comments (id, project_id, object_type, object_id, content, created_at, updated_at)
+SELECT %(id)s, %(project_id)s, 'TRACE', t.id, %(content)s, t.created_at, t.created_at
+FROM traces t WHERE t.project_id = %(project_id)s AND t.id = %(trace_id)s""",
     # The bulk gives every awkward slot at least one score; it becomes a TEXT score (no numeric value).
-    cur.executemany(
-        """UPDATE scores SET name = 'reviewer_note', data_type = 'TEXT', value = NULL,
-                  string_value = %(string_value)s, comment = %(comment)s
-           WHERE project_id = %(project_id)s AND id = %(id)s""",
-        score_rows,
-    )
-    return {"comments": len(comment_rows)}
+    "scores": """
+UPDATE scores SET name = 'reviewer_note', data_type = 'TEXT', value = NULL,
+       string_value = %(string_value)s, comment = %(comment)s
+WHERE project_id = %(project_id)s AND id = %(id)s""",
+}
 
 
 def _place_awkward_dataset_items(cur: psycopg.Cursor, project_id: str, awkward: AwkwardValues) -> None:

@@ -154,7 +154,7 @@ def test_a_seed_written_over_two_connections_equals_one_written_over_one(conn, m
     parallel = access.create_project(conn, "two connections")["id"]
     serial_counts = seed(conn, serial, traces=300, rng_seed=5, now=NOW)
     assert helpers == []
-    monkeypatch.setattr(seed_module, "PARALLEL_FROM", 200)
+    monkeypatch.setattr(seed_module, "BULK_FROM", 200)
     parallel_counts = seed(conn, parallel, traces=300, rng_seed=5, now=NOW)
     assert len(helpers) == 1 and helpers[0] is not None and helpers[0].conn.closed
     assert parallel_counts == serial_counts
@@ -168,11 +168,56 @@ def test_a_seed_that_fails_leaves_nothing_behind_on_either_connection(conn, monk
     def fail(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(seed_module, "PARALLEL_FROM", 200)
+    monkeypatch.setattr(seed_module, "BULK_FROM", 200)
     monkeypatch.setattr(seed_module, "_insert_audit_logs", fail)
     project_id = access.create_project(conn, "failing")["id"]
     with pytest.raises(RuntimeError, match="disk full"):
         seed(conn, project_id, traces=300, now=NOW)
+    assert {t: _count(conn, t, project_id) for t in SEEDED_TABLES} == dict.fromkeys(SEEDED_TABLES, 0)
+
+
+def _index_definitions(conn: psycopg.Connection) -> list[tuple[str, str, str | None]]:
+    """Every index of the seeded tables, with the constraint it backs, as the catalog defines them."""
+    rows = conn.execute(
+        """SELECT i.indexrelid::regclass::text AS name, pg_get_indexdef(i.indexrelid) AS definition,
+                  pg_get_constraintdef(c.oid) AS constraint_definition
+           FROM pg_index i LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid
+           WHERE i.indrelid::regclass::text = ANY(%s) ORDER BY 1""",
+        (list(SEEDED_TABLES),),
+    ).fetchall()
+    return [(r["name"], r["definition"], r["constraint_definition"]) for r in rows]
+
+
+def test_a_bulk_seed_loaded_before_its_indexes_gives_the_same_rows_and_the_same_indexes(conn, monkeypatch):
+    import devstack.seed as seed_module
+
+    before = _index_definitions(conn)
+    serial = access.create_project(conn, "indexes kept")["id"]
+    seed(conn, serial, traces=300, rng_seed=9, now=NOW)
+    # Other projects' rows are in these tables; pretend they are empty, as in a fresh database.
+    monkeypatch.setattr(seed_module, "BULK_FROM", 200)
+    monkeypatch.setattr(seed_module, "_is_empty", lambda cur, table: True)
+    bulk = access.create_project(conn, "indexes built after")["id"]
+    seed(conn, bulk, traces=300, rng_seed=9, now=NOW)
+    assert _index_definitions(conn) == before
+    for table in SEEDED_TABLES:
+        assert _rows(conn, table, serial) == _rows(conn, table, bulk), table
+
+
+def test_a_bulk_seed_that_fails_leaves_the_indexes_as_they_were(conn, monkeypatch):
+    import devstack.seed as seed_module
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    before = _index_definitions(conn)
+    monkeypatch.setattr(seed_module, "BULK_FROM", 200)
+    monkeypatch.setattr(seed_module, "_is_empty", lambda cur, table: True)
+    monkeypatch.setattr(seed_module, "_insert_audit_logs", fail)
+    project_id = access.create_project(conn, "failing bulk")["id"]
+    with pytest.raises(RuntimeError, match="disk full"):
+        seed(conn, project_id, traces=300, now=NOW)
+    assert _index_definitions(conn) == before
     assert {t: _count(conn, t, project_id) for t in SEEDED_TABLES} == dict.fromkeys(SEEDED_TABLES, 0)
 
 
@@ -250,6 +295,30 @@ def test_scores_and_dataset_rows_point_at_rows_that_exist(module_conn, seeded):
         {"p": project_id},
     ).fetchall()
     assert dangling == []
+
+
+def test_observations_of_a_trace_a_dataset_run_executed_carry_its_experiment(module_conn, seeded):
+    """Each observation of a run item's trace carries the run of the trace's first run item (by id); others none."""
+    project_id, _ = seeded
+    rows = module_conn.execute(
+        """WITH first_item AS (
+               SELECT DISTINCT ON (ri.trace_id) ri.trace_id, r.dataset_id, r.id AS run_id, r.name, ri.dataset_item_id
+               FROM dataset_run_items ri JOIN dataset_runs r ON r.project_id = ri.project_id AND r.id = ri.dataset_run_id
+               WHERE ri.project_id = %(p)s ORDER BY ri.trace_id, ri.id)
+           SELECT o.id, (e.trace_id IS NOT NULL) AS in_run,
+                  (o.experiment_dataset_id, o.experiment_id, o.experiment_name, o.experiment_item_id)
+                      IS NOT DISTINCT FROM (e.dataset_id, e.run_id, e.name, e.dataset_item_id) AS same,
+                  o.experiment_item_root_span_id IS NOT DISTINCT FROM
+                      CASE WHEN e.trace_id IS NOT NULL THEN root.id END AS root_span
+           FROM observations o
+           LEFT JOIN first_item e ON e.trace_id = o.trace_id
+           LEFT JOIN observations root ON root.project_id = o.project_id AND root.trace_id = o.trace_id
+                                      AND root.parent_observation_id IS NULL
+           WHERE o.project_id = %(p)s""",
+        {"p": project_id},
+    ).fetchall()
+    assert any(r["in_run"] for r in rows) and not all(r["in_run"] for r in rows)
+    assert [r["id"] for r in rows if not (r["same"] and r["root_span"])] == []
 
 
 def test_trace_sessions_hold_one_row_per_distinct_session_id(module_conn, seeded):
