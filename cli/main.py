@@ -107,6 +107,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
         log_level="info",
         access_log=args.access_log,
         timeout_keep_alive=75,
+        # SIGTERM: uvicorn stops listening and lets open requests finish, for this long at most.
+        timeout_graceful_shutdown=settings.API_SHUTDOWN_GRACE_SECONDS,
     )
 
 

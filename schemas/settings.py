@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     BATCH_EXPORT_JOB_RETRY_DELAYS: Annotated[tuple[int, ...], NoDecode] = (10, 60, 300)
     # A QUEUED export whose job is missing from Redis for this long is re-enqueued by the sweep.
     BATCH_EXPORT_SWEEP_GRACE_SECONDS: int = Field(default=30, ge=0)
+    # SIGTERM gives a worker's running job this long to finish; then the job goes back to the queue
+    # for another worker (keep it below the supervisor's own kill timeout: Kubernetes waits 30 s).
+    WORKER_SHUTDOWN_GRACE_SECONDS: float = Field(default=25, ge=0)
+    # SIGTERM gives the API's open requests (and event streams) this long before it closes them.
+    API_SHUTDOWN_GRACE_SECONDS: int = Field(default=25, ge=0)
     SESSION_TTL_HOURS: float = Field(default=24 * 30, gt=0)
     # How long the API may reuse a token's session and project role without asking Postgres; any
     # change to sessions or memberships drops the cache at once (LISTEN/NOTIFY). 0 turns it off.

@@ -11,6 +11,7 @@ import ctypes
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -24,6 +25,7 @@ from rq.job import Dependency, Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
+from rq.worker import WorkerStatus
 
 import db
 from db import batch_export_parts, batch_exports
@@ -282,6 +284,10 @@ class ExportWorker(Worker):
     """
 
     _redis_down_since: float | None = None
+    # Graceful shutdown (SIGTERM, as a rolling restart sends): the job a stop is handing back to the
+    # queue, and the timer that hands it back once the grace period is over.
+    _handing_back: str | None = None
+    _hand_back_timer: threading.Timer | None = None
 
     def _through_redis_outages(self, step: Callable[[], T]) -> T:
         """Runs `step`; while Redis cannot be reached, waits for it (with backoff) and runs `step` again."""
@@ -354,6 +360,61 @@ class ExportWorker(Worker):
             # Redis went away just as the horse ended (and ended badly): the job stays in RQ's started
             # registry, its lease runs out, and RQ's abandoned-job clean-up retries or fails it.
             self.log.warning("could not record the end of job %s: Redis is unreachable", job.id, exc_info=True)
+        finally:
+            if self._hand_back_timer is not None:
+                self._hand_back_timer.cancel()
+            self._handing_back = None
+
+    # --- graceful shutdown ------------------------------------------------------------------------------
+    #
+    # SIGTERM: the worker takes no more jobs (RQ's warm shutdown) and gives the running one
+    # WORKER_SHUTDOWN_GRACE_SECONDS to finish. A job still running then is handed back: its work horse
+    # is stopped and the job goes back to the front of the queue at once, with no retry used up and no
+    # retry delay, for another worker (or this one, restarted) to run from its start; a part of a
+    # large export is one part, so finished parts stay finished. A second SIGTERM hands back at once.
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        # RQ's own first (when idle it ends the worker here); it also makes the next signal a force stop.
+        super().request_stop(signum, frame)
+        if self._hand_back_timer is None and self.get_state() == WorkerStatus.BUSY and self.horse_pid:
+            grace = get_settings().WORKER_SHUTDOWN_GRACE_SECONDS
+            self._hand_back_timer = threading.Timer(grace, self._hand_back)
+            self._hand_back_timer.daemon = True
+            self._hand_back_timer.start()
+            self.log.warning("stopping: the current job has %.0f s to finish, then goes back to the queue", grace)
+
+    def request_force_stop(self, signum: int, frame: Any) -> None:
+        if self.get_state() == WorkerStatus.BUSY and self.horse_pid:
+            self._hand_back()  # the job ends in monitor_work_horse, which then ends the worker
+            return
+        super().request_force_stop(signum, frame)
+
+    def _hand_back(self) -> None:
+        job_id = self.get_current_job_id()
+        if job_id is None or not self.horse_pid:
+            return  # the job ended meanwhile
+        self.log.warning("handing job %s back to the queue: stopping its work horse", job_id)
+        self._handing_back = job_id
+        self.kill_horse()
+
+    def handle_work_horse_killed(self, job: Job, retpid: int, ret_val: int, rusage: Any) -> None:
+        if self._handing_back == job.id:
+            return  # stopped on purpose: not a failed attempt
+        # The work horse died under a live worker (the OOM killer's usual victim). RQ retries or fails
+        # the job next, but without the job's failure callback, so the export row is updated here.
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+        try:
+            _record_attempt_failure(job, WORKER_DIED)
+        except Exception:
+            self.log.exception("could not record the death of export %s's work horse", job.id)
+
+    def _requeue_handed_back(self, job: Job, queue: Queue, execution: Any) -> None:
+        with self.connection.pipeline() as pipeline:
+            self.cleanup_execution(job, pipeline=pipeline, execution=execution)
+            # As RQ's own immediate retry does: a rate-limited job keeps the slot it holds.
+            queue._enqueue_job(job, pipeline=pipeline, at_front=True)
+            pipeline.execute()
+        self.log.warning("job %s is back at the front of the queue", job.id)
 
     def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
         # In the work horse, after the export itself is done: its outcome waits for Redis, not lost.
@@ -372,6 +433,8 @@ class ExportWorker(Worker):
         exc_string: Any = "",
         execution: Any = None,
     ) -> Any:
+        if self._handing_back == job.id:
+            return self._through_redis_outages(lambda: self._requeue_handed_back(job, queue, execution))
         return self._through_redis_outages(
             lambda: super(ExportWorker, self).handle_job_failure(
                 job, queue, started_job_registry, exc_string, execution
@@ -386,10 +449,18 @@ class ExportWorker(Worker):
             self.log.warning("stopping without unregistering from Redis, which is unreachable")
 
     def unsubscribe(self) -> None:
+        # RQ's own, except for a bounded wait for the listening thread: once unsubscribed, it sleeps in
+        # redis-py for up to RQ's 60 s before it sees the stop, and RQ waits for it without a bound, so a
+        # stopping worker took up to a minute to exit (past a supervisor's kill timeout). It is a daemon.
+        if not self.pubsub_thread:
+            return
         try:
-            super().unsubscribe()
+            self.pubsub.unsubscribe()
         except REDIS_DOWN:
             pass  # stopping during an outage: Redis drops the subscription with the connection
+        self.pubsub_thread.stop(timeout=1)
+        if not self.pubsub_thread.is_alive():
+            self.pubsub.close()
 
     def set_shutdown_requested_date(self) -> None:
         # Called from the SIGTERM handler: an outage must not turn the request to stop into an error.
@@ -435,15 +506,6 @@ class ExportWorker(Worker):
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return self.job_monitoring_interval + HEARTBEAT_GRACE_SECONDS
-
-    def handle_work_horse_killed(self, job: Job, retpid: int, ret_val: int, rusage: Any) -> None:
-        # The work horse died under a live worker (the OOM killer's usual victim). RQ retries or fails
-        # the job next, but without the job's failure callback, so the export row is updated here.
-        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
-        try:
-            _record_attempt_failure(job, WORKER_DIED)
-        except Exception:
-            self.log.exception("could not record the death of export %s's work horse", job.id)
 
     def run_maintenance_tasks(self) -> None:
         self._through_redis_outages(super().run_maintenance_tasks)
