@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 # Seconds from create to finish, as a user waits: a small export takes seconds, a huge one hours.
 DURATION_BUCKETS = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400)
+# A worker waits this long for Postgres to record a job (between two jobs: never long).
+RECORD_CONNECT_TIMEOUT = 5
 ROWS_PER_SECOND_BUCKETS = (100, 1_000, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000)
 
 # The jobs of an export, by the function RQ runs (workers/queue.py enqueues them by these names).
@@ -114,7 +116,7 @@ def record_job_end(job: Job, seconds: float, database_url: str) -> None:
     if kind == "part" or status not in _LAST_ATTEMPT:
         return
     export_id = job.args[0]
-    with db.connect(database_url, autocommit=True) as conn:
+    with db.connect(database_url, autocommit=True, connect_timeout=RECORD_CONNECT_TIMEOUT) as conn:
         export = batch_exports.load(conn, export_id)
         if export is None or export["status"] not in ("COMPLETED", "FAILED"):
             return

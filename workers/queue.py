@@ -29,6 +29,7 @@ import db
 from db import batch_export_parts, batch_exports
 from schemas.settings import Settings, get_settings
 from workers.maintenance import delete_expired
+from workers.metrics import record_job_end
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -348,12 +349,19 @@ class ExportWorker(Worker):
         self._through_redis_outages(lambda: super(ExportWorker, self).maintain_heartbeats(job, execution))
 
     def execute_job(self, job: Job, queue: Queue) -> None:
+        started = time.monotonic()
         try:
             super().execute_job(job, queue)
         except REDIS_DOWN:
             # Redis went away just as the horse ended (and ended badly): the job stays in RQ's started
             # registry, its lease runs out, and RQ's abandoned-job clean-up retries or fails it.
             self.log.warning("could not record the end of job %s: Redis is unreachable", job.id, exc_info=True)
+            return
+        # Here, in the worker's own process, once the work horse has ended: its counters would die with it.
+        try:
+            record_job_end(job, time.monotonic() - started, get_settings().DATABASE_URL)
+        except Exception as exc:
+            self.log.warning("job %s is left out of the metrics: %s", job.id, exc)
 
     def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
         # In the work horse, after the export itself is done: its outcome waits for Redis, not lost.
