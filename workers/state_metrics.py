@@ -52,22 +52,17 @@ class ServiceStateCollector:
             "1 when the server the state gauges are read from answered this scrape, 0 when they are left out",
             labels=["source"],
         )
-        try:
-            families = list(self._from_redis())
-        except redis.RedisError as exc:
-            log.warning("metrics: the queue's state is left out: Redis is unreachable (%s)", type(exc).__name__)
-            up.add_metric(["redis"], 0)
-        else:
-            up.add_metric(["redis"], 1)
-            yield from families
-        try:
-            families = list(self._from_postgres())
-        except psycopg.Error as exc:
-            log.warning("metrics: the active exports are left out: Postgres is unreachable (%s)", type(exc).__name__)
-            up.add_metric(["postgres"], 0)
-        else:
-            up.add_metric(["postgres"], 1)
-            yield from families
+        for source, read in (("redis", self._from_redis), ("postgres", self._from_postgres)):
+            try:
+                families = list(read())
+            except (redis.RedisError, psycopg.Error) as exc:
+                log.warning(
+                    "metrics: the state read from %s is left out: it is unreachable (%s)", source, type(exc).__name__
+                )
+                up.add_metric([source], 0)
+            else:
+                up.add_metric([source], 1)
+                yield from families
         yield up
 
     def _from_redis(self) -> Iterator[Metric]:

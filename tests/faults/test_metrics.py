@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 
 from devstack.servers import free_port
 from tests.support.faults import FaultStack
 from tests.support.metrics import Scrape, scrape
-from tests.support.processes import CliProcess, WorkerProcess, wait_for
+from tests.support.processes import ApiProcess, CliProcess, WorkerProcess, wait_for
 from tests.support.rpc_client import RpcClient
 from tests.support.world import Project
 
@@ -130,23 +129,10 @@ def test_the_api_under_several_processes_serves_the_calls_of_all_of_them(
     folder.mkdir()
     (folder / "counter_1.db").write_bytes(b"left over from a previous run")  # serve starts afresh
     port = int(stack.settings.PUBLIC_BASE_URL.rsplit(":", 1)[1])
-    api = CliProcess(
-        "api",
-        ["serve", "--port", str(port), "--workers", "2"],
-        stack.env(PROMETHEUS_MULTIPROC_DIR=folder),
-        stack.folder,
-    ).start()
+    api = ApiProcess("api", stack.env(PROMETHEUS_MULTIPROC_DIR=folder), stack.folder, port, workers=2)
     stack.processes.append(api)
-    url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        assert api.alive(), api.log()
-        try:
-            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(answers, 60, "the API to answer", api)
+    api.start()
+    url = api.url
     assert not (folder / "counter_1.db").exists()
 
     def processes_counted() -> set[str]:
