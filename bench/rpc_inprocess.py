@@ -1,10 +1,12 @@
 """The Python cost of one JSON-RPC call with no HTTP at all: parse, dispatch (jsonrpcserver,
 middlewares with an access-cache hit, pydantic models) and encode, for bench.ping.
 
-    .venv/bin/python bench/rpc_inprocess.py [--calls 20000] [--profile]
+    .venv/bin/python bench/rpc_inprocess.py [--calls 20000] [--profile] [--no-metrics]
 
 Needs no servers: the access cache is primed by hand, so no call reaches Postgres. Compare the
-figure with bare Starlette's whole request in `make bench-rpc` (1 / its req/s).
+figure with bare Starlette's whole request in `make bench-rpc` (1 / its req/s). Each call is
+counted and timed by the app's metrics observer, as in the app; `--no-metrics` leaves it out, to
+see what it costs.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from rpc_app import bench_router
 from db import access
 from procedures.access_cache import AccessCache
 from procedures.context import Context, ProjectAccess, Resources, User
+from procedures.metrics import RpcCallMetrics
 from rpc import protocol
 from rpc.endpoint import RPCEndpoint
 
@@ -28,7 +31,7 @@ TOKEN = "bx_bench"
 BODY = b'{"jsonrpc":"2.0","id":1,"method":"bench.ping","params":{"projectId":"p1"}}'
 
 
-def endpoint() -> RPCEndpoint:
+def endpoint(metrics: bool = True) -> RPCEndpoint:
     cache: AccessCache[ProjectAccess] = AccessCache(ttl_seconds=3600)
     cache.enabled = True  # as if its LISTEN connection were up
     user = User(id="u1", email="bench@example.com", name=None, image=None)
@@ -48,6 +51,7 @@ def endpoint() -> RPCEndpoint:
         max_body_bytes=2**20,
         max_batch=50,
         openrpc_info={"title": "bench", "version": "0"},
+        observe=RpcCallMetrics() if metrics else None,
     )
 
 
@@ -61,8 +65,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--profile", action="store_true", help="print cProfile's top functions by own time")
+    parser.add_argument("--no-metrics", action="store_true", help="without the app's call observer (metrics)")
     args = parser.parse_args()
-    rpc = endpoint()
+    rpc = endpoint(metrics=not args.no_metrics)
     first = asyncio.run(rpc._dispatch(None, [protocol.parse(BODY)]))  # type: ignore[arg-type]
     assert "result" in first[0], first
     started = time.perf_counter()

@@ -98,26 +98,72 @@ def cmd_serve(args: argparse.Namespace) -> None:
         raise SystemExit(2) from None
     # The app reads its settings from the environment when uvicorn imports it.
     os.environ["PUBLIC_BASE_URL"] = base_url
-    # Keep idle connections longer than clients' own reuse window (httpx: 5 s, uvicorn's default
-    # too), so a client never sends on a connection the server is closing.
-    uvicorn.run(
-        "procedures.app:app",
-        host=args.host,
-        port=args.port,
-        log_level="info",
-        access_log=args.access_log,
-        timeout_keep_alive=75,
-        # SIGTERM: uvicorn stops listening and lets open requests finish, for this long at most.
-        timeout_graceful_shutdown=settings.API_SHUTDOWN_GRACE_SECONDS,
-    )
+    with _metrics_shared_by(args.workers):
+        # Keep idle connections longer than clients' own reuse window (httpx: 5 s, uvicorn's default
+        # too), so a client never sends on a connection the server is closing.
+        uvicorn.run(
+            "procedures.app:app",
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level="info",
+            access_log=args.access_log,
+            timeout_keep_alive=75,
+            # SIGTERM: uvicorn stops listening and lets open requests finish, for this long at most.
+            timeout_graceful_shutdown=settings.API_SHUTDOWN_GRACE_SECONDS,
+        )
+
+
+@contextlib.contextmanager
+def _metrics_shared_by(processes: int) -> Iterator[None]:
+    """Several API processes write their metrics into one folder (prometheus_client's multiprocess mode),
+    so a scrape of any of them serves the sum: PROMETHEUS_MULTIPROC_DIR when set (emptied first: counts
+    of an earlier run would add up with this one's), else a temporary folder removed at the end."""
+    import os
+    import shutil
+    import tempfile
+
+    if processes <= 1:
+        yield
+        return
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    folder = Path(given) if given else Path(tempfile.mkdtemp(prefix="batch-export-metrics-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    try:
+        yield
+    finally:
+        if not given:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
+    import os
+
+    # A worker keeps its metrics in its own memory and serves them itself (WORKER_METRICS_PORT); the API's
+    # multiprocess folder, if the environment names it, is not for it. Before prometheus_client is imported.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     import redis
 
     from workers.queue import REDIS_RETRY_MAX_DELAY, build_worker, redis_address, wait_for_redis
 
     settings = _service_settings("worker")
+    if settings.WORKER_METRICS_PORT is not None:
+        # First, so /metrics answers even while the worker waits for Redis.
+        from workers.metrics import serve_worker_metrics
+
+        try:
+            serve_worker_metrics(settings.WORKER_METRICS_PORT)
+        except OSError as exc:
+            print(
+                f"batch-export worker: cannot serve metrics on WORKER_METRICS_PORT={settings.WORKER_METRICS_PORT}:"
+                f" {exc.strerror or exc}",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise SystemExit(2) from None
     connection = redis.Redis.from_url(settings.REDIS_URL)
 
     # A worker rides out Redis outages once running, so it waits for Redis at start too: a supervisor
@@ -249,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="API processes (default 1); /metrics of any sums them all"
+    )
     serve.set_defaults(run=cmd_serve)
 
     worker = commands.add_parser("worker", help="run an RQ worker on the batch-exports queue")

@@ -9,6 +9,7 @@ export's row first, so parts running at once never deadlock each other.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -116,3 +117,11 @@ def stored_objects(conn: Connection, export_id: str) -> list[str]:
 
 def forget_objects(conn: Connection, export_id: str) -> None:
     conn.execute("UPDATE batch_export_parts SET object_key = NULL WHERE export_id = %s", (export_id,))
+
+
+def first_started_at(conn: Connection, export_id: str) -> datetime | None:
+    """When the first of the export's parts started (its last attempt), for the rate it was written at."""
+    row = conn.execute(
+        "SELECT min(started_at) AS started_at FROM batch_export_parts WHERE export_id = %s", (export_id,)
+    ).fetchone()
+    return row["started_at"] if row else None

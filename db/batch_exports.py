@@ -184,6 +184,16 @@ def processing_without_recent_activity(conn: Connection, idle_seconds: float) ->
     return [r["id"] for r in rows]
 
 
+def active_counts(conn: Connection) -> dict[str, int]:
+    """How many exports are in each active status (every one named, 0 when none), for the metrics."""
+    rows = conn.execute(
+        sql.SQL("SELECT status, count(*) AS n FROM batch_exports WHERE status IN {active} GROUP BY status").format(
+            active=_ACTIVE
+        )
+    ).fetchall()
+    return dict.fromkeys(ACTIVE_STATUSES, 0) | {r["status"]: r["n"] for r in rows}
+
+
 # --- the export engine's reads and the expiry sweep ---------------------------------------------
 
 

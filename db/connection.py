@@ -31,9 +31,12 @@ class CannotConnect(psycopg.OperationalError):
     """
 
 
-def connect(database_url: str, *, autocommit: bool = False) -> Connection:
+def connect(database_url: str, *, autocommit: bool = False, connect_timeout: int | None = None) -> Connection:
+    """A connection with dict rows; `connect_timeout` (seconds, at least 2 for libpq) bounds the wait for a
+    server that does not answer, which is otherwise the operating system's TCP timeout."""
+    options: dict[str, Any] = {} if connect_timeout is None else {"connect_timeout": connect_timeout}
     try:
-        return psycopg.connect(database_url, autocommit=autocommit, row_factory=dict_row)
+        return psycopg.connect(database_url, autocommit=autocommit, row_factory=dict_row, **options)
     except psycopg.OperationalError as exc:
         raise CannotConnect(explain_connection_failure(database_url, exc)) from exc
 

@@ -21,8 +21,10 @@ from procedures.auth import rpc
 from procedures.batch_export import batch_export_router
 from procedures.context import Context, ProjectAccess, Resources, bearer_token
 from procedures.downloads import download_endpoint
+from procedures.metrics import RpcCallMetrics, metrics_endpoint
 from rpc import Router, rpc_routes
 from schemas.settings import Settings, get_settings
+from workers.state_metrics import ServiceStateCollector
 from workers.storage import open_storage
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,8 @@ def create_app(settings: Settings | None = None, router: Router = app_router) ->
     resources = Resources(
         settings=settings, pool=pool, redis=redis_client, storage=open_storage(settings), access_cache=access_cache
     )
+
+    service_state = ServiceStateCollector(settings.REDIS_URL, settings.DATABASE_URL)
 
     async def create_context(request: Request) -> Context:
         return Context(resources=resources, token=bearer_token(request))
@@ -77,10 +81,18 @@ def create_app(settings: Settings | None = None, router: Router = app_router) ->
                 await listener
             await pool.close()
             redis_client.close()
+            service_state.close()
 
     routes = [
-        *rpc_routes(router, create_context, path="/rpc", openrpc_info={"title": API_TITLE, "version": API_VERSION}),
+        *rpc_routes(
+            router,
+            create_context,
+            path="/rpc",
+            openrpc_info={"title": API_TITLE, "version": API_VERSION},
+            observe=RpcCallMetrics(),
+        ),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint(service_state), methods=["GET"]),
         Route("/exports/download", download_endpoint(resources), methods=["GET"]),
         *web_routes(),
     ]

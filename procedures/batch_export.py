@@ -14,6 +14,7 @@ from rq.job import Job
 from db import audit_logs, batch_exports, one
 from procedures.auth import rpc, scoped
 from procedures.context import ProjectContext
+from procedures.metrics import EXPORTS_CREATED, EXPORTS_FINISHED
 from rpc import RPCError
 from schemas import (
     ACTIVE_STATUSES,
@@ -121,6 +122,7 @@ async def create_export(ctx: ProjectContext, input: CreateBatchExport) -> BatchE
             )
         export = to_batch_export(row)
         await conn.execute(audit_logs.INSERT_SQL, _audit(ctx, export.id, "create", None, export))
+    EXPORTS_CREATED.labels(query.tableName, input.format).inc()
 
     # The export is durable now. If Redis is unreachable the caller still gets it, QUEUED: the
     # sweep enqueues it once Redis is back, so nothing is lost and nothing runs twice.
@@ -152,6 +154,8 @@ async def cancel_export(ctx: ProjectContext, input: BatchExportRef) -> BatchExpo
         cur = await conn.execute(batch_exports.GET_SQL, params)
         after = to_batch_export(one(await cur.fetchone()))
         await conn.execute(audit_logs.INSERT_SQL, _audit(ctx, after.id, "cancel", before, after))
+    # Counted here, where an export becomes CANCELLED exactly once (workers count the other final statuses).
+    EXPORTS_FINISHED.labels("CANCELLED", after.query.tableName, after.format).inc()
 
     # A queued job is taken off the queue; a running one sees CANCELLED at its next progress write
     # and stops itself (that also covers Redis being unreachable right now).

@@ -16,6 +16,7 @@ table in errors.py, the OpenRPC document in openrpc.py.
 
 from .endpoint import rpc_routes
 from .errors import ERROR_CODES, ErrorCode, RPCError
+from .invocation import CallObserver
 from .openrpc import openrpc_document
 from .procedure import Call, Handler, Middleware, Procedure
 from .root import RPC
@@ -25,6 +26,7 @@ __all__ = [
     "ERROR_CODES",
     "RPC",
     "Call",
+    "CallObserver",
     "ErrorCode",
     "Handler",
     "Middleware",

@@ -15,6 +15,7 @@ any other error data with a generic error.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from time import perf_counter
 from typing import Any
 
 from jsonrpcserver import Success, async_dispatch_to_response
@@ -25,7 +26,7 @@ from starlette.routing import Route
 
 from . import protocol
 from .errors import RPCError, error_object, key_for_numeric_code
-from .invocation import Method, as_method, compile_method, not_found_method, unexpected_error
+from .invocation import CallObserver, Method, as_method, compile_method, not_found_method, unexpected_error
 from .openrpc import openrpc_document
 from .router import Router
 
@@ -41,8 +42,12 @@ class _MethodTable(dict[str, Method]):
     through a method keeps every error in one shape.
     """
 
+    def __init__(self, observe: CallObserver | None) -> None:
+        super().__init__()
+        self.observe = observe
+
     def __missing__(self, name: str) -> Method:
-        return not_found_method(name)
+        return not_found_method(name, self.observe)
 
 
 def _already_parsed(message: Any) -> Any:
@@ -82,6 +87,7 @@ class RPCEndpoint:
         max_body_bytes: int,
         max_batch: int,
         openrpc_info: Mapping[str, Any],
+        observe: CallObserver | None = None,
     ) -> None:
         procedures = router.procedures
         reserved = [path for path in procedures if path == "rpc" or path.startswith("rpc.")]
@@ -91,12 +97,16 @@ class RPCEndpoint:
         self.create_context = create_context
         self.max_body_bytes = max_body_bytes
         self.max_batch = max_batch
+        self.observe = observe
         self.document = openrpc_document(router, openrpc_info)
         self._document_body = protocol.encode(self.document)
-        self.methods = _MethodTable({path: compile_method(path, procedure) for path, procedure in procedures.items()})
+        self.methods = _MethodTable(observe)
+        self.methods.update({path: compile_method(path, procedure, observe) for path, procedure in procedures.items()})
         document = self.document
 
         async def discover(ctx: Any, /, *args: Any, **params: Any) -> Any:
+            if observe is not None:
+                observe(DISCOVER, None, 0.0)
             return Success(document)
 
         self.methods[DISCOVER] = as_method(discover)
@@ -107,27 +117,35 @@ class RPCEndpoint:
 
     async def rpc(self, request: Request) -> Response:
         """POST {path}: one request, a batch, or notifications."""
+        started = perf_counter()
         body = await self._read_body(request)
         if body is None:
+            self._refused("PAYLOAD_TOO_LARGE", started)
             too_large = error_object("PAYLOAD_TOO_LARGE", f"Request body exceeds {self.max_body_bytes} bytes")
             return _json(protocol.failure(None, too_large), status_code=413)
         try:
             message = protocol.parse(body)
         except protocol.ParseError:
+            self._refused("PARSE_ERROR", started)
             return _json(protocol.failure(None, error_object("PARSE_ERROR")))
 
         if type(message) is not list:
             if not protocol.is_request(message):
+                self._refused("INVALID_REQUEST", started)
                 return _json(protocol.invalid_request(message))
             replies = await self._dispatch(request, [message])
             return _json(replies[0]) if replies else Response(status_code=204)
 
-        if not message:
-            return _json(protocol.invalid_request(None))
-        if len(message) > self.max_batch:
+        if not message or len(message) > self.max_batch:
+            self._refused("INVALID_REQUEST", started)
+            if not message:
+                return _json(protocol.invalid_request(None))
             reason = f"Invalid Request: a batch may hold at most {self.max_batch} requests"
             return _json(protocol.invalid_request(None, reason))
         valid = [protocol.is_request(member) for member in message]
+        for ok in valid:
+            if not ok:
+                self._refused("INVALID_REQUEST", started)
         dispatched = iter(await self._dispatch(request, [m for m, ok in zip(message, valid) if ok]))
         # Back into the batch's order: one reply per member that is not a notification.
         replies = []
@@ -142,9 +160,11 @@ class RPCEndpoint:
         """Run valid request objects; the replies of those that are not notifications, in order."""
         if not calls:
             return []
+        started = perf_counter()
         try:
             ctx = await self.create_context(request)
         except RPCError as error:
+            self._context_failed(calls, error.code_key, started)
             return [
                 protocol.failure(call["id"], error.to_error_object(call["method"]))
                 for call in calls
@@ -152,6 +172,7 @@ class RPCEndpoint:
             ]
         except Exception:
             internal = unexpected_error(None, "create_context raised")  # one logged id for all
+            self._context_failed(calls, "INTERNAL_SERVER_ERROR", started)
             return [protocol.failure(call["id"], internal) for call in calls if not protocol.is_notification(call)]
         replies = await async_dispatch_to_response(
             calls,  # type: ignore[arg-type]  # parsed already, see _already_parsed
@@ -162,6 +183,17 @@ class RPCEndpoint:
             post_process=_to_wire,
         )
         return replies or []  # type: ignore[return-value]
+
+    def _refused(self, key: str, started: float) -> None:
+        """Tells the observer of a request refused before it named a method (too large, not JSON, not a request)."""
+        if self.observe is not None:
+            self.observe(None, key, perf_counter() - started)
+
+    def _context_failed(self, calls: list[dict[str, Any]], key: str, started: float) -> None:
+        if self.observe is not None:
+            seconds = perf_counter() - started
+            for call in calls:
+                self.observe(call["method"] if call["method"] in self.methods else None, key, seconds)
 
     async def _read_body(self, request: Request) -> bytes | None:
         """The body, or None once it is known to exceed the limit (without reading the rest)."""
@@ -187,11 +219,15 @@ def rpc_routes(
     max_body_bytes: int = 1_048_576,
     max_batch: int = 50,
     openrpc_info: Mapping[str, Any] | None = None,
+    observe: CallObserver | None = None,
 ) -> list[Route]:
     """The Starlette routes serving `router`: POST {path} and GET {path}/openrpc.json.
 
     `create_context(request)` is awaited once per HTTP request (not per batch member)
-    and its result is every handler's and middleware's starting ctx.
+    and its result is every handler's and middleware's starting ctx. `observe(method, error
+    key or None, seconds)` is called once per call answered (see `CallObserver`): a batch
+    member or notification is one call; a body that is too large, not JSON or not a
+    request object is one call of method None.
     """
     endpoint = RPCEndpoint(
         router,
@@ -199,6 +235,7 @@ def rpc_routes(
         max_body_bytes=max_body_bytes,
         max_batch=max_batch,
         openrpc_info=openrpc_info or {"title": "JSON-RPC API", "version": "0.0.0"},
+        observe=observe,
     )
     return [
         Route(path, endpoint.rpc, methods=["POST"], name="rpc"),

@@ -11,6 +11,7 @@ import inspect
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 from typing import Any
 
 from jsonrpcserver import Error, Result, Success
@@ -24,6 +25,11 @@ logger = logging.getLogger(__name__)
 # jsonrpcserver calls methods as method(context, *list_params, **dict_params).
 # The context is positional-only so that an input field named "ctx" is still a param.
 Method = Callable[..., Awaitable[Result]]
+# Told of every call once it is answered: the method (None when the request names no procedure of
+# the router: an unknown method, or no request object at all), the ERROR_CODES key of its error (None
+# when it succeeded) and the seconds it took. Called on the event loop for every call, so it must be
+# cheap and must not raise; metrics are its purpose (the application counts calls with it).
+CallObserver = Callable[[str | None, str | None, float], None]
 _Parse = Callable[[tuple[Any, ...], dict[str, Any]], Any]
 _Step = Callable[[Any, Any], Awaitable[Any]]
 
@@ -122,32 +128,49 @@ def _link(middleware: Callable[[Call], Awaitable[Any]], rest: _Step, path: str, 
     return step
 
 
-def compile_method(path: str, procedure: Procedure) -> Method:
-    """The jsonrpcserver method for `procedure` served as `path`."""
+def compile_method(path: str, procedure: Procedure, observe: CallObserver | None = None) -> Method:
+    """The jsonrpcserver method for `procedure` served as `path`; `observe` is told of each call."""
     parse = _input_parser(procedure.input_model)
     run = _chain(path, procedure)
     output = procedure.output_adapter
 
-    async def method(ctx: Any, /, *args: Any, **params: Any) -> Result:
+    async def answer(ctx: Any, args: tuple[Any, ...], params: dict[str, Any]) -> tuple[Result, str | None]:
+        """The call's result, and the key of its error (None: it succeeded)."""
         try:
             result = await run(ctx, parse(args, params))
         except RPCError as error:
-            return error_result(error.to_error_object(path))
+            return error_result(error.to_error_object(path)), error.code_key
         except Exception:
-            return error_result(unexpected_error(path, "raised"))
+            return error_result(unexpected_error(path, "raised")), "INTERNAL_SERVER_ERROR"
         try:
             # A model instance passes through as is; a dict is validated into the model.
-            return Success(output.dump_python(output.validate_python(result), mode="json", by_alias=True))
+            return Success(output.dump_python(output.validate_python(result), mode="json", by_alias=True)), None
         except Exception:
-            return error_result(unexpected_error(path, "returned a value that does not match its output type"))
+            wrong = unexpected_error(path, "returned a value that does not match its output type")
+            return error_result(wrong), "INTERNAL_SERVER_ERROR"
+
+    if observe is None:
+
+        async def method(ctx: Any, /, *args: Any, **params: Any) -> Result:
+            return (await answer(ctx, args, params))[0]
+
+    else:
+
+        async def method(ctx: Any, /, *args: Any, **params: Any) -> Result:
+            started = perf_counter()
+            result, error = await answer(ctx, args, params)
+            observe(path, error, perf_counter() - started)
+            return result
 
     return as_method(method)
 
 
-def not_found_method(path: str) -> Method:
-    """The method jsonrpcserver gets for a name no procedure has."""
+def not_found_method(path: str, observe: CallObserver | None = None) -> Method:
+    """The method jsonrpcserver gets for a name no procedure has (told to `observe` as method None)."""
 
     async def method(ctx: Any, /, *args: Any, **params: Any) -> Result:
+        if observe is not None:
+            observe(None, "METHOD_NOT_FOUND", 0.0)
         return error_result(error_object("METHOD_NOT_FOUND", None, path))
 
     return as_method(method)

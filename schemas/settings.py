@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     # How long the API may reuse a token's session and project role without asking Postgres; any
     # change to sessions or memberships drops the cache at once (LISTEN/NOTIFY). 0 turns it off.
     SESSION_CACHE_SECONDS: float = Field(default=5, ge=0)
+    # The port a worker serves GET /metrics on (all interfaces); unset: none. Each worker on a machine needs its own.
+    WORKER_METRICS_PORT: int | None = Field(default=None, ge=1, le=65535)
     SMTP_URL: str = ""
     EMAIL_FROM: str = "batch-exports@localhost"
     # Without SMTP_URL, emails are written here as .eml files instead of sent.
@@ -71,6 +73,13 @@ class Settings(BaseSettings):
     @classmethod
     def _no_row_limit(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() in ("", "none", "unlimited"):
+            return None
+        return value
+
+    @field_validator("WORKER_METRICS_PORT", mode="before")
+    @classmethod
+    def _no_port(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "off"):
             return None
         return value
 

@@ -31,6 +31,7 @@ import db
 from db import batch_export_parts, batch_exports
 from schemas.settings import Settings, get_settings
 from workers.maintenance import delete_expired
+from workers.metrics import record_job_end
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -354,16 +355,26 @@ class ExportWorker(Worker):
         self._through_redis_outages(lambda: super(ExportWorker, self).maintain_heartbeats(job, execution))
 
     def execute_job(self, job: Job, queue: Queue) -> None:
+        started = time.monotonic()
         try:
             super().execute_job(job, queue)
         except REDIS_DOWN:
             # Redis went away just as the horse ended (and ended badly): the job stays in RQ's started
             # registry, its lease runs out, and RQ's abandoned-job clean-up retries or fails it.
             self.log.warning("could not record the end of job %s: Redis is unreachable", job.id, exc_info=True)
+            return
         finally:
+            handed_back = self._handing_back == job.id
             if self._hand_back_timer is not None:
                 self._hand_back_timer.cancel()
             self._handing_back = None
+        if handed_back:
+            return  # not an end: the job runs again elsewhere
+        # Here, in the worker's own process, once the work horse has ended: its counters would die with it.
+        try:
+            record_job_end(job, time.monotonic() - started, get_settings().DATABASE_URL)
+        except Exception as exc:
+            self.log.warning("job %s is left out of the metrics: %s", job.id, exc)
 
     # --- graceful shutdown ------------------------------------------------------------------------------
     #

@@ -190,8 +190,16 @@ router = rpc.router(
 OPENRPC_INFO = {"title": "rpc test service", "version": "1.0.0"}
 
 
+# What the endpoint's observer was told, (method, error key, seconds) per call, in order.
+OBSERVED_CALLS: list[tuple[str | None, str | None, float]] = []
+
+
+def observe_call(method: str | None, error: str | None, seconds: float) -> None:
+    OBSERVED_CALLS.append((method, error, seconds))
+
+
 def build_app() -> Starlette:
-    return Starlette(routes=rpc_routes(router, create_context, openrpc_info=OPENRPC_INFO))
+    return Starlette(routes=rpc_routes(router, create_context, openrpc_info=OPENRPC_INFO, observe=observe_call))
 
 
 @pytest.fixture(scope="session")
@@ -247,3 +255,10 @@ def call(post_rpc):
         return response.json()
 
     return call_method
+
+
+@pytest.fixture()
+def observed() -> list[tuple[str | None, str | None, float]]:
+    """The calls the endpoint's observer is told of from now on (the server is shared: tests run one at a time)."""
+    OBSERVED_CALLS.clear()
+    return OBSERVED_CALLS

@@ -47,6 +47,7 @@ _ENV_FIELDS = (
     "SMTP_URL",
     "EMAIL_FROM",
     "OUTBOX_DIR",
+    "WORKER_METRICS_PORT",
 )
 
 

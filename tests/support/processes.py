@@ -179,10 +179,11 @@ class WorkerProcess(CliProcess):
 
 
 class ApiProcess(CliProcess):
-    """`batch-export serve` on a free port."""
+    """`batch-export serve` on a free port (`--workers N` when `workers` is more than one)."""
 
-    def __init__(self, name: str, env: dict[str, str], folder: Path, port: int):
-        super().__init__(name, ["serve", "--port", str(port)], env, folder)
+    def __init__(self, name: str, env: dict[str, str], folder: Path, port: int, workers: int = 1):
+        processes = ["--workers", str(workers)] if workers > 1 else []
+        super().__init__(name, ["serve", "--port", str(port), *processes], env, folder)
         self.port = port
 
     @property
