@@ -10,6 +10,7 @@ from pathlib import Path
 
 import redis
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import BaseRoute, Mount, Route
@@ -21,8 +22,10 @@ from procedures.auth import rpc
 from procedures.batch_export import batch_export_router
 from procedures.context import Context, ProjectAccess, Resources, bearer_token
 from procedures.downloads import download_endpoint
+from procedures.request_ids import RequestIds
 from rpc import Router, rpc_routes
 from schemas.settings import Settings, get_settings
+from workers.logs import configure_logging
 from workers.storage import open_storage
 
 log = logging.getLogger(__name__)
@@ -84,7 +87,7 @@ def create_app(settings: Settings | None = None, router: Router = app_router) ->
         Route("/exports/download", download_endpoint(resources), methods=["GET"]),
         *web_routes(),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestIds)])
     app.state.resources = resources
     return app
 
@@ -103,6 +106,10 @@ def web_routes(root: Path = WEB_ROOT) -> list[BaseRoute]:
 
 def __getattr__(name: str):
     # `procedures.app:app` for uvicorn, built on first use so importing this module reads no settings.
+    # Logging is configured here too, for uvicorn started by hand (`uvicorn procedures.app:app`),
+    # which has set up its own handlers by now; under `batch-export serve` this repeats the CLI's setup.
     if name == "app":
-        return create_app()
+        settings = get_settings()
+        configure_logging(settings)
+        return create_app(settings)
     raise AttributeError(name)
