@@ -1,10 +1,9 @@
-"""The Starlette app (`procedures.app:app`): the JSON-RPC endpoint, health check, and shared resources."""
+"""The Starlette app (`procedures.app:app`): the JSON-RPC endpoint, health and readiness, and shared resources."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse
+from starlette.responses import FileResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -22,13 +21,12 @@ from procedures.auth import rpc
 from procedures.batch_export import batch_export_router
 from procedures.context import Context, ProjectAccess, Resources, bearer_token
 from procedures.downloads import download_endpoint
+from procedures.readiness import readiness_routes
 from procedures.request_ids import RequestIds
 from rpc import Router, rpc_routes
 from schemas.settings import Settings, get_settings
 from workers.logs import configure_logging
 from workers.storage import open_storage
-
-log = logging.getLogger(__name__)
 
 API_TITLE = "batch-export"
 API_VERSION = "0.1.0"
@@ -53,21 +51,6 @@ def create_app(settings: Settings | None = None, router: Router = app_router) ->
     async def create_context(request: Request) -> Context:
         return Context(resources=resources, token=bearer_token(request))
 
-    async def healthz(request: Request) -> JSONResponse:
-        checks = {"postgres": False, "redis": False}
-        try:
-            async with pool.connection(timeout=2) as conn:
-                await conn.execute("SELECT 1")
-            checks["postgres"] = True
-        except Exception as exc:  # any failure means "not healthy"; the reason is logged, not sent
-            log.warning("healthz: postgres unavailable: %s", type(exc).__name__)
-        try:
-            checks["redis"] = bool(redis_client.ping())
-        except redis.RedisError as exc:
-            log.warning("healthz: redis unavailable: %s", type(exc).__name__)
-        ok = all(checks.values())
-        return JSONResponse({"ok": ok, **checks}, status_code=200 if ok else 503)
-
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await pool.open(wait=False)
@@ -83,7 +66,7 @@ def create_app(settings: Settings | None = None, router: Router = app_router) ->
 
     routes = [
         *rpc_routes(router, create_context, path="/rpc", openrpc_info={"title": API_TITLE, "version": API_VERSION}),
-        Route("/healthz", healthz, methods=["GET"]),
+        *readiness_routes(resources),
         Route("/exports/download", download_endpoint(resources), methods=["GET"]),
         *web_routes(),
     ]

@@ -74,8 +74,16 @@ class ServedApi:
         return self.http.post(f"{self.url}/rpc", content=body, headers=sent, timeout=timeout)
 
     def healthy(self) -> bool:
+        """The process lives and serves (GET /healthz)."""
         try:
             return self.http.get(f"{self.url}/healthz", timeout=10).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def ready(self) -> bool:
+        """Its Postgres, Redis and storage answer (GET /readyz): what a test needs before its first call."""
+        try:
+            return self.http.get(f"{self.url}/readyz", timeout=10).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -120,7 +128,7 @@ def serve_api(env: dict[str, str], folder: Path, secret_values: dict[str, str]) 
     served = ServedApi(url, process, log_path, secret_values)
     try:
         deadline = time.monotonic() + 60
-        while not served.healthy():
+        while not served.ready():
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the abuse API did not start:\n{served.log()[-3000:]}")
             time.sleep(0.1)
