@@ -111,15 +111,18 @@ def add_password_user_to_redis(redis_url: str, user: str, password: str) -> str:
 
 
 @contextlib.contextmanager
-def serve_api(env: dict[str, str], folder: Path, secret_values: dict[str, str]) -> Iterator[ServedApi]:
-    """`batch-export serve` with `env` on a free port; its stdout and stderr go to one log file."""
+def serve_api(
+    env: dict[str, str], folder: Path, secret_values: dict[str, str], *, access_log: bool = False
+) -> Iterator[ServedApi]:
+    """`batch-export serve` with `env` on a free port (`--access-log`: a line per request); its stdout
+    and stderr go to one log file."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = folder / "api.log"
     env = {**os.environ, **env, "PUBLIC_BASE_URL": url, "SMTP_URL": ""}
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "cli", "serve", "--port", str(port), *(["--access-log"] if access_log else [])],
             env=env,
             cwd=folder,
             stdout=log_file,
