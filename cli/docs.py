@@ -90,7 +90,13 @@ def api_markdown() -> str:
         f"- `GET /exports/download?…`: a signed link. `batchExport.downloadUrl` hands out one valid {link_minutes}"
         " minutes (never past the file's expiry; ask again for a fresh one). The completion email carries one valid"
         f" as long as the file itself: `BATCH_EXPORT_DOWNLOAD_LINK_EXPIRATION_HOURS`, {file_hours:g} hours by default.",
-        "- `GET /healthz`: `200 {ok: true, postgres: true, redis: true}`, or 503 naming what is down.",
+        "- `GET /healthz`: `200 {ok: true}` while the process serves (liveness: it checks no dependency).",
+        "- `GET /readyz`: `200 {ok: true, postgres: true, redis: true, storage: true, migrations: true}` when"
+        " Postgres and Redis answer, the export storage takes a write (S3: the bucket answers) and every"
+        " migration is applied; else 503 with the failed checks `false` (why is in the API's log).",
+        "- Every response carries `X-Request-ID`: the request's own when it sent a sane one (printable, up to"
+        " 128 characters), else a new one; with `LOG_FORMAT=json` every log line of the request has it as"
+        " `requestId`.",
         "",
         "## Procedures",
         "",

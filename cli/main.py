@@ -19,11 +19,25 @@ from schemas.settings import Settings, SettingsError, load_settings
 
 
 def _settings():
+    from workers.logs import configure_logging
+
     try:
-        return load_settings()
+        settings = load_settings()
     except SettingsError as exc:
         print(f"batch-export: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    # From here on the command logs as LOG_FORMAT says, knowing which secrets to keep out of its lines.
+    configure_logging(settings)
+    return settings
+
+
+def _tell_operator(settings: Settings, command: str, message: str, level: int = logging.WARNING) -> None:
+    """A line for whoever runs `command`: as it always read in a terminal, or a log line among the
+    others (one JSON object) with LOG_FORMAT=json, so a log collector sees no stray text."""
+    if settings.LOG_FORMAT == "json":
+        logging.getLogger(f"batch-export.{command}").log(level, message)
+    else:
+        print(f"batch-export {command}: {message}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
@@ -42,7 +56,7 @@ def _service_settings(command: str):
     """The settings of a long-running process (serve, worker), with its warnings printed once at start."""
     settings = _settings()
     for warning in settings.startup_warnings():
-        print(f"batch-export {command}: {warning}", file=sys.stderr, flush=True)
+        _tell_operator(settings, command, warning)
     return settings
 
 
@@ -100,13 +114,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
     os.environ["PUBLIC_BASE_URL"] = base_url
     with _metrics_shared_by(args.workers):
         # Keep idle connections longer than clients' own reuse window (httpx: 5 s, uvicorn's default
-        # too), so a client never sends on a connection the server is closing.
+        # too), so a client never sends on a connection the server is closing. No log_config: uvicorn's
+        # lines go through the one handler workers.logs configured, in its format.
         uvicorn.run(
             "procedures.app:app",
             host=args.host,
             port=args.port,
             workers=args.workers,
             log_level="info",
+            log_config=None,
             access_log=args.access_log,
             timeout_keep_alive=75,
             # SIGTERM: uvicorn stops listening and lets open requests finish, for this long at most.
@@ -171,17 +187,15 @@ def cmd_worker(args: argparse.Namespace) -> None:
     # run (cron, a script) has no outage to ride out: it says so in one line and fails.
     def unreachable(exc: Exception) -> None:
         if args.burst:
-            print(
-                f"batch-export worker: Redis at {redis_address(connection)} is unreachable ({exc})",
-                file=sys.stderr,
-                flush=True,
+            _tell_operator(
+                settings, "worker", f"Redis at {redis_address(connection)} is unreachable ({exc})", logging.ERROR
             )
             raise SystemExit(1)
-        print(
-            f"batch-export worker: Redis at {redis_address(connection)} is unreachable ({exc});"
+        _tell_operator(
+            settings,
+            "worker",
+            f"Redis at {redis_address(connection)} is unreachable ({exc});"
             f" waiting for it, trying again every {REDIS_RETRY_MAX_DELAY:.0f} s at most",
-            file=sys.stderr,
-            flush=True,
         )
 
     try:
@@ -189,7 +203,8 @@ def cmd_worker(args: argparse.Namespace) -> None:
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     worker = build_worker(connection)
-    # The scheduler runs RQ's delayed retries (the backoff between attempts).
+    # The scheduler runs RQ's delayed retries (the backoff between attempts). RQ adds no handler of its
+    # own: the root logger already has ours (workers.logs), and the work horse it forks inherits it.
     worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
 
 
@@ -353,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from workers.logs import configure_logging
+
+    # Text until a command reads the settings (the terminal client never does); see _settings.
+    configure_logging()
     args = build_parser().parse_args(argv)
     args.run(args)

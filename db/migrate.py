@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from importlib import resources
 
 from db.connection import open_connection
@@ -14,6 +15,20 @@ def migration_files() -> list[tuple[str, str]]:
     folder = resources.files("db") / "migrations"
     files = sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
     return [(p.name.removesuffix(".sql"), p.read_text(encoding="utf-8")) for p in files]
+
+
+# The versions a database has applied (the table is missing from a database never migrated).
+APPLIED_SQL = "SELECT version FROM schema_migrations"
+
+
+def missing_migrations(applied: Iterable[str]) -> list[str]:
+    """The code's migrations that are not among `applied`, in order.
+
+    A database ahead of the code misses nothing: an upgrade migrates first and then restarts the
+    services, and calling the old processes unready meanwhile would take every one out at once.
+    """
+    done = set(applied)
+    return [version for version, _ in migration_files() if version not in done]
 
 
 def migrate(database_url: str) -> list[str]:

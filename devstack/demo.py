@@ -58,17 +58,18 @@ def _start_background(name: str, argv: list[str], env: dict[str, str]) -> None:
     _say(f"started {name} (pid {process.pid}, log {LOGS / f'{name}.log'})")
 
 
-def _wait_healthy(base_url: str, timeout: float = 30) -> None:
+def _wait_ready(base_url: str, timeout: float = 30) -> None:
+    # /readyz, not /healthz: the demo's first export needs Postgres, Redis and the storage, not only a live process.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{base_url}/healthz", timeout=2) as response:
+            with urllib.request.urlopen(f"{base_url}/readyz", timeout=5) as response:
                 if response.status == 200:
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.2)
-    raise SystemExit(f"the API did not become healthy at {base_url}; see {LOGS / 'api.log'}")
+    raise SystemExit(f"the API did not become ready at {base_url} (GET /readyz says why); see {LOGS / 'api.log'}")
 
 
 def _postgres_data_dir() -> Path:
@@ -133,7 +134,7 @@ def run_demo(*, traces: int, port: int, api_client: Callable[[str, str], Api], w
     # Several workers, so that a large export's parts run at once (one per core is a good start).
     for n in range(1, workers + 1):
         _start_background(f"worker-{n}", [*cli, "worker"], env)
-    _wait_healthy(base_url)
+    _wait_ready(base_url)
 
     api = api_client(base_url, token)
     export = api.call(

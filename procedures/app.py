@@ -1,17 +1,17 @@
-"""The Starlette app (`procedures.app:app`): the JSON-RPC endpoint, health check, and shared resources."""
+"""The Starlette app (`procedures.app:app`): the JSON-RPC endpoint, health and readiness, and shared resources."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import redis
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse
+from starlette.responses import FileResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -22,12 +22,13 @@ from procedures.batch_export import batch_export_router
 from procedures.context import Context, ProjectAccess, Resources, bearer_token
 from procedures.downloads import download_endpoint
 from procedures.metrics import RpcCallMetrics, metrics_endpoint
+from procedures.readiness import readiness_routes
+from procedures.request_ids import RequestIds
 from rpc import Router, rpc_routes
 from schemas.settings import Settings, get_settings
+from workers.logs import configure_logging
 from workers.state_metrics import ServiceStateCollector
 from workers.storage import open_storage
-
-log = logging.getLogger(__name__)
 
 API_TITLE = "batch-export"
 API_VERSION = "0.1.0"
@@ -54,21 +55,6 @@ def create_app(settings: Settings | None = None, router: Router = app_router) ->
     async def create_context(request: Request) -> Context:
         return Context(resources=resources, token=bearer_token(request))
 
-    async def healthz(request: Request) -> JSONResponse:
-        checks = {"postgres": False, "redis": False}
-        try:
-            async with pool.connection(timeout=2) as conn:
-                await conn.execute("SELECT 1")
-            checks["postgres"] = True
-        except Exception as exc:  # any failure means "not healthy"; the reason is logged, not sent
-            log.warning("healthz: postgres unavailable: %s", type(exc).__name__)
-        try:
-            checks["redis"] = bool(redis_client.ping())
-        except redis.RedisError as exc:
-            log.warning("healthz: redis unavailable: %s", type(exc).__name__)
-        ok = all(checks.values())
-        return JSONResponse({"ok": ok, **checks}, status_code=200 if ok else 503)
-
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await pool.open(wait=False)
@@ -91,12 +77,12 @@ def create_app(settings: Settings | None = None, router: Router = app_router) ->
             openrpc_info={"title": API_TITLE, "version": API_VERSION},
             observe=RpcCallMetrics(),
         ),
-        Route("/healthz", healthz, methods=["GET"]),
+        *readiness_routes(resources),
         Route("/metrics", metrics_endpoint(service_state), methods=["GET"]),
         Route("/exports/download", download_endpoint(resources), methods=["GET"]),
         *web_routes(),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestIds)])
     app.state.resources = resources
     return app
 
@@ -115,6 +101,10 @@ def web_routes(root: Path = WEB_ROOT) -> list[BaseRoute]:
 
 def __getattr__(name: str):
     # `procedures.app:app` for uvicorn, built on first use so importing this module reads no settings.
+    # Logging is configured here too, for uvicorn started by hand (`uvicorn procedures.app:app`),
+    # which has set up its own handlers by now; under `batch-export serve` this repeats the CLI's setup.
     if name == "app":
-        return create_app()
+        settings = get_settings()
+        configure_logging(settings)
+        return create_app(settings)
     raise AttributeError(name)

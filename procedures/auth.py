@@ -14,7 +14,9 @@ from psycopg_pool import PoolTimeout
 
 from db import access
 from procedures.context import Context, ProjectAccess, ProjectContext
+from procedures.request_ids import current_request_id
 from rpc import RPC, Call, Procedure, RPCError
+from workers.logs import log_context
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +81,9 @@ async def require_project_access(call: Call) -> Any:
         project_role=found.project_role,
         scopes=scopes,
     )
-    return await call.next(ctx=project_ctx)
+    # The lines logged from here on are about this project (and only once the caller may see it).
+    with log_context(projectId=project_id):
+        return await call.next(ctx=project_ctx)
 
 
 def _token_hash(ctx: Context) -> bytes:
@@ -91,12 +95,12 @@ def _token_hash(ctx: Context) -> bytes:
 async def report_database_outages(call: Call) -> Any:
     """Postgres unreachable (down, restarting, pool exhausted): INTERNAL_SERVER_ERROR that says so.
 
-    The caller learns it is temporary and gets a request id; the log gets the exception's type,
-    never its text (which can hold the connection string)."""
+    The caller learns it is temporary and gets the request's id (the one on its log lines); the log
+    gets the exception's type, never its text (which can hold the connection string)."""
     try:
         return await call.next()
     except (psycopg.OperationalError, PoolTimeout) as exc:
-        request_id = uuid.uuid4().hex
+        request_id = current_request_id() or uuid.uuid4().hex
         log.warning("%s: database unavailable (%s) [requestId=%s]", call.path, type(exc).__name__, request_id)
         raise RPCError(
             "INTERNAL_SERVER_ERROR",

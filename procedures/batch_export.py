@@ -127,7 +127,7 @@ async def create_export(ctx: ProjectContext, input: CreateBatchExport) -> BatchE
     # The export is durable now. If Redis is unreachable the caller still gets it, QUEUED: the
     # sweep enqueues it once Redis is back, so nothing is lost and nothing runs twice.
     try:
-        await asyncio.to_thread(enqueue_export, ctx.resources.redis, export.id, settings)
+        await asyncio.to_thread(enqueue_export, ctx.resources.redis, export.id, settings, project_id=ctx.project_id)
     except redis.RedisError as exc:
         log.warning(
             "export %s accepted but not enqueued (Redis: %s); the sweep will enqueue it", export.id, type(exc).__name__

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     EMAIL_FROM: str = "batch-exports@localhost"
     # Without SMTP_URL, emails are written here as .eml files instead of sent.
     OUTBOX_DIR: Path = LOCAL_DATA_DIR / "outbox"
+    # "text": lines for people at a terminal; "json": one JSON object per line, with the request's or
+    # export's ids, for a log collector.
+    LOG_FORMAT: Literal["text", "json"] = "text"
 
     @field_validator("BATCH_EXPORT_ROW_LIMIT", mode="before")
     @classmethod
@@ -82,6 +85,11 @@ class Settings(BaseSettings):
         if isinstance(value, str) and value.strip().lower() in ("", "none", "off"):
             return None
         return value
+
+    @field_validator("LOG_FORMAT", mode="before")
+    @classmethod
+    def _log_format(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("DATABASE_URL")
     @classmethod

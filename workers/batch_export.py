@@ -20,6 +20,7 @@ from workers import export_parts
 from workers.compression import COMPRESSIONS
 from workers.filters import InvalidExportQuery, compile_query
 from workers.formats import FORMATS
+from workers.logs import log_context
 from workers.outcome import ExportFailed, attempt_failed, complete, fail, final_key, one_attempt_at_a_time
 from workers.storage import open_storage
 from workers.stream import Cancelled, Stream, export_params, write_stream
@@ -30,6 +31,12 @@ log = logging.getLogger(__name__)
 
 
 def run_batch_export(batch_export_id: str) -> None:
+    # Every line of the attempt carries the export's id (the worker sets it too; a direct call does not).
+    with log_context(exportId=batch_export_id):
+        _attempt(batch_export_id)
+
+
+def _attempt(batch_export_id: str) -> None:
     settings = get_settings()
     with db.connect(settings.DATABASE_URL, autocommit=True) as conn:
         one_attempt_at_a_time(conn, batch_export_id)
@@ -41,20 +48,21 @@ def run_batch_export(batch_export_id: str) -> None:
         if export is None:
             log.info("export %s was cancelled before it started", batch_export_id)
             return
-        # One line per attempt at its start and its end (or none for an attempt that was killed), so
-        # operators can count and time the attempts at an export across workers.
-        log.info("export %s: attempt started in process %d", batch_export_id, os.getpid())
-        try:
-            _run(settings, conn, export)
-        except InvalidExportQuery as exc:
-            # Retrying cannot fix a query; the API validates at create time, so this is a stored old query.
-            fail(settings, conn, export, f"The export's query cannot run: {exc.message}")
-        except ExportFailed:
-            raise
-        except Exception as exc:
-            attempt_failed(settings, conn, export, exc)
-        finally:
-            log.info("export %s: attempt ended in process %d", batch_export_id, os.getpid())
+        with log_context(projectId=export["project_id"]):
+            # One line per attempt at its start and its end (or none for an attempt that was killed), so
+            # operators can count and time the attempts at an export across workers.
+            log.info("export %s: attempt started in process %d", batch_export_id, os.getpid())
+            try:
+                _run(settings, conn, export)
+            except InvalidExportQuery as exc:
+                # Retrying cannot fix a query; the API validates at create time, so this is a stored old query.
+                fail(settings, conn, export, f"The export's query cannot run: {exc.message}")
+            except ExportFailed:
+                raise
+            except Exception as exc:
+                attempt_failed(settings, conn, export, exc)
+            finally:
+                log.info("export %s: attempt ended in process %d", batch_export_id, os.getpid())
 
 
 def _run(settings: Settings, conn: db.Connection, export: dict[str, Any]) -> None:

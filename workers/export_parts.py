@@ -43,6 +43,7 @@ from schemas.settings import Settings, get_settings
 from workers.compression import COMPRESSIONS, Compression
 from workers.filters import CompiledQuery, OrderKey, compile_query
 from workers.formats import FORMATS, FileFormat, count_rows, source
+from workers.logs import log_context
 from workers.outcome import ExportFailed, attempt_failed, complete, final_key, one_attempt_at_a_time
 from workers.queue import resume_parts
 from workers.storage import open_storage, safe_name
@@ -196,30 +197,38 @@ def _file_of(export: dict[str, Any]) -> tuple[FileFormat, Compression]:
 
 def run_export_part(export_id: str, part: int) -> None:
     """The RQ job of one part: streams its range into the part's object, unless the part is DONE."""
+    with log_context(exportId=export_id, part=part):
+        _attempt_part(export_id, part)
+
+
+def _attempt_part(export_id: str, part: int) -> None:
     settings = get_settings()
     with db.connect(settings.DATABASE_URL, autocommit=True) as conn:
         one_attempt_at_a_time(conn, f"{export_id}/part/{part}")
         export = batch_exports.load(conn, export_id)
         if export is None:
             return
-        if export["status"] != "PROCESSING":
-            log.info("export %s is %s: part %d has nothing to do", export_id, export["status"], part)
-            discard_parts(settings, conn, export)
-            return
-        row = batch_export_parts.start(conn, export_id, part, worker=f"{socket.gethostname()}:{os.getpid()}")
-        if row is None:
-            log.info("export %s: part %d is done already", export_id, part)
-            return
-        where = f"Part {part + 1} of {export['parts_total']}: "
-        log.info("export %s part %d: attempt %d started in process %d", export_id, part, row["attempts"], os.getpid())
-        try:
-            _write_part(settings, conn, export, row)
-        except ExportFailed:
-            raise
-        except Exception as exc:
-            attempt_failed(settings, conn, export, exc, where)
-        finally:
-            log.info("export %s part %d: attempt ended in process %d", export_id, part, os.getpid())
+        with log_context(projectId=export["project_id"]):
+            if export["status"] != "PROCESSING":
+                log.info("export %s is %s: part %d has nothing to do", export_id, export["status"], part)
+                discard_parts(settings, conn, export)
+                return
+            row = batch_export_parts.start(conn, export_id, part, worker=f"{socket.gethostname()}:{os.getpid()}")
+            if row is None:
+                log.info("export %s: part %d is done already", export_id, part)
+                return
+            where = f"Part {part + 1} of {export['parts_total']}: "
+            log.info(
+                "export %s part %d: attempt %d started in process %d", export_id, part, row["attempts"], os.getpid()
+            )
+            try:
+                _write_part(settings, conn, export, row)
+            except ExportFailed:
+                raise
+            except Exception as exc:
+                attempt_failed(settings, conn, export, exc, where)
+            finally:
+                log.info("export %s part %d: attempt ended in process %d", export_id, part, os.getpid())
 
 
 def _write_part(settings: Settings, conn: db.Connection, export: dict[str, Any], row: dict[str, Any]) -> None:
@@ -283,22 +292,28 @@ class StoredRange:
 
 def assemble_export(export_id: str) -> None:
     """The RQ job that runs once every part job has ended: the parts become the export's one object."""
+    with log_context(exportId=export_id):
+        _attempt_assembly(export_id)
+
+
+def _attempt_assembly(export_id: str) -> None:
     settings = get_settings()
     with db.connect(settings.DATABASE_URL, autocommit=True) as conn:
         one_attempt_at_a_time(conn, export_id)
         export = batch_exports.load(conn, export_id)
         if export is None:
             return
-        if export["status"] != "PROCESSING":
-            log.info("export %s is %s: its parts are deleted, not assembled", export_id, export["status"])
-            discard_parts(settings, conn, export)
-            return
-        try:
-            _assemble(settings, conn, export)
-        except ExportFailed:
-            raise
-        except Exception as exc:
-            attempt_failed(settings, conn, export, exc, "Joining the parts into one file: ")
+        with log_context(projectId=export["project_id"]):
+            if export["status"] != "PROCESSING":
+                log.info("export %s is %s: its parts are deleted, not assembled", export_id, export["status"])
+                discard_parts(settings, conn, export)
+                return
+            try:
+                _assemble(settings, conn, export)
+            except ExportFailed:
+                raise
+            except Exception as exc:
+                attempt_failed(settings, conn, export, exc, "Joining the parts into one file: ")
 
 
 class PartsMissing(Exception):

@@ -30,6 +30,7 @@ from rq.worker import WorkerStatus
 import db
 from db import batch_export_parts, batch_exports
 from schemas.settings import Settings, get_settings
+from workers.logs import log_context
 from workers.maintenance import delete_expired
 from workers.metrics import record_job_end
 
@@ -56,8 +57,11 @@ def export_queue(connection: redis.Redis) -> Queue:
     return Queue(QUEUE_NAME, connection=connection, serializer=JSONSerializer)
 
 
-def enqueue_export(connection: redis.Redis, export_id: str, settings: Settings) -> bool:
+def enqueue_export(
+    connection: redis.Redis, export_id: str, settings: Settings, *, project_id: str | None = None
+) -> bool:
     """Enqueues the export's job; True if enqueued now, False if a job with its id already existed.
+    `project_id`, when the caller knows it, goes on the log lines of the worker running the job.
 
     Raises redis.RedisError when Redis cannot be reached: the caller decides whether that is fatal.
     """
@@ -68,6 +72,7 @@ def enqueue_export(connection: redis.Redis, export_id: str, settings: Settings) 
             job_id=export_id,
             unique=True,
             description=f"batch export {export_id}",
+            meta=_job_meta(project_id),
             **_job_options(settings),
         )
     except DuplicateJobError:
@@ -109,6 +114,7 @@ def enqueue_parts(
             job_id=job_id,
             description=f"batch export {export_id} part {part + 1} of {parts_total}",
             rate_limit=limit,
+            meta=_job_meta(export["project_id"]),
             **common,
         )
         enqueued.append(part)
@@ -122,6 +128,7 @@ def enqueue_parts(
             job_id=assembly,
             description=f"batch export {export_id}: joining its {parts_total} parts",
             depends_on=Dependency(jobs=waits_for, allow_failure=True) if waits_for else None,
+            meta=_job_meta(export["project_id"]),
             **common,
         )
     return enqueued
@@ -133,6 +140,20 @@ def resume_parts(connection: redis.Redis, conn: db.Connection, export: dict[str,
     parts = batch_export_parts.parts(conn, export["id"])
     pending = [p["part"] for p in parts if p["status"] != "DONE"]
     return enqueue_parts(connection, export, pending, len(parts), settings)
+
+
+def _job_meta(project_id: str | None) -> dict[str, Any] | None:
+    return {"projectId": project_id} if project_id is not None else None
+
+
+def job_log_fields(job: Job) -> dict[str, Any]:
+    """The ids on every line logged while the job runs: every job of an export takes the export's id
+    first, a part's job its part second; the project is in the job's meta when the enqueuer knew it."""
+    fields: dict[str, Any] = {"exportId": job.args[0] if job.args else None}
+    if job.func_name == "workers.export_parts.run_export_part" and len(job.args) > 1:
+        fields["part"] = job.args[1]
+    fields["projectId"] = (job.meta or {}).get("projectId")
+    return fields
 
 
 def _job_options(settings: Settings) -> dict[str, Any]:
@@ -355,6 +376,12 @@ class ExportWorker(Worker):
         self._through_redis_outages(lambda: super(ExportWorker, self).maintain_heartbeats(job, execution))
 
     def execute_job(self, job: Job, queue: Queue) -> None:
+        # Around the whole run: the worker's own lines about the job, and (forked with this context)
+        # every line of the work horse, RQ's included, carry the export's ids.
+        with log_context(**job_log_fields(job)):
+            self._execute_through_outages(job, queue)
+
+    def _execute_through_outages(self, job: Job, queue: Queue) -> None:
         started = time.monotonic()
         try:
             super().execute_job(job, queue)

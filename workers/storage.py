@@ -141,6 +141,9 @@ class Storage(Protocol):
 
     def download_url(self, key: str, expires_at: datetime, settings: Settings) -> str: ...
 
+    def check_ready(self) -> None:
+        """Returns if an export could be written now; raises (OSError, StorageError, botocore's errors) if not."""
+
 
 class ObjectAssembly(Protocol):
     """Builds one object from bytes given here and ranges of stored objects, copied inside the storage."""
@@ -171,6 +174,14 @@ def _s3_endpoint(settings: Settings) -> str | None:
 class FileStorage:
     def __init__(self, root: Path):
         self.root = root.resolve()
+
+    def check_ready(self) -> None:
+        # A real write, not os.access: that says yes to root on any folder, even a read-only mount.
+        # The folder is made if missing, as an export's first write would make it.
+        self.root.mkdir(parents=True, exist_ok=True)
+        probe = self.root / f".ready-{uuid.uuid4().hex}"
+        probe.write_bytes(b"")
+        probe.unlink()
 
     def path(self, key: str) -> Path:
         path = self.root.joinpath(*_check_key(key)).resolve()
@@ -333,6 +344,10 @@ class S3Storage:
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.full_key(key))
+
+    def check_ready(self) -> None:
+        # The cheapest call that proves the endpoint answers, the credentials work and the bucket exists.
+        self.client.head_bucket(Bucket=self.bucket)
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError

@@ -4,7 +4,7 @@ Rows stream out of Postgres with `COPY (SELECT …) TO STDOUT` (Parquet: the typ
 ADBC), restricted to rows created no later than the export itself, in a total order (`id` breaks
 ties), so a retry after a crash writes the same bytes. Two helper threads share the snapshot: one
 records progress every second and stops the query when the export was cancelled, one counts the
-rows for `rowsTotal`. A whole export is one stream (workers.batch_export); each part of a large
+rows for `rowsTotal`; both log with the export's ids (workers.logs.JobThread). A whole export is one stream (workers.batch_export); each part of a large
 one is another (workers.export_parts).
 """
 
@@ -25,6 +25,7 @@ from schemas.settings import Settings
 from workers.compression import Compression, FileSink
 from workers.filters import CompiledQuery
 from workers.formats import FileFormat, PumpResult, SourceError, StatementCancel, count_rows, one_more
+from workers.logs import JobThread
 from workers.tables import SCORE_NAMES_SQL, ScoreName
 
 log = logging.getLogger(__name__)
@@ -193,7 +194,7 @@ def score_names(conn: db.Connection, params: dict[str, Any]) -> list[ScoreName]:
     return [ScoreName(r["name"], r["numeric"]) for r in conn.execute(SCORE_NAMES_SQL, params)]
 
 
-class _Watchdog(threading.Thread):
+class _Watchdog(JobThread):
     """Every second: records progress, and stops the export's query once the export is cancelled."""
 
     def __init__(
@@ -204,7 +205,7 @@ class _Watchdog(threading.Thread):
         cancel_query: StatementCancel,
         record: Callable[[db.Connection, int, int | None], bool],
     ):
-        super().__init__(name=f"export-progress-{export_id}", daemon=True)
+        super().__init__(name=f"export-progress-{export_id}")
         self.database_url, self.export_id, self.counter, self.record = database_url, export_id, counter, record
         # Stops the statement that reads the rows, whichever it turns out to be.
         self.cancel_query = cancel_query
@@ -213,7 +214,7 @@ class _Watchdog(threading.Thread):
         self._stopping = threading.Event()
         self._lock = threading.Lock()
 
-    def run(self) -> None:
+    def work(self) -> None:
         try:
             with db.connect(self.database_url, autocommit=True) as conn:
                 while not self._stopping.wait(PROGRESS_INTERVAL_SECONDS):
@@ -243,11 +244,11 @@ class _Watchdog(threading.Thread):
         self.join()
 
 
-class _RowCounter(threading.Thread):
+class _RowCounter(JobThread):
     """Counts the export's rows inside the same snapshot, beside the stream, for `rowsTotal`."""
 
     def __init__(self, database_url: str, snapshot: str, statement: Any, params: dict[str, Any], enabled: bool):
-        super().__init__(name="export-row-count", daemon=True)
+        super().__init__(name="export-row-count")
         self.database_url, self.snapshot, self.statement, self.params = database_url, snapshot, statement, params
         self.enabled = enabled
         self.total: int | None = None
@@ -255,7 +256,7 @@ class _RowCounter(threading.Thread):
         self._done = threading.Event()
         self._lock = threading.Lock()
 
-    def run(self) -> None:
+    def work(self) -> None:
         if not self.enabled:
             return
         try:

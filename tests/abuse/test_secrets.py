@@ -1,10 +1,12 @@
 """No secret ever reaches a log, a reply, an export's log or an email: not a bearer token, not SECRET_KEY,
-not the database's or Redis's password.
+not the database's or Redis's password, not a download link's signature (in the logs).
 
 A deployment of its own (Postgres and Redis that require passwords, `batch-export serve` and
-`batch-export worker` as operators run them) is driven through everything that makes it talk:
-bad tokens, bad params, a completed and a failed export, Redis down, Postgres down, bad
-configuration. Then every byte it wrote is searched for every secret.
+`batch-export worker` as operators run them, with LOG_FORMAT=json and the API's access log on) is
+driven through everything that makes it talk: bad tokens, bad params, a completed and a failed
+export, a download, Redis down, Postgres down, bad configuration. Then every byte it wrote is
+searched for every secret, and every line the API and the worker (with its work horses) logged
+must be one JSON object carrying the ids of the request or export it is about.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
@@ -85,6 +89,7 @@ def test_no_secret_in_any_log_reply_export_log_or_email(tmp_path, settings):
             "BATCH_EXPORT_JOB_RETRIES": "0",
             "SMTP_URL": "",
             "OUTBOX_DIR": str(tmp_path / "outbox"),
+            "LOG_FORMAT": "json",
         }
         conn = stack.enter_context(db.connect(postgres.url, autocommit=True))
         project = access.create_project(conn, "secrets")
@@ -99,7 +104,7 @@ def test_no_secret_in_any_log_reply_export_log_or_email(tmp_path, settings):
             "INSERT INTO traces (id, project_id, timestamp, name) VALUES ('t-1', %s, now() - interval '1 minute', 'one')",
             (project["id"],),
         )
-        api = stack.enter_context(serve_api(env, tmp_path, values))
+        api = stack.enter_context(serve_api(env, tmp_path, values, access_log=True))
         env["PUBLIC_BASE_URL"] = api.url
         pid = project["id"]
         create = {"projectId": pid, "name": "ok", "format": "CSV", "query": {"tableName": "traces"}}
@@ -111,6 +116,11 @@ def test_no_secret_in_any_log_reply_export_log_or_email(tmp_path, settings):
         _rpc(api, "batchExport.create", {**create, "format": "XLS"}, token, said)
         _rpc(api, "batchExport.nope", {}, token, said)
         said.append(api.post(b"{not json", token=token).text)
+        # A caller's own request id is kept, and answered back; one no log should carry is replaced.
+        traced = api.post(b"{not json", token=token, headers={"X-Request-ID": "caller-trace-42"})
+        assert traced.headers["x-request-id"] == "caller-trace-42"
+        forged = api.post(b"{not json", token=token, headers={"X-Request-ID": "x" * 500})
+        assert len(forged.headers["x-request-id"]) == 32, forged.headers
 
         # A completed export, its link and its email; and one that fails for good.
         done = _rpc(api, "batchExport.create", create, token, said)["result"]
@@ -128,9 +138,10 @@ def test_no_secret_in_any_log_reply_export_log_or_email(tmp_path, settings):
             ),
         ).fetchone()["id"]
         with contextlib.closing(redis_lib.Redis.from_url(env["REDIS_URL"])) as client:
-            enqueue_export(client, failing, _settings_for(env))
+            enqueue_export(client, failing, _settings_for(env), project_id=pid)
         result = _cli(["worker", "--burst"], env, tmp_path, said)
         assert result.returncode == 0, result.stderr[-2000:]
+        worker_runs = [result]
         states = {
             r["id"]: r for r in conn.execute("SELECT id, status, log FROM batch_exports WHERE project_id = %s", (pid,))
         }
@@ -139,8 +150,10 @@ def test_no_secret_in_any_log_reply_export_log_or_email(tmp_path, settings):
             "result"
         ]["url"]
         assert httpx.get(link, timeout=30).status_code == 200
+        # The link is the caller's to see (its reply), never a log's.
+        in_logs_only = {"download link signature": parse_qs(urlparse(link).query)["sig"][0]}
 
-        # Redis down: create is still accepted (the sweep enqueues it later), cancel too, healthz says 503.
+        # Redis down: create is still accepted (the sweep enqueues it later), cancel too, readyz says 503.
         # Meanwhile, bad configuration, each with a password in it: one line, naming no secret.
         redis_server.stop()
         broken_url = f"mysql://bx_app:{values['database password']}@127.0.0.1:1/x"
@@ -162,10 +175,13 @@ def test_no_secret_in_any_log_reply_export_log_or_email(tmp_path, settings):
             ]
             for task in (
                 pool.submit(create_and_cancel),
-                pool.submit(lambda: said.append(httpx.get(f"{api.url}/healthz", timeout=30).text)),
-                pool.submit(_cli, ["worker", "--burst"], env, tmp_path, said, 60),
+                pool.submit(lambda: said.append(httpx.get(f"{api.url}/readyz", timeout=30).text)),
+                # 120 s: a burst worker on this ACL-user Redis sometimes takes 60 s to exit, in RQ's
+                # unsubscribe (its pubsub thread waits out its 60 s read); seen before LOG_FORMAT too.
+                pool.submit(_cli, ["worker", "--burst"], env, tmp_path, said, 120),
             ):
-                task.result()
+                if isinstance(outcome := task.result(), subprocess.CompletedProcess):
+                    worker_runs.append(outcome)
             assert all(task.result().returncode != 0 for task in misconfigured)
             assert "password authentication failed" in misconfigured[-1].result().stderr
         redis_server.start()
@@ -175,9 +191,9 @@ def test_no_secret_in_any_log_reply_export_log_or_email(tmp_path, settings):
         postgres.stop(mode="immediate")
         with ThreadPoolExecutor(5) as pool:
             worker = pool.submit(
-                _cli, ["worker", "--burst"], env, tmp_path, said, 60
+                _cli, ["worker", "--burst"], env, tmp_path, said, 120
             )  # its sweep meets the dead Postgres
-            health = pool.submit(lambda: said.append(httpx.get(f"{api.url}/healthz", timeout=30).text))
+            health = pool.submit(lambda: said.append(httpx.get(f"{api.url}/readyz", timeout=30).text))
             replies = list(
                 pool.map(
                     lambda args: _rpc(api, *args, said=said, timeout=60),
@@ -188,7 +204,8 @@ def test_no_secret_in_any_log_reply_export_log_or_email(tmp_path, settings):
                     ],
                 )
             )
-            worker.result(), health.result()
+            worker_runs.append(worker.result())
+            health.result()
         for reply in replies:
             assert reply["error"]["data"]["code"] == "INTERNAL_SERVER_ERROR", reply
             assert set(reply["error"]["data"]) <= {"code", "httpStatus", "path", "requestId"}, reply
@@ -208,6 +225,72 @@ def test_no_secret_in_any_log_reply_export_log_or_email(tmp_path, settings):
     ]:
         for name, value in values.items():
             assert value not in text, f"the {name} appears in a {where}:\n{_around(text, value)}"
+    worker_log = "\n".join(run.stdout + run.stderr for run in worker_runs)
+    for where, text in [("API log", api_log), ("worker log", worker_log)]:
+        for name, value in in_logs_only.items():
+            assert value not in text, f"the {name} appears in the {where}:\n{_around(text, value)}"
+
+    _assert_api_lines(
+        _json_lines(api_log, "API log"),
+        pid,
+        caller_id="caller-trace-42",
+        outage_ids=[reply["error"]["data"]["requestId"] for reply in replies],
+    )
+    _assert_worker_lines(_json_lines(worker_log, "worker log"), {done["id"]: pid, failing: pid})
+
+
+def _json_lines(text: str, where: str) -> list[dict[str, Any]]:
+    """Every line of `text` as the JSON object it must be, with the keys every line has."""
+    lines = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            parsed = json.loads(line)
+        except ValueError:
+            raise AssertionError(f"a line of the {where} is not JSON: {line[:500]}") from None
+        assert isinstance(parsed, dict) and {"timestamp", "level", "logger", "message"} <= parsed.keys(), line
+        assert parsed["timestamp"].endswith("+00:00"), line  # UTC
+        lines.append(parsed)
+    assert lines, f"the {where} is empty"
+    return lines
+
+
+# Lines the API logs outside any request: start-up and shutdown, its cache's LISTEN connection, and
+# the connection pool's own threads.
+_OUTSIDE_REQUESTS = ("uvicorn.error", "batch-export.serve", "procedures.access_cache", "psycopg.pool")
+
+
+def _assert_api_lines(lines: list[dict[str, Any]], project_id: str, caller_id: str, outage_ids: list[str]) -> None:
+    for line in lines:
+        if line["logger"] not in _OUTSIDE_REQUESTS:
+            assert line.get("requestId"), f"an API line without its requestId: {line}"
+    access = [line for line in lines if line["logger"] == "uvicorn.access"]
+    assert any(line["requestId"] == caller_id for line in access), "the caller's X-Request-ID is not logged"
+    assert any("/exports/download?" in line["message"] for line in access), "the download is not logged"
+    # The id a caller got for an outage finds the line that says what happened.
+    logged = {line["requestId"] for line in lines if "database unavailable" in line["message"]}
+    assert set(outage_ids) <= logged, (outage_ids, logged)
+    not_enqueued = [line for line in lines if "the sweep will enqueue it" in line["message"]]
+    assert not_enqueued and all(line.get("projectId") == project_id for line in not_enqueued), not_enqueued
+
+
+def _assert_worker_lines(lines: list[dict[str, Any]], projects: dict[str, str]) -> None:
+    """Every line about one of the exports carries its exportId and projectId: the job's own lines,
+    its helper threads', RQ's in the work horse and the worker's about the running job."""
+    about = 0
+    for line in lines:
+        named = [export_id for export_id in projects if export_id in line["message"]]
+        if not named:
+            continue
+        if line["logger"] == "rq.worker" and ": batch-exports: " in line["message"]:
+            continue  # RQ's "dequeued" line, written before the job runs; it names the job itself
+        about += 1
+        assert line.get("exportId") == named[0] and line.get("projectId") == projects[named[0]], line
+    assert about, "no worker line names the exports"
+    assert any(line["logger"].startswith("rq.") and line.get("exportId") for line in lines), "RQ's lines lack ids"
+    failed = [line for line in lines if line["level"] == "ERROR" and line.get("exception")]
+    assert failed, "the failing export's traceback should be logged, as one line"
 
 
 def _settings_for(env: dict[str, str]):

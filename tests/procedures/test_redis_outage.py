@@ -71,14 +71,3 @@ def test_sweep_waits_for_the_grace_period(settings, own_redis, project, owner_to
         update={"REDIS_URL": own_redis.url, "BATCH_EXPORT_SWEEP_GRACE_SECONDS": 3600}
     )
     assert export["id"] not in sweep(patient, redis.Redis.from_url(own_redis.url))
-
-
-def test_healthz_is_200_when_postgres_and_redis_answer_and_503_without_redis(api_on_own_redis, own_redis):
-    import httpx
-
-    server, _ = api_on_own_redis
-    healthy = httpx.get(f"{server.url}/healthz", timeout=10)
-    assert healthy.status_code == 200 and healthy.json() == {"ok": True, "postgres": True, "redis": True}
-    own_redis.stop()
-    sick = httpx.get(f"{server.url}/healthz", timeout=10)
-    assert sick.status_code == 503 and sick.json() == {"ok": False, "postgres": True, "redis": False}

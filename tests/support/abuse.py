@@ -74,8 +74,16 @@ class ServedApi:
         return self.http.post(f"{self.url}/rpc", content=body, headers=sent, timeout=timeout)
 
     def healthy(self) -> bool:
+        """The process lives and serves (GET /healthz)."""
         try:
             return self.http.get(f"{self.url}/healthz", timeout=10).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def ready(self) -> bool:
+        """Its Postgres, Redis and storage answer (GET /readyz): what a test needs before its first call."""
+        try:
+            return self.http.get(f"{self.url}/readyz", timeout=10).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -103,15 +111,18 @@ def add_password_user_to_redis(redis_url: str, user: str, password: str) -> str:
 
 
 @contextlib.contextmanager
-def serve_api(env: dict[str, str], folder: Path, secret_values: dict[str, str]) -> Iterator[ServedApi]:
-    """`batch-export serve` with `env` on a free port; its stdout and stderr go to one log file."""
+def serve_api(
+    env: dict[str, str], folder: Path, secret_values: dict[str, str], *, access_log: bool = False
+) -> Iterator[ServedApi]:
+    """`batch-export serve` with `env` on a free port (`--access-log`: a line per request); its stdout
+    and stderr go to one log file."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = folder / "api.log"
     env = {**os.environ, **env, "PUBLIC_BASE_URL": url, "SMTP_URL": ""}
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "cli", "serve", "--port", str(port), *(["--access-log"] if access_log else [])],
             env=env,
             cwd=folder,
             stdout=log_file,
@@ -120,7 +131,7 @@ def serve_api(env: dict[str, str], folder: Path, secret_values: dict[str, str]) 
     served = ServedApi(url, process, log_path, secret_values)
     try:
         deadline = time.monotonic() + 60
-        while not served.healthy():
+        while not served.ready():
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the abuse API did not start:\n{served.log()[-3000:]}")
             time.sleep(0.1)

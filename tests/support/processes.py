@@ -191,16 +191,17 @@ class ApiProcess(CliProcess):
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> ApiProcess:
+        """Returns once the API is ready (GET /readyz): the tests' next calls need its Postgres and Redis."""
         super().start()
 
-        def healthy() -> bool:
+        def ready() -> bool:
             assert self.alive(), self.log()
             try:
-                return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+                return httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200
             except httpx.HTTPError:
                 return False
 
-        wait_for(healthy, 60, f"{self.name} to answer /healthz", self)
+        wait_for(ready, 60, f"{self.name} to answer /readyz", self)
         return self
 
 
