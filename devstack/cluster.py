@@ -48,6 +48,8 @@ API_PORT = 8000
 BUCKET = "exports"
 S3_PREFIX = "cluster"
 SECRET_KEY = "cluster-demo-secret-key-0123456789"
+# The routing table block() sends a host's blocked traffic to: one blackhole route per blocked peer.
+BLOCKED_TABLE = 77
 # Loops over the network are bounded: a host that does not come up within this is an error, not a hang.
 START_TIMEOUT = 90.0
 
@@ -95,7 +97,7 @@ def check_can_build() -> None:
     """Namespaces, veths and bridges need root (CAP_NET_ADMIN) and the `ip` tool: say so, in one line."""
     if os.geteuid() != 0:
         raise ClusterError("the cluster needs root: network namespaces, veth pairs and a bridge need CAP_NET_ADMIN")
-    for tool in ("ip", "tc", "runuser"):
+    for tool in ("ip", "ss", "runuser"):
         if shutil.which(tool) is None:
             raise ClusterError(f"the cluster needs `{tool}` (apt-get install iproute2 util-linux)")
 
@@ -407,8 +409,9 @@ class Cluster:
             say(f"{worker.host.name}: worker listening")
         return {"project_id": project_id, "token": token}
 
-    def down(self) -> None:
-        """Stops every process and server and removes the namespaces, the bridge and the data folder."""
+    def down(self, *, keep_logs: Path | None = None) -> None:
+        """Stops every process and server and removes the namespaces, the bridge and the data folder
+        (its process logs copied to `keep_logs` first, if given)."""
         for process in reversed(list(self.processes.values())):
             try:
                 process.stop(timeout=10)
@@ -425,6 +428,8 @@ class Cluster:
             _empty_namespace(netns)
             _run(["ip", "netns", "delete", netns], check=False)
         _run(["ip", "link", "delete", BRIDGE], check=False)
+        if keep_logs is not None and (self.folder / "logs").exists():
+            shutil.copytree(self.folder / "logs", keep_logs, dirs_exist_ok=True)
         shutil.rmtree(self.folder, ignore_errors=True)
 
     # --- faults between hosts ------------------------------------------------------------------------
@@ -437,40 +442,34 @@ class Cluster:
         _run(["ip", "link", "set", host.cable, "up"])
 
     def block(self, host: Host, peer: Host, port: int) -> None:
-        """Drops every packet between `host` and `peer`'s `port`, both ways, on the host's own interface (tc)."""
-        inside = ["ip", "netns", "exec", host.name, "tc"]
-        _run([*inside, "qdisc", "replace", "dev", host.nic, "clsact"])
-        match_out = ["match", "ip", "dst", f"{peer.address}/32", "match", "ip", "dport", str(port), "0xffff"]
-        match_in = ["match", "ip", "src", f"{peer.address}/32", "match", "ip", "sport", str(port), "0xffff"]
-        for direction, match in (("egress", match_out), ("ingress", match_in)):
-            _run(
-                [
-                    *inside,
-                    "filter",
-                    "add",
-                    "dev",
-                    host.nic,
-                    direction,
-                    "protocol",
-                    "ip",
-                    "u32",
-                    *match,
-                    "action",
-                    "drop",
-                ]
-            )
+        """Silently drops every TCP segment the host sends to `peer`'s `port`: new connections time out and
+        open ones fall silent both ways (no ACK ever answers the peer). Policy routing into a blackhole,
+        inside the host's namespace: it needs no netfilter or tc action module, which many kernels lack."""
+        inside = ["ip", "netns", "exec", host.name, "ip"]
+        _run([*inside, "route", "replace", "blackhole", f"{peer.address}/32", "table", str(BLOCKED_TABLE)])
+        rule = ["to", f"{peer.address}/32", "ipproto", "tcp", "dport", str(port), "table", str(BLOCKED_TABLE)]
+        _run([*inside, "rule", "add", *rule])
 
     def unblock(self, host: Host) -> None:
-        _run(["ip", "netns", "exec", host.name, "tc", "qdisc", "del", "dev", host.nic, "clsact"], check=False)
+        """Removes every block() of the host."""
+        inside = ["ip", "netns", "exec", host.name, "ip"]
+        for _ in range(64):  # one rule per blocked port; bounded all the same
+            if _run([*inside, "rule", "del", "table", str(BLOCKED_TABLE)], check=False).returncode != 0:
+                break
+        _run([*inside, "route", "flush", "table", str(BLOCKED_TABLE)], check=False)
+
+    def run_in(self, host: Host, *argv: str) -> str:
+        """A command run to its end inside the host's namespace; its stdout."""
+        return _run(in_netns(host.name, list(argv))).stdout
 
     def sockets(self, host: Host) -> str:
-        """`ss -tlnp` inside the host: what listens there, on which address."""
-        return _run(["ip", "netns", "exec", host.name, "ss", "-Htlnp"]).stdout
+        """`ss -Htln` inside the host: what listens there, on which address."""
+        return self.run_in(host, "ss", "-Htln")
 
 
 @contextmanager
 def running_cluster(
-    *, traces: int, say: Callable[[str], None] = lambda _: None, **worker_env: str
+    *, traces: int, say: Callable[[str], None] = lambda _: None, keep_logs: Path | None = None, **worker_env: str
 ) -> Iterator[tuple[Cluster, dict[str, str]]]:
     """A cluster that is always removed afterwards: at the end, on an error, on Ctrl+C or SIGTERM."""
     check_can_build()
@@ -492,7 +491,7 @@ def running_cluster(
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         say("tearing the cluster down")
         try:
-            cluster.down()
+            cluster.down(keep_logs=keep_logs)
         finally:
             signal.signal(signal.SIGTERM, previous)
             signal.signal(signal.SIGINT, previous_int)
