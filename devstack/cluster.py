@@ -18,6 +18,7 @@ export created through API host 1, run by a worker host, downloaded through API 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -48,6 +49,10 @@ API_PORT = 8000
 BUCKET = "exports"
 S3_PREFIX = "cluster"
 SECRET_KEY = "cluster-demo-secret-key-0123456789"
+# One cluster per machine (its names and addresses are fixed): a run holds this lock from before it
+# removes leftovers until its teardown is over; the kernel releases it when a run crashes.
+LOCK_FILE = Path("/run/lock/bxc-cluster.lock")
+LOCK_WAIT = 900.0
 # The routing table block() sends a host's blocked traffic to: one blackhole route per blocked peer.
 BLOCKED_TABLE = 77
 # Loops over the network are bounded: a host that does not come up within this is an error, not a hang.
@@ -468,13 +473,46 @@ class Cluster:
 
 
 @contextmanager
+def _the_only_cluster(say: Callable[[str], None]) -> Iterator[None]:
+    """Waits (bounded) for any other run's cluster on this machine to be removed, and keeps others out meanwhile."""
+    LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
+    with open(LOCK_FILE, "a+") as lock:
+        deadline = time.monotonic() + LOCK_WAIT
+        told = False
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ClusterError(
+                        f"another cluster is still running on this machine ({LOCK_FILE} is held)"
+                    ) from None
+                if not told:
+                    say(f"waiting for another run's cluster to be removed ({LOCK_FILE})")
+                    told = True
+                time.sleep(1)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextmanager
 def running_cluster(
     *, traces: int, say: Callable[[str], None] = lambda _: None, keep_logs: Path | None = None, **worker_env: str
 ) -> Iterator[tuple[Cluster, dict[str, str]]]:
     """A cluster that is always removed afterwards: at the end, on an error, on Ctrl+C or SIGTERM."""
     check_can_build()
-    for leftover in remove_leftovers():
-        say(f"removed the leftover {leftover} of an earlier run")
+    with _the_only_cluster(say):
+        for leftover in remove_leftovers():
+            say(f"removed the leftover {leftover} of an earlier run")
+        yield from _built_cluster(traces=traces, say=say, keep_logs=keep_logs, worker_env=worker_env)
+
+
+def _built_cluster(
+    *, traces: int, say: Callable[[str], None], keep_logs: Path | None, worker_env: dict[str, str]
+) -> Iterator[tuple[Cluster, dict[str, str]]]:
     cluster = Cluster(Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX)), worker_env=worker_env)
     os.chmod(cluster.folder, 0o755)  # Postgres's user enters it to reach its data folder
     previous = signal.getsignal(signal.SIGTERM)

@@ -30,6 +30,7 @@ def assert_completed_once(world: ClusterWorld, export_id: str, reference_sha256:
     row = world.final(export_id)
     assert row["status"] == "COMPLETED", row["log"]
     assert row["sha256"] == reference_sha256, "the same bytes as an undisturbed export"
+    assert row["log"].startswith("Exported 2,000 rows"), "no late attempt wrote over the outcome"
     assert world.downloaded_sha256(export_id) == reference_sha256
     assert [key for key in world.objects() if export_id in key] == [f"cluster/{row['object_key']}"]
     assert len(world.completions(export_id)) == 1, world.completions(export_id)

@@ -7,8 +7,20 @@ import re
 import psycopg
 import pytest
 
-from devstack.cluster import API_HOSTS, API_PORT, DATA, HOSTS, POSTGRES_PORT, REDIS_PORT, S3_PORT, WORKER_HOSTS
+from devstack.cluster import (
+    API_HOSTS,
+    API_PORT,
+    DATA,
+    HOSTS,
+    OPERATOR_ADDRESS,
+    POSTGRES_PORT,
+    REDIS_PORT,
+    S3_PORT,
+    WORKER_HOSTS,
+)
 from tests.support.cluster import ClusterWorld
+from tests.support.faults import hold_table
+from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -37,12 +49,30 @@ def test_no_host_has_a_loopback_to_fall_back_on(world: ClusterWorld):
 
 
 def test_workers_and_apis_reach_postgres_from_their_own_addresses(world: ClusterWorld, reference_sha256: str):
-    with psycopg.connect(world.cluster.database_url, autocommit=True) as conn:
-        clients = {row[0] for row in conn.execute("SELECT DISTINCT host(client_addr) FROM pg_stat_activity")}
-    # Each API keeps a LISTEN connection (access_changed) open to Postgres, from its own address.
-    for host in API_HOSTS:
-        assert host.address in clients, clients
-    assert "127.0.0.1" not in clients
+    def clients() -> set[str]:
+        with psycopg.connect(world.cluster.database_url, autocommit=True) as conn:
+            return {
+                row[0]
+                for row in conn.execute(
+                    "SELECT DISTINCT host(client_addr) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+                )
+            }
+
+    # A held export keeps its worker's sessions open; each API keeps its LISTEN connection (access_changed).
+    blocker = hold_table(world.cluster.database_url, "traces")
+    try:
+        export = world.create(0, "whose sessions")
+        worker = world.running_on(export["id"])
+        seen = wait_for(
+            lambda: (found := clients()) >= {worker.address, *(h.address for h in API_HOSTS)} and found,
+            60,
+            "the sessions",
+        )
+    finally:
+        blocker.close()
+    assert world.final(export["id"])["status"] == "COMPLETED"
+    # A client over loopback or the Unix socket would show 127.0.0.1 or no address (None).
+    assert seen <= {h.address for h in HOSTS} | {OPERATOR_ADDRESS}, f"by address only, never loopback: {seen}"
 
 
 def test_an_export_created_through_one_api_host_is_run_by_a_worker_host_and_downloaded_through_the_other(
