@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install system-deps lint demo demo-stop test types docs web screenshot bench-export bench-parts bench-memory bench-rpc
+.PHONY: install system-deps lint demo demo-stop cluster test types docs web screenshot bench-export bench-parts bench-memory bench-rpc
 
 # `make install` only builds .venv (with the project, editable, and its test tools).
 install: $(VENV)/.installed
@@ -32,6 +32,12 @@ demo: install system-deps
 
 demo-stop: install
 	$(BIN)/batch-export demo --stop
+
+# The service across Linux network namespaces (needs root): a data host, two API hosts, two worker hosts
+# on a private bridge; one export runs through them, then everything is removed (CLUSTER_TRACES to seed).
+CLUSTER_TRACES ?= 2000
+cluster: install system-deps
+	$(BIN)/batch-export cluster --traces $(CLUSTER_TRACES)
 
 # pytest starts its own Postgres and Redis on free ports. Its exit code passes through unchanged,
 # so "no tests collected" (5) fails the build like any other failure.

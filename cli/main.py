@@ -276,6 +276,20 @@ def cmd_demo(args: argparse.Namespace) -> None:
         run_demo(traces=args.traces, port=args.port, api_client=ApiClient, workers=args.workers)
 
 
+def cmd_cluster(args: argparse.Namespace) -> None:
+    from cli.api_client import ApiClient
+    from devstack.cluster import ClusterError, run_cluster
+
+    try:
+        run_cluster(traces=args.traces, api_client=ApiClient)
+    except ClusterError as exc:
+        print(f"batch-export cluster: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print("batch-export cluster: interrupted; the cluster is removed", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
 def cmd_codegen(args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -359,6 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workers", type=int, default=2, help="worker processes to start (default 2)")
     demo.add_argument("--stop", action="store_true", help="stop the demo's servers")
     demo.set_defaults(run=cmd_demo)
+
+    cluster = commands.add_parser(
+        "cluster",
+        help="the service across network namespaces on this machine (root): one export through it, then removed",
+    )
+    cluster.add_argument("--traces", type=int, default=2000, help="traces to seed (default 2000)")
+    cluster.set_defaults(run=cmd_cluster)
 
     # The API from a terminal, for people: `export` and `exports …` (they call the API, never the database).
     from cli.client import add_client_commands

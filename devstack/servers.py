@@ -28,10 +28,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def port_open(port: int) -> bool:
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((host, port)) == 0
 
 
 def _find_binary(name: str) -> str:
@@ -48,6 +48,11 @@ def _as_postgres_user(argv: list[str]) -> list[str]:
     if os.geteuid() == 0:
         return ["runuser", "-u", "postgres", "--", *argv]
     return argv
+
+
+def in_netns(netns: str | None, argv: list[str]) -> list[str]:
+    """`argv` run inside the network namespace `netns` (`ip netns exec`, which execs it: same pid), or as is."""
+    return ["ip", "netns", "exec", netns, *argv] if netns else argv
 
 
 def _chown_to_postgres(path: Path) -> None:
@@ -74,14 +79,20 @@ class LocalPostgres:
     database: str = "batch_export"
     # Tests trade durability for speed; the demo keeps Postgres's defaults.
     fast_unsafe: bool = False
+    # The address it listens on, and the network namespace it runs in (devstack.cluster's data host).
+    host: str = "127.0.0.1"
+    netns: str | None = None
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{self.database}"
+        return f"postgresql://postgres@{self.host}:{self.port}/{self.database}"
 
     @property
     def admin_url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql://postgres@{self.host}:{self.port}/postgres"
+
+    def _pg_ctl(self, *args: str) -> list[str]:
+        return in_netns(self.netns, _as_postgres_user([_find_binary("pg_ctl"), "-D", str(self.data_dir), *args]))
 
     def initialize(self) -> None:
         if (self.data_dir / "PG_VERSION").exists():
@@ -116,28 +127,14 @@ class LocalPostgres:
         if not self.is_running():
             # Room for bulk loads (the seed, big exports) beyond Postgres's tiny defaults.
             options = (
-                f"-p {self.port} -h 127.0.0.1 -k {self.data_dir}"
+                f"-p {self.port} -h {self.host} -k {self.data_dir}"
                 " -c shared_buffers=512MB -c max_wal_size=8GB -c checkpoint_timeout=30min"
                 " -c maintenance_work_mem=256MB -c work_mem=64MB"
             )
             if self.fast_unsafe:
                 options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             result = subprocess.run(
-                _as_postgres_user(
-                    [
-                        _find_binary("pg_ctl"),
-                        "-D",
-                        str(self.data_dir),
-                        "-l",
-                        str(self.data_dir / "server.log"),
-                        "-o",
-                        options,
-                        "-w",
-                        "-t",
-                        "60",
-                        "start",
-                    ]
-                ),
+                self._pg_ctl("-l", str(self.data_dir / "server.log"), "-o", options, "-w", "-t", "60", "start"),
                 capture_output=True,
                 text=True,
             )
@@ -151,10 +148,7 @@ class LocalPostgres:
         self._create_database()
 
     def is_running(self) -> bool:
-        result = subprocess.run(
-            _as_postgres_user([_find_binary("pg_ctl"), "-D", str(self.data_dir), "status"]),
-            capture_output=True,
-        )
+        result = subprocess.run(self._pg_ctl("status"), capture_output=True)
         return result.returncode == 0
 
     def _create_database(self) -> None:
@@ -165,10 +159,7 @@ class LocalPostgres:
 
     def stop(self, mode: str = "fast") -> None:
         if (self.data_dir / "PG_VERSION").exists() and self.is_running():
-            subprocess.run(
-                _as_postgres_user([_find_binary("pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop"]),
-                capture_output=True,
-            )
+            subprocess.run(self._pg_ctl("-m", mode, "-w", "stop"), capture_output=True)
 
 
 @dataclass
@@ -176,16 +167,18 @@ class LocalRedis:
     data_dir: Path
     port: int
     process: subprocess.Popen | None = None
+    host: str = "127.0.0.1"
+    netns: str | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     def start(self, *, detach: bool = False) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise LocalServiceError("`redis-server` not found: install it (apt-get install redis-server)")
-        if port_open(self.port):
+        if port_open(self.port, self.host):
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         argv = [
@@ -193,7 +186,10 @@ class LocalRedis:
             "--port",
             str(self.port),
             "--bind",
-            "127.0.0.1",
+            self.host,
+            # Bound to one address of our choosing: protected mode would refuse every other host's clients.
+            "--protected-mode",
+            "yes" if self.host.startswith("127.") else "no",
             "--dir",
             str(self.data_dir),
             "--save",
@@ -205,11 +201,13 @@ class LocalRedis:
         ]
         if detach:
             argv += ["--daemonize", "yes", "--pidfile", str(self.data_dir / "redis.pid")]
-            subprocess.run(argv, check=True)
+            subprocess.run(in_netns(self.netns, argv), check=True)
         else:
-            self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.process = subprocess.Popen(
+                in_netns(self.netns, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
         deadline = time.monotonic() + 15
-        while not port_open(self.port):
+        while not port_open(self.port, self.host):
             if self.process is not None and self.process.poll() is not None:
                 self.process = None
                 raise LocalServiceError(
@@ -232,5 +230,5 @@ class LocalRedis:
             except (ProcessLookupError, ValueError):
                 pass
             deadline = time.monotonic() + 10
-            while port_open(self.port) and time.monotonic() < deadline:
+            while port_open(self.port, self.host) and time.monotonic() < deadline:
                 time.sleep(0.05)
