@@ -359,9 +359,9 @@ class Cluster:
         def healthy() -> bool:
             if not api.alive():
                 raise ClusterError(f"{name} exited at start:\n{api.log()[-2000:]}")
-            return _http_ok(f"{self.api_url(host)}/healthz")
+            return _http_ok(f"{self.api_url(host)}/readyz")
 
-        _wait(healthy, START_TIMEOUT, f"{name} to answer /healthz", api)
+        _wait(healthy, START_TIMEOUT, f"{name} to answer /readyz", api)
         return api
 
     def start_worker(self, host: Host, **env: str) -> HostProcess:
