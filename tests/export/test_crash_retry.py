@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -14,19 +13,12 @@ import pytest
 
 from db import batch_exports
 from tests.support.exports import BASE_TIME, BIG_TRACES
+from tests.support.exports import file_sha256 as digest
 from workers.batch_export import run_batch_export
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def wait_for(ready, what: str, process: subprocess.Popen, timeout: float = 60) -> None:

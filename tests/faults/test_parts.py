@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import pytest
 from rq.job import Job
 
 from db import batch_export_parts, batch_exports
 from schemas.settings import get_settings
+from tests.support.exports import file_sha256 as digest
 from tests.support.faults import BIG_TENANT_TRACES, FaultStack
 from tests.support.processes import wait_for
 from tests.support.world import Project
@@ -20,10 +18,6 @@ from workers.queue import export_queue, part_job_id
 pytestmark = pytest.mark.slow
 
 PART_ROWS = BIG_TENANT_TRACES // 4  # four parts of the big tenant's traces, a few MB each
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import threading
-from pathlib import Path
 
 import httpx
 import pytest
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from tests.support.exports import file_sha256 as digest
 from tests.support.faults import FaultStack, hold_table
 from tests.support.processes import attempts_of, overlapping, wait_for
 from tests.support.rpc_client import RpcClient, create_params
@@ -24,14 +23,6 @@ pytestmark = pytest.mark.slow
 
 RETRIES = 3
 STOPPING = "stopping: the current job has"
-
-
-def digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def job_of(stack: FaultStack, export_id: str) -> Job:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
 import pytest
 from rq.registry import FailedJobRegistry
 
+from tests.support.exports import file_sha256 as digest
 from tests.support.faults import BIG_TENANT_TRACES, hold_table, lease_expired
 from tests.support.processes import attempts_of, overlapping, wait_for
 from tests.support.world import Project
@@ -16,14 +16,6 @@ from workers.batch_export import run_batch_export
 from workers.queue import WORKER_DIED, export_queue
 
 pytestmark = pytest.mark.slow
-
-
-def digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def partials(folder: Path) -> dict[str, int]:

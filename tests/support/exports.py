@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import uuid
@@ -247,3 +248,12 @@ def run_export(conn: psycopg.Connection, export_id: str, workdir: Path | None = 
     with contextlib.chdir(workdir or Path.cwd()):
         run_batch_export(export_id)
     return batch_exports.load(conn, export_id)
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, read a megabyte at a time (export files run to gigabytes)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
