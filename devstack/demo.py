@@ -33,6 +33,7 @@ from schemas.settings import LOCAL_POSTGRES_PORT, LOCAL_REDIS_PORT
 
 DATA = Path(".data").resolve()
 STATE_FILE = DATA / "demo.json"
+DEMO_WORKER_METRICS_PORT = 9100
 RUN = DATA / "run"
 LOGS = DATA / "logs"
 
@@ -132,9 +133,17 @@ def run_demo(*, traces: int, port: int, api_client: Callable[[str, str], Api], w
     if not port_open(port):
         _start_background("api", [*cli, "serve", "--port", str(port)], env)
     # Several workers, so that a large export's parts run at once (one per core is a good start).
+    # Each serves its own metrics, on 9101, 9102 ... (a port already taken: that worker serves none).
     for n in range(1, workers + 1):
-        _start_background(f"worker-{n}", [*cli, "worker"], env)
+        metrics_port = DEMO_WORKER_METRICS_PORT + n
+        worker_env = env if port_open(metrics_port) else {**env, "WORKER_METRICS_PORT": str(metrics_port)}
+        _start_background(f"worker-{n}", [*cli, "worker"], worker_env)
     _wait_ready(base_url)
+    _say(
+        f"metrics: {base_url}/metrics (the API), "
+        + ", ".join(f"http://127.0.0.1:{DEMO_WORKER_METRICS_PORT + n}/metrics" for n in range(1, workers + 1))
+        + " (the workers)"
+    )
 
     api = api_client(base_url, token)
     export = api.call(
