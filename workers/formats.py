@@ -162,9 +162,13 @@ def select_rows(compiled: CompiledQuery, cells: list[sql.Composable], limit: int
         narrowed_to = sql.SQL("(SELECT {id} FROM {source}{where} AND {part})").format(
             id=row_id, source=source(compiled), where=where, part=compiled.part
         )
-        # Its ids, not its range: an ordered-by value computed by a narrowed aggregate is NULL for the
-        # rows of other parts, which the range (NULLs last) would take for rows of the last part.
-        where = sql.SQL("{where} AND {id} IN {ids}").format(where=where, id=row_id, ids=narrowed_to)
+        # Its ids, not its range alone: an ordered-by value computed by a narrowed aggregate is NULL
+        # for the rows of other parts, which the range (NULLs last) would take for rows of the last
+        # part. The range too: every one of the ids is in it, and on a column of the table itself it
+        # lets Postgres read the part's rows by index instead of every row of the project.
+        where = sql.SQL("{where} AND {part} AND {id} IN {ids}").format(
+            where=where, part=compiled.part, id=row_id, ids=narrowed_to
+        )
     return sql.SQL("SELECT {cells} FROM {source}{where} ORDER BY {order}{limit}").format(
         cells=sql.SQL(", ").join(cells),
         source=source(compiled, narrowed_to=narrowed_to),
