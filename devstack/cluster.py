@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from devstack.demo import wait_for_export
 from devstack.servers import LocalPostgres, LocalRedis, LocalServiceError, in_netns, port_open
 
 PREFIX = "bxc"
@@ -566,11 +567,7 @@ def run_cluster(*, traces: int, api_client: Callable[[str, str], Api]) -> None:
             },
         )
         _say(f"created export {export['id']} through {API_HOSTS[0].name}")
-        deadline = time.monotonic() + 120
-        while export["status"] in ("QUEUED", "PROCESSING") and time.monotonic() < deadline:
-            time.sleep(0.5)
-            listing = downloader.call("batchExport.all", {"projectId": project_id, "limit": 10})
-            export = next(e for e in listing["exports"] if e["id"] == export["id"])
+        export = wait_for_export(downloader, project_id, export)
         if export["status"] != "COMPLETED":
             raise ClusterError(f"export {export['id']} is {export['status']}: {export['log']}")
         ran_on = [

@@ -88,6 +88,16 @@ class Api(Protocol):
     def call(self, method: str, params: dict[str, Any]) -> Any: ...
 
 
+def wait_for_export(api: Api, project_id: str, export: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
+    """`export` as the API lists it once it is no longer active (or `timeout` seconds have passed)."""
+    deadline = time.monotonic() + timeout
+    while export["status"] in ACTIVE_STATUSES and time.monotonic() < deadline:
+        time.sleep(0.5)
+        listing = api.call("batchExport.all", {"projectId": project_id, "limit": 20})
+        export = next(e for e in listing["exports"] if e["id"] == export["id"])
+    return export
+
+
 def run_demo(*, traces: int, port: int, api_client: Callable[[str, str], Api], workers: int = 2) -> None:
     """`api_client(base_url, token)` is the client the demo's first export goes through."""
     postgres = LocalPostgres(_postgres_data_dir(), LOCAL_POSTGRES_PORT)
@@ -156,11 +166,7 @@ def run_demo(*, traces: int, port: int, api_client: Callable[[str, str], Api], w
         },
     )
     _say(f"created export {export['id']}; waiting for the worker ...")
-    deadline = time.monotonic() + 120
-    while export["status"] in ACTIVE_STATUSES and time.monotonic() < deadline:
-        time.sleep(0.5)
-        listing = api.call("batchExport.all", {"projectId": project_id, "limit": 20})
-        export = next(e for e in listing["exports"] if e["id"] == export["id"])
+    export = wait_for_export(api, project_id, export)
     _say(f"export {export['id']} is {export['status']} ({export['progress']['rowsExported']} rows)")
 
     create_params = json.dumps(
