@@ -50,6 +50,8 @@ WORKER_TTL = 35
 # While Redis cannot be reached a worker tries again after 0.5 s, then twice as long each time up to this:
 # an outage of any length costs a ping every few seconds, and the worker resumes within them.
 REDIS_RETRY_MAX_DELAY = 5.0
+# How long a stopping worker waits for its scheduler process before killing it.
+SCHEDULER_STOP_SECONDS = 5.0
 REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
@@ -412,14 +414,38 @@ class ExportWorker(Worker):
     # large export is one part, so finished parts stay finished. A second SIGTERM hands back at once.
 
     def request_stop(self, signum: int, frame: Any) -> None:
-        # RQ's own first (when idle it ends the worker here); it also makes the next signal a force stop.
-        super().request_stop(signum, frame)
+        # The timer first: this handler interrupts the job's monitoring, whose own SIGALRM may cut it short.
         if self._hand_back_timer is None and self.get_state() == WorkerStatus.BUSY and self.horse_pid:
             grace = get_settings().WORKER_SHUTDOWN_GRACE_SECONDS
             self._hand_back_timer = threading.Timer(grace, self._hand_back)
             self._hand_back_timer.daemon = True
             self._hand_back_timer.start()
             self.log.warning("stopping: the current job has %.0f s to finish, then goes back to the queue", grace)
+        # Then RQ's own (when idle it ends the worker here); it also makes the next signal a force stop.
+        super().request_stop(signum, frame)
+
+    def stop_scheduler(self) -> None:
+        # RQ's own waits for the scheduler process without a bound, even inside the SIGTERM handler while
+        # a job runs: a scheduler that never ends (stopped, or stuck in a call) kept the worker from ever
+        # stopping. Mid-job it is only asked to stop (the worker's teardown waits for it); the wait is
+        # SCHEDULER_STOP_SECONDS, then SIGKILL: the scheduler lock it may hold expires on its own and
+        # another worker's scheduler takes it.
+        process = self.scheduler._process if self.scheduler else None
+        if process is None or not process.pid:
+            return
+        try:
+            os.kill(process.pid, signal.SIGTERM)
+        except OSError:
+            pass
+        if self.get_state() == WorkerStatus.BUSY:
+            return
+        process.join(SCHEDULER_STOP_SECONDS)
+        if process.is_alive():
+            self.log.warning(
+                "the scheduler (PID %d) did not stop within %.0f s: killing it", process.pid, SCHEDULER_STOP_SECONDS
+            )
+            process.kill()
+            process.join(SCHEDULER_STOP_SECONDS)
 
     def request_force_stop(self, signum: int, frame: Any) -> None:
         if self.get_state() == WorkerStatus.BUSY and self.horse_pid:

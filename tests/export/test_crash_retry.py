@@ -7,13 +7,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from db import batch_exports
+from devstack.servers import LocalRedis
 from tests.support.exports import BASE_TIME, BIG_TRACES
 from tests.support.exports import file_sha256 as digest
+from tests.support.servers import running_redis
 from workers.batch_export import run_batch_export
 
 pytestmark = pytest.mark.slow
@@ -139,8 +143,9 @@ def running(pid: int) -> bool:
         return False
 
 
-def stop(process: subprocess.Popen, sig: int) -> None:
-    """Signals the worker and its children: RQ's work horse runs in a session of its own."""
+def stop(process: subprocess.Popen, sig: int, log: Path) -> None:
+    """Signals the worker and its children (RQ's work horse runs in a session of its own); a worker still
+    running 30 s later is killed, with everything it started, and the test fails with its log."""
     if process.poll() is None:
         for child in children(process.pid):
             try:
@@ -148,15 +153,33 @@ def stop(process: subprocess.Popen, sig: int) -> None:
             except ProcessLookupError:
                 pass
         os.killpg(process.pid, sig)
-    process.wait(timeout=30)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        for pid in [*children(process.pid), process.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        process.wait(timeout=30)
+        raise AssertionError(f"the worker outlived its signal {sig} by 30 s:\n{log.read_text()[-3000:]}") from None
+
+
+@pytest.fixture
+def private_redis() -> Iterator[LocalRedis]:
+    """A Redis of this test's own: a worker it failed to stop can never take another test's jobs."""
+    with running_redis("bx-crash-redis-") as server:
+        yield server
 
 
 def test_sigkilled_rq_worker_export_is_retried_to_the_same_bytes(
-    conn, export_settings, gated_export, storage_dir, tmp_path, big_project, redis_url, redis_client
+    conn, export_settings, gated_export, storage_dir, tmp_path, big_project, private_redis
 ):
     from schemas.settings import get_settings
     from workers.queue import enqueue_export
 
+    redis_url = private_redis.url
+    redis_client = redis.Redis.from_url(redis_url)
     env = {**export_settings, "REDIS_URL": redis_url}
     query = {
         "tableName": "traces",
@@ -188,7 +211,7 @@ def test_sigkilled_rq_worker_export_is_retried_to_the_same_bytes(
     gated_export.wait_held()  # the work horse is mid-stream, and stays there
     wait_for(lambda: batch_exports.load(conn, export_id)["rows_exported"] > 0, "its progress", first)
     horses = children(first.pid)
-    stop(first, signal.SIGKILL)  # the worker and its work horse, mid-export
+    stop(first, signal.SIGKILL, log)  # the worker and its work horse, mid-export
     gated_export.release()
     deadline = time.monotonic() + 30
     while any(running(pid) for pid in horses):
@@ -206,7 +229,7 @@ def test_sigkilled_rq_worker_export_is_retried_to_the_same_bytes(
             assert second.poll() is None, log.read_text()[-3000:]
             time.sleep(0.5)
     finally:
-        stop(second, signal.SIGTERM)
+        stop(second, signal.SIGTERM, log)
     assert row["status"] == "COMPLETED", row["log"]
     assert (storage_dir / row["object_key"]).read_bytes() == undisturbed
     assert not list((storage_dir / row["object_key"]).parent.glob("*.partial"))

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +14,7 @@ import db
 from db import access, batch_exports
 from devstack.seed import seed
 from schemas import default_compression
+from tests.support.processes import CliProcess
 from tests.support.servers import running_postgres
 from workers.queue import enqueue_export, export_queue
 
@@ -89,14 +87,7 @@ def test_export_survives_a_postgres_restart_mid_query(own_postgres, redis_client
             return batch_exports.load(conn, export_id)
 
     log = tmp_path / "worker.log"
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "cli", "worker"],
-        env=env,
-        cwd=tmp_path,
-        stdout=open(log, "ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    worker = CliProcess("worker", ["worker"], env, tmp_path).start()
     try:
         reference_id = new_export("reference")
         reference = _wait(
@@ -125,8 +116,7 @@ def test_export_survives_a_postgres_restart_mid_query(own_postgres, redis_client
         )
         done = _wait(lambda: (r := load(export_id))["status"] in ("COMPLETED", "FAILED") and r, 120, "the retry", log)
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=30)
+        worker.stop(timeout=30)  # SIGKILL after that: a worker left behind would take other tests' jobs
 
     assert "attempt failed, RQ will retry" in log.read_text(), "the restart should have failed one attempt"
     assert done["status"] == "COMPLETED", done["log"]

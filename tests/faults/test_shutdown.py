@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 
@@ -13,7 +14,7 @@ from rq.serializers import JSONSerializer
 
 from tests.support.exports import file_sha256 as digest
 from tests.support.faults import FaultStack, hold_table
-from tests.support.processes import attempts_of, overlapping, wait_for
+from tests.support.processes import attempts_of, is_alive, overlapping, wait_for
 from tests.support.rpc_client import RpcClient, create_params
 from tests.support.world import Project
 from workers.batch_export import run_batch_export
@@ -137,3 +138,32 @@ def test_sigterm_on_the_api_finishes_the_open_request_and_refuses_new_ones(
     assert len(replies) == 1 and "result" in replies[0], replies
     created = replies[0]["result"]
     assert stack.load(created["id"])["status"] in ("QUEUED", "PROCESSING", "COMPLETED")
+
+
+@pytest.mark.parametrize("when", ["idle", "mid-export"])
+def test_a_stopping_worker_does_not_wait_forever_for_a_stuck_scheduler(
+    stack: FaultStack, big_tenant: Project, conn, when: str
+):
+    stack.configure(WORKER_SHUTDOWN_GRACE_SECONDS=1)
+    gate = stack.stream_gate()  # the worker's database is reached through it
+    gate.hold()
+    worker = stack.worker()
+    started = wait_for(
+        lambda: re.search(r"Scheduler for \S+ started with PID (\d+)", worker.log()), 30, "its scheduler", worker
+    )
+    scheduler = int(started.group(1))
+    if when == "mid-export":
+        export_id = big_tenant.new_export(conn, name="stopped with a stuck scheduler")
+        assert stack.enqueue(export_id)
+        gate.wait_held(1)
+    # A scheduler that never answers its SIGTERM (stopped here; in life, stuck in a call).
+    os.kill(scheduler, signal.SIGSTOP)
+
+    os.kill(worker.pid, signal.SIGTERM)
+    assert worker.process is not None
+    assert worker.process.wait(timeout=60) == 0, worker.log()
+    assert "did not stop within" in worker.log()
+    assert not is_alive(scheduler), "the stuck scheduler is gone with its worker"
+    gate.release()
+    if when == "mid-export":
+        assert job_of(stack, export_id).get_status() == JobStatus.QUEUED, "the job is back in the queue"
