@@ -47,6 +47,7 @@ POSTGRES_PORT = 5432
 REDIS_PORT = 6379
 S3_PORT = 9000
 API_PORT = 8000
+WORKER_METRICS_PORT = 9101  # each worker host serves its /metrics on its own address
 BUCKET = "exports"
 S3_PREFIX = "cluster"
 SECRET_KEY = "cluster-demo-secret-key-0123456789"
@@ -261,6 +262,12 @@ class Cluster:
         return f"http://{DATA.address}:{S3_PORT}"
 
     @staticmethod
+    def metrics_url(host: Host) -> str:
+        """Where the host's process serves GET /metrics: the API's own port, or the worker's metrics port."""
+        port = API_PORT if host in API_HOSTS else WORKER_METRICS_PORT
+        return f"http://{host.address}:{port}/metrics"
+
+    @staticmethod
     def api_url(host: Host) -> str:
         return f"http://{host.address}:{API_PORT}"
 
@@ -374,7 +381,7 @@ class Cluster:
             name,
             host,
             [sys.executable, "-m", "cli", "worker"],
-            self.env(**self.worker_env, **env),
+            self.env(**{"WORKER_METRICS_PORT": str(WORKER_METRICS_PORT), **self.worker_env, **env}),
             self.folder / "logs",
         )
         # A restarted worker writes on in the same log: the attempts of both lives are read from it.
@@ -595,3 +602,41 @@ export {export["id"]}: {export["status"]}, {export["progress"]["rowsExported"]:,
 """,
             flush=True,
         )
+        # A worker counts a job once its work horse has ended, a moment after the export's row says COMPLETED.
+        runners = [h for h in WORKER_HOSTS if h.name in ran_on]
+        _wait(
+            lambda: all(_scrape(Cluster.metrics_url(h)).get(FINISHED_COMPLETED) for h in runners),
+            15,
+            "the worker's metrics to count the export",
+        )
+        print("metrics (GET /metrics of each host, the service's non-zero samples):")
+        for host in (*API_HOSTS, *WORKER_HOSTS):
+            print(f"  {host.name} {Cluster.metrics_url(host)}")
+            for sample, value in _scrape(Cluster.metrics_url(host)).items():
+                print(f"    {sample} {value:g}")
+        print(flush=True)
+
+
+# The samples make cluster prints: the service's own (not the process's), without histogram buckets.
+SHOWN_METRICS = "batch_export_"
+FINISHED_COMPLETED = 'batch_export_exports_finished_total{format="CSV",status="COMPLETED",table="traces"}'
+
+
+def _scrape(url: str) -> dict[str, float]:
+    """The non-zero service samples of one /metrics, as {'name{labels}': value}; empty if it cannot be read."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return {}
+    shown: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if not sample.name.startswith(SHOWN_METRICS) or sample.name.endswith(("_bucket", "_created")):
+                continue
+            if sample.value:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+                shown[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return shown

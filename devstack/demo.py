@@ -21,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -89,12 +89,17 @@ class Api(Protocol):
 
 
 def wait_for_export(api: Api, project_id: str, export: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
-    """`export` as the API lists it once it is no longer active (or `timeout` seconds have passed)."""
-    deadline = time.monotonic() + timeout
-    while export["status"] in ACTIVE_STATUSES and time.monotonic() < deadline:
+    """`export` as the API lists it once it is no longer active, or once it has not moved (status, rows,
+    parts) for `timeout` seconds: a 10,000,000-row export is waited for as long as it makes progress."""
+    moved_at, seen = time.monotonic(), None
+    while export["status"] in ACTIVE_STATUSES and time.monotonic() - moved_at < timeout:
         time.sleep(0.5)
         listing = api.call("batchExport.all", {"projectId": project_id, "limit": 20})
         export = next(e for e in listing["exports"] if e["id"] == export["id"])
+        progress = export.get("progress") or {}
+        now = (export["status"], progress.get("rowsExported"), progress.get("partsDone"))
+        if now != seen:
+            moved_at, seen = time.monotonic(), now
     return export
 
 
@@ -167,7 +172,17 @@ def run_demo(*, traces: int, port: int, api_client: Callable[[str, str], Api], w
     )
     _say(f"created export {export['id']}; waiting for the worker ...")
     export = wait_for_export(api, project_id, export)
-    _say(f"export {export['id']} is {export['status']} ({export['progress']['rowsExported']} rows)")
+    progress = export["progress"]
+    took = ""
+    if export.get("finishedAt"):
+        seconds = (
+            datetime.fromisoformat(export["finishedAt"]) - datetime.fromisoformat(export["createdAt"])
+        ).total_seconds()
+        took = f" in {seconds:.1f} s"
+    _say(
+        f"export {export['id']} is {export['status']}: {progress['rowsExported']:,} rows,"
+        f" {progress['partsDone']} of {progress['partsTotal']} parts{took}"
+    )
 
     create_params = json.dumps(
         {

@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 import signal
 
+import httpx
 import pytest
 
-from devstack.cluster import API_HOSTS, DATA, POSTGRES_PORT, REDIS_PORT, WORKER_HOSTS, Host
+from devstack.cluster import API_HOSTS, DATA, POSTGRES_PORT, REDIS_PORT, WORKER_HOSTS, Cluster, Host
 from tests.support.cluster import SETTLE, ClusterWorld, LockWatch
 from tests.support.faults import hold_table
+from tests.support.metrics import Scrape, parse
 from tests.support.processes import overlapping, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -164,3 +166,39 @@ def test_an_export_cancelled_while_its_worker_host_is_unplugged_ends_cancelled_a
     assert row["status"] == "CANCELLED" and row["object_key"] is None, row
     assert [key for key in world.objects() if export["id"] in key] == []
     assert overlapping(world.attempts(export["id"])) == []
+
+
+def scraped(world: ClusterWorld, host: Host) -> Scrape:
+    """The host's /metrics, parsed; the text is kept beside the processes' logs (read after the suite)."""
+    response = httpx.get(Cluster.metrics_url(host), timeout=15)
+    assert response.status_code == 200, response.text[:500]
+    (world.cluster.folder / "logs" / f"{host.name}.metrics.txt").write_text(response.text, encoding="utf-8")
+    return parse(response.text)
+
+
+def test_after_the_faults_the_hosts_metrics_count_each_export_once(world: ClusterWorld):
+    """Last in the module: whatever the faults above did, the metrics agree with the exports' rows."""
+    statuses = world.statuses()
+    apis = [scraped(world, host) for host in API_HOSTS]
+    workers = [scraped(world, host) for host in WORKER_HOSTS]
+    labels = {"table": "traces", "format": "CSV"}
+
+    # The API hosts were never restarted: between them they counted every create, and every cancel.
+    created = sum(api.value("batch_export_exports_created_total", **labels) for api in apis)
+    assert created == sum(statuses.values()), (created, statuses)
+    calls = sum(api.value("batch_export_rpc_calls_total", method="batchExport.create", code="OK") for api in apis)
+    assert calls == created
+    cancelled = sum(api.value("batch_export_exports_finished_total", status="CANCELLED", **labels) for api in apis)
+    assert cancelled == statuses.get("CANCELLED", 0), (cancelled, statuses)
+    # What either API host reads from Postgres and Redis at scrape time: nothing left running or queued.
+    for api in apis:
+        assert api.labelled("batch_export_exports_active", "status") == {"QUEUED": 0, "PROCESSING": 0}
+        assert api.value("batch_export_queue_jobs", state="queued") == 0
+        assert sum(api.labelled("batch_export_workers", "state").values()) == len(WORKER_HOSTS)
+
+    # A worker counts in its own memory, so a restarted worker host starts again from zero; but no
+    # completion is ever counted twice (the partitioned host's late attempt completes nothing).
+    completed = sum(w.value("batch_export_exports_finished_total", status="COMPLETED", **labels) for w in workers)
+    assert 0 < completed <= statuses["COMPLETED"], (completed, statuses)
+    rows = sum(w.value("batch_export_exported_rows_total", **labels) for w in workers)
+    assert rows == 2000 * completed

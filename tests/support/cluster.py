@@ -60,6 +60,14 @@ class ClusterWorld:
         assert row is not None, export_id
         return row
 
+    def statuses(self) -> dict[str, int]:
+        """How many of the project's exports are in each status."""
+        with psycopg.connect(self.cluster.database_url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT status, count(*) FROM batch_exports WHERE project_id = %s GROUP BY status", (self.project_id,)
+            ).fetchall()
+        return dict(rows)
+
     def final(self, export_id: str, timeout: float = SETTLE) -> dict[str, Any]:
         """The export's row once it is final, within `timeout` (else the test fails with the workers' logs)."""
         return wait_for(
