@@ -178,15 +178,27 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
 
 def _os_error(error: BaseException) -> str | None:
     """The operating system's words for a failed connection: Connection refused, Name or service not known …"""
-    for cause in _causes(error):
-        if isinstance(cause, OSError):
-            return cause.strerror or str(cause) or type(cause).__name__
+    causes = list(_causes(error))
+    # requests' errors are OSErrors too, but without an errno: their text is a paragraph, not the OS's words.
+    for cause in causes:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+    for cause in causes:
+        if isinstance(cause, TimeoutError):
+            return "timed out"
     return None
 
 
 def _unreachable(host: str, error: BaseException) -> DestinationError:
-    reason = _os_error(error) or str(error)
-    return DestinationError(f"cannot reach {host}: {reason}")
+    return DestinationError(f"cannot reach {host}: {_os_error(error) or error}")
+
+
+def _broken_off(doing: str, where: str, host: str, error: BaseException) -> DestinationError:
+    """The connection was made, but no complete answer came back: a read timeout, or a connection dropped."""
+    reason = _os_error(error) or error
+    if reason == "timed out":
+        reason = f"timed out after {READ_TIMEOUT_SECONDS} s"
+    return DestinationError(f"{doing} in {where}: no complete answer from {host} ({reason})")
 
 
 def _redacted(error: DestinationError, secret: str) -> DestinationError:
@@ -278,7 +290,8 @@ class S3Store:
         raise _redacted(translated, self._secret)
 
     def _translate(self, doing: str, error: Exception) -> DestinationError | None:
-        from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
+        from botocore.exceptions import ClientError, HTTPClientError
+        from botocore.exceptions import ConnectionError as NoConnectionError
 
         for cause in _causes(error):
             if isinstance(cause, ClientError):
@@ -295,13 +308,13 @@ class S3Store:
                         refused=True,
                     )
                 return DestinationError(f"{doing} in bucket '{self.bucket}' at {self.host} failed ({said})")
-            if isinstance(cause, ReadTimeoutError):
-                return DestinationError(
-                    f"{doing} in bucket '{self.bucket}': {self.host} did not answer within {READ_TIMEOUT_SECONDS} s"
-                )
-            if isinstance(cause, EndpointConnectionError | ConnectTimeoutError):
+            # botocore's ConnectionError: no connection (refused, unresolved, timed out, TLS failed).
+            if isinstance(cause, NoConnectionError):
                 endpoint = cause.kwargs.get("endpoint_url")
                 return _unreachable(_host_port(endpoint) if endpoint else self.host, cause)
+            # A connection made, but the answer did not come whole (read timeout, connection closed).
+            if isinstance(cause, HTTPClientError):
+                return _broken_off(doing, f"bucket '{self.bucket}'", self.host, cause)
         return None
 
 
@@ -419,9 +432,7 @@ class AzureStore:
                     return DestinationError(f"{self.host} refused the account key for {where} ({said})", refused=True)
                 return DestinationError(f"{doing} in {where} at {self.host} failed ({said})")
             if isinstance(cause, ServiceResponseError):
-                return DestinationError(
-                    f"{doing} in {where}: {self.host} did not answer within {READ_TIMEOUT_SECONDS} s ({cause.message})"
-                )
+                return _broken_off(doing, where, self.host, cause)
             if isinstance(cause, ServiceRequestError):
                 return _unreachable(self.host, cause)
         return None
