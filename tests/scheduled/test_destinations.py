@@ -9,7 +9,7 @@ import pytest
 
 from devstack.servers import LocalS3, free_port
 from schemas.scheduled_exports import AzureDestination, S3Destination, ValidationResult
-from tests.support.destinations import PREFIX, Destination, unique_name
+from tests.support.destinations import PREFIX, Destination, hanging_up_endpoint, unique_name
 from workers.destinations import DestinationError, azure_account_url, connect, validate
 
 
@@ -164,6 +164,15 @@ def test_a_dead_endpoint_is_not_a_refusal(destination: Destination, tmp_path: Pa
         connect(model, destination.secret).upload("traces/part-0.csv", a_file(tmp_path, b"x"))
     assert raised.value.refused is False
     assert "cannot reach" in said(raised.value, destination.secret)
+
+
+@pytest.mark.timeout(120)
+def test_an_endpoint_that_hangs_up_without_answering_says_so(destination: Destination) -> None:
+    with hanging_up_endpoint() as endpoint:
+        result = validate(destination.model.model_copy(update={"endpoint": endpoint}), destination.secret)
+    assert not result.ok
+    message = said(result, destination.secret)
+    assert endpoint.removeprefix("http://") in message and "no complete answer" in message
 
 
 @pytest.mark.timeout(120)

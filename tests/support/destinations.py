@@ -4,8 +4,11 @@ and one that does not, and what the server holds, to check a Store against."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
-from collections.abc import Callable
+import socket
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from devstack.servers import LocalAzurite, LocalS3
@@ -74,3 +77,29 @@ def azure_destination(server: LocalAzurite, prefix: str = "") -> Destination:
         bad_secret_code="AuthorizationFailure",
         missing_code="ContainerNotFound",
     )
+
+
+@contextlib.contextmanager
+def hanging_up_endpoint() -> Iterator[str]:
+    """An endpoint that accepts each connection and closes it unanswered: reachable, but never answering."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stopping = threading.Event()
+
+    def serve() -> None:
+        while not stopping.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            connection.recv(65536)
+            connection.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stopping.set()
+        thread.join(timeout=5)
+        listener.close()
