@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install system-deps lint demo demo-stop cluster test types docs web screenshot bench-export bench-parts bench-memory bench-rpc
+.PHONY: install system-deps tools lint demo demo-stop cluster test types docs web screenshot bench-export bench-parts bench-memory bench-rpc
 
 # `make install` only builds .venv (with the project, editable, and its test tools).
 install: $(VENV)/.installed
@@ -22,6 +22,11 @@ system-deps:
 	@command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@command -v zstd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zstd >/dev/null; }
+
+# Test servers from npm, in .tools/: Azurite (Azure's blob emulator) for tests/scheduled. Installed once
+# (devstack.servers.azurite_blob_binary, which the test fixture also calls when it is missing).
+tools: install system-deps
+	@$(BIN)/python -c 'from devstack.servers import azurite_blob_binary; azurite_blob_binary()'
 
 # DEMO_TRACES: how many traces the first run seeds (`make demo DEMO_TRACES=1000000` for a big project);
 # DEMO_WORKERS: how many `batch-export worker`s it starts (the parts of a large export run at once).
@@ -41,7 +46,7 @@ cluster: install system-deps
 
 # pytest starts its own Postgres and Redis on free ports. Its exit code passes through unchanged,
 # so "no tests collected" (5) fails the build like any other failure.
-test: install system-deps lint
+test: install system-deps tools lint
 	$(BIN)/python -m pytest
 
 # The gates before the tests: lint and formatting (ruff), then types (mypy, configured in pyproject.toml).

@@ -1,4 +1,5 @@
-"""Local Postgres and Redis servers for the demo and the test suite, started from the machine's binaries.
+"""Local Postgres and Redis servers for the demo and the test suite, started from the machine's binaries;
+and, for scheduled exports' destinations, S3 (moto, checking credentials) and Azure Blob Storage (Azurite).
 
 Postgres refuses to run as root, so when we are root the server runs as the `postgres` system user
 on a data folder it owns.
@@ -6,13 +7,19 @@ on a data folder it owns.
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
-from dataclasses import dataclass
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import psycopg.sql
@@ -232,3 +239,229 @@ class LocalRedis:
             deadline = time.monotonic() + 10
             while port_open(self.port, self.host) and time.monotonic() < deadline:
                 time.sleep(0.05)
+
+
+def _wait_for_port(process: subprocess.Popen, port: int, host: str, name: str, log: Path, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not port_open(port, host):
+        if process.poll() is not None:
+            raise LocalServiceError(f"{name} exited at start on port {port} (is the port taken?); see {log}")
+        if time.monotonic() > deadline:
+            process.kill()
+            process.wait(timeout=10)
+            raise LocalServiceError(f"{name} did not start on port {port} within {seconds:.0f} s; see {log}")
+        time.sleep(0.05)
+
+
+def _stop_process(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+# --- S3 that checks credentials ---------------------------------------------------------------------
+
+# Every action on S3 (a key made by create_key may do these and nothing else, unless told otherwise).
+S3_ALL_ACTIONS = ("s3:*",)
+
+
+@dataclass
+class LocalS3:
+    """moto's S3 and IAM in a process of its own, checking every request's signature against IAM's keys.
+
+    moto checks credentials once its `INITIAL_NO_AUTH_ACTION_COUNT` requests are spent (infinite by
+    default). The server starts with the default, creates an administrator's key, then sets the count
+    to 0 through `/moto-api/reset-auth`: from then on an unknown key is InvalidAccessKeyId, a wrong
+    secret SignatureDoesNotMatch, and an action outside a user's policy AccessDenied, as on AWS. Its
+    own process keeps that setting (and its buckets) away from the in-process moto other tests use.
+    """
+
+    data_dir: Path
+    port: int
+    host: str = "127.0.0.1"
+    region: str = "us-east-1"
+    process: subprocess.Popen | None = None
+    _admin_key: tuple[str, str] | None = None
+    _users: dict[str, str] = field(default_factory=dict)  # access key id -> the IAM user it belongs to
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.data_dir / "moto.log"
+        environment = {**os.environ, "MOTO_PORT": str(self.port)}
+        environment.pop("INITIAL_NO_AUTH_ACTION_COUNT", None)
+        with log.open("ab") as output:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=environment,
+            )
+        try:
+            _wait_for_port(self.process, self.port, self.host, "moto", log, seconds=30)
+            self._admin_key = self._create_key_unchecked("administrator", ("*",))
+            self._moto_api("reset-auth", b"0")
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop_process(self.process)
+            self.process = None
+
+    def _moto_api(self, action: str, body: bytes) -> Any:
+        # Not form-encoded (urllib's default), or werkzeug parses the body away from moto's `request.data`.
+        request = urllib.request.Request(
+            f"{self.url}/moto-api/{action}", data=body, method="POST", headers={"Content-Type": "text/plain"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+
+    def client(self, service: str, key: tuple[str, str] | None = None) -> Any:
+        """A boto3 client of this server, signed with `key` (the administrator's by default)."""
+        import boto3
+
+        access_key_id, secret = key or self._admin_key or ("bootstrap", "bootstrap")
+        return boto3.session.Session().client(
+            service,
+            endpoint_url=self.url,
+            region_name=self.region,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret,
+        )
+
+    def _create_key_unchecked(self, user: str, actions: tuple[str, ...]) -> tuple[str, str]:
+        iam = self.client("iam")
+        iam.create_user(UserName=user)
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": list(actions), "Resource": "*"}]}
+        iam.put_user_policy(UserName=user, PolicyName="allowed", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        self._users[key["AccessKeyId"]] = user
+        return key["AccessKeyId"], key["SecretAccessKey"]
+
+    def create_key(self, actions: tuple[str, ...] = S3_ALL_ACTIONS) -> tuple[str, str]:
+        """A new IAM user allowed `actions` on every resource, and its access key: (access key id, secret)."""
+        return self._create_key_unchecked(f"user-{uuid.uuid4().hex[:12]}", actions)
+
+    def revoke_key(self, access_key_id: str) -> None:
+        """Deletes the access key: the next request signed with it is InvalidAccessKeyId."""
+        self.client("iam").delete_access_key(UserName=self._users.pop(access_key_id), AccessKeyId=access_key_id)
+
+    def create_bucket(self, name: str) -> None:
+        self.client("s3").create_bucket(Bucket=name)
+
+    def object(self, bucket: str, key: str) -> bytes:
+        """An object as the server holds it, read with the administrator's key."""
+        body: bytes = self.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+        return body
+
+
+# --- Azure Blob Storage: Azurite ----------------------------------------------------------------------
+
+# Microsoft's emulator, from npm, installed on first use into the repository's .tools/ folder.
+AZURITE_PACKAGE = "azurite@3"
+TOOLS_DIR = Path(__file__).resolve().parents[1] / ".tools"
+
+
+def azurite_blob_binary(tools_dir: Path = TOOLS_DIR) -> Path:
+    """Azurite's blob server, installed with npm into `tools_dir` the first time (one install at a time)."""
+    binary = tools_dir / "node_modules" / ".bin" / "azurite-blob"
+    if binary.exists():
+        return binary
+    npm = shutil.which("npm")
+    if npm is None:
+        raise LocalServiceError("`npm` not found: install Node.js and npm (make system-deps)")
+    tools_dir.mkdir(parents=True, exist_ok=True)
+    with (tools_dir / ".install.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if binary.exists():  # installed by whoever held the lock before us
+            return binary
+        try:
+            result = subprocess.run(
+                [npm, "install", "--no-audit", "--no-fund", "--prefix", str(tools_dir), AZURITE_PACKAGE],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+        except subprocess.TimeoutExpired:
+            raise LocalServiceError(
+                f"`npm install {AZURITE_PACKAGE}` took over 10 minutes; is the registry reachable?"
+            ) from None
+        if result.returncode != 0 or not binary.exists():
+            raise LocalServiceError(f"`npm install {AZURITE_PACKAGE}` failed: {result.stderr.strip()[-1000:]}")
+    return binary
+
+
+@dataclass
+class LocalAzurite:
+    """Azurite's blob service on loopback, keeping its blobs in `data_dir`, for Azure's well-known dev account."""
+
+    data_dir: Path
+    port: int
+    host: str = "127.0.0.1"
+    process: subprocess.Popen | None = None
+
+    # Azurite's built-in account and its key, published in Microsoft's documentation of the emulator.
+    ACCOUNT_NAME = "devstoreaccount1"
+    ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+    @property
+    def endpoint(self) -> str:
+        """The server, as an AzureDestination's `endpoint` names it (the account comes as the path)."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def account_url(self) -> str:
+        return f"{self.endpoint}/{self.ACCOUNT_NAME}"
+
+    def start(self) -> None:
+        binary = azurite_blob_binary()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.data_dir / "azurite.log"
+        argv = [
+            str(binary),
+            "--blobHost",
+            self.host,
+            "--blobPort",
+            str(self.port),
+            "--location",
+            str(self.data_dir),
+            # The SDK may speak a newer API version than this Azurite knows; the blob calls we make are old.
+            "--skipApiVersionCheck",
+            "--loose",
+            "--disableTelemetry",
+        ]
+        with log.open("ab") as output:
+            self.process = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT, cwd=self.data_dir)
+        try:
+            _wait_for_port(self.process, self.port, self.host, "Azurite", log, seconds=60)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop_process(self.process)
+            self.process = None
+
+    def service(self) -> Any:
+        """A BlobServiceClient of this server, with the account's key."""
+        from azure.storage.blob import BlobServiceClient
+
+        credential = {"account_name": self.ACCOUNT_NAME, "account_key": self.ACCOUNT_KEY}
+        return BlobServiceClient(self.account_url, credential=credential)
+
+    def create_container(self, name: str) -> None:
+        self.service().create_container(name)
+
+    def blob(self, container: str, name: str) -> bytes:
+        """A blob as the server holds it."""
+        content: bytes = self.service().get_blob_client(container, name).download_blob().readall()
+        return content

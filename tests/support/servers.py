@@ -1,4 +1,5 @@
-"""Real servers for tests: Postgres and Redis of their own on free ports, and the app served by uvicorn in a thread."""
+"""Real servers for tests: Postgres, Redis, S3 (moto) and Azurite of their own on free ports, and the app served
+by uvicorn in a thread."""
 
 from __future__ import annotations
 
@@ -14,10 +15,18 @@ from pathlib import Path
 import uvicorn
 
 import db
-from devstack.servers import LocalPostgres, LocalRedis, LocalServiceError, free_port
+from devstack.servers import (
+    LocalAzurite,
+    LocalPostgres,
+    LocalRedis,
+    LocalS3,
+    LocalServiceError,
+    azurite_blob_binary,
+    free_port,
+)
 
 
-def _start_on_a_free_port(server: LocalPostgres | LocalRedis, attempts: int = 3) -> None:
+def _start_on_a_free_port(server: LocalPostgres | LocalRedis | LocalS3 | LocalAzurite, attempts: int = 3) -> None:
     """Starts the server; when another process took its port meanwhile, tries again on another one."""
     for attempt in range(attempts):
         try:
@@ -50,6 +59,33 @@ def running_redis(prefix: str = "bx-test-redis-") -> Iterator[LocalRedis]:
     """A Redis server of its own, on a free port, removed afterwards."""
     folder = Path(tempfile.mkdtemp(prefix=prefix))
     server = LocalRedis(folder, free_port())
+    _start_on_a_free_port(server)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_s3(prefix: str = "bx-test-s3-") -> Iterator[LocalS3]:
+    """moto's S3 with IAM credentials checked, on a free port, stopped afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    server = LocalS3(folder, free_port())
+    _start_on_a_free_port(server)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_azurite(prefix: str = "bx-test-azurite-") -> Iterator[LocalAzurite]:
+    """Azurite's blob service on a free port, its blobs in a folder removed afterwards."""
+    azurite_blob_binary()  # installed once, before any retry on another port
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    server = LocalAzurite(folder, free_port())
     _start_on_a_free_port(server)
     try:
         yield server
