@@ -208,6 +208,31 @@ def cmd_worker(args: argparse.Namespace) -> None:
     worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
 
 
+def cmd_scheduler(args: argparse.Namespace) -> None:
+    """RQ's CronScheduler, ticking the scheduled exports' planner; the workers run what it enqueues."""
+    import redis
+
+    from workers.queue import REDIS_RETRY_MAX_DELAY, redis_address, wait_for_redis
+    from workers.scheduled import build_cron_scheduler
+
+    settings = _service_settings("scheduler")
+    connection = redis.Redis.from_url(settings.REDIS_URL)
+
+    def unreachable(exc: Exception) -> None:
+        _tell_operator(
+            settings,
+            "scheduler",
+            f"Redis at {redis_address(connection)} is unreachable ({exc});"
+            f" waiting for it, trying again every {REDIS_RETRY_MAX_DELAY:.0f} s at most",
+        )
+
+    try:
+        wait_for_redis(connection, unreachable)
+        build_cron_scheduler(connection, settings).start()
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
 def cmd_sweep(args: argparse.Namespace) -> None:
     from workers.maintenance import delete_expired
     from workers.queue import sweep
@@ -333,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     worker.set_defaults(run=cmd_worker)
 
+    commands.add_parser(
+        "scheduler", help="RQ's cron scheduler: plans scheduled exports' runs (run one or more beside the workers)"
+    ).set_defaults(run=cmd_scheduler)
     commands.add_parser(
         "sweep", help="enqueue exports left QUEUED without a job; delete expired export files"
     ).set_defaults(run=cmd_sweep)

@@ -24,6 +24,7 @@ from procedures.downloads import download_endpoint
 from procedures.metrics import RpcCallMetrics, metrics_endpoint
 from procedures.readiness import readiness_routes
 from procedures.request_ids import RequestIds
+from procedures.scheduled_export import scheduled_export_router
 from rpc import Router, rpc_routes
 from schemas.settings import Settings, get_settings
 from workers.logs import configure_logging
@@ -36,7 +37,7 @@ API_VERSION = "0.1.0"
 WEB_ROOT = Path(__file__).resolve().parents[1] / "web" / "public"
 
 # The table of every callable method: `batchExport.create`, `batchExport.all`, ...
-app_router = rpc.router(batchExport=batch_export_router)
+app_router = rpc.router(batchExport=batch_export_router, scheduledExport=scheduled_export_router)
 
 
 def create_app(settings: Settings | None = None, router: Router = app_router) -> Starlette:

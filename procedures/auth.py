@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 
 # The one place roles meet scopes (DESIGN.md, "Procedures").
 ROLE_SCOPES: dict[str, frozenset[str]] = {
-    "OWNER": frozenset({"batchExports:create", "batchExports:read", "auditLogs:read"}),
-    "ADMIN": frozenset({"batchExports:create", "batchExports:read", "auditLogs:read"}),
+    "OWNER": frozenset({"batchExports:create", "batchExports:read", "auditLogs:read", "integrations:CRUD"}),
+    "ADMIN": frozenset({"batchExports:create", "batchExports:read", "auditLogs:read", "integrations:CRUD"}),
     "MEMBER": frozenset({"batchExports:create", "batchExports:read"}),
     "VIEWER": frozenset(),
     "NONE": frozenset(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -16,6 +17,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 LOCAL_POSTGRES_PORT = 54329
 LOCAL_REDIS_PORT = 63799
 INSECURE_DEV_SECRET = "dev-only-insecure-secret-change-me"
+# 32 bytes as 64 hex digits, like every SECRETS_ENCRYPTION_KEY; public, so refused in production.
+INSECURE_DEV_ENCRYPTION_KEY = "0" * 63 + "1"
 # The checkout the service runs from. Its `.env` and its local data folder are found from here, never
 # from a process's working directory, so the API, workers and cron jobs all read the same ones.
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +61,21 @@ class Settings(BaseSettings):
     WORKER_SHUTDOWN_GRACE_SECONDS: float = Field(default=25, ge=0)
     # SIGTERM gives the API's open requests (and event streams) this long before it closes them.
     API_SHUTDOWN_GRACE_SECONDS: int = Field(default=25, ge=0)
+    # Seals the secrets of scheduled exports' destinations (AES-256-GCM): 64 hex digits
+    # (`openssl rand -hex 32`). To rotate: put the new key here and the old one in
+    # SECRETS_ENCRYPTION_OLD_KEYS, run `batch-export scheduled reseal`, then drop the old key.
+    SECRETS_ENCRYPTION_KEY: str = Field(default=INSECURE_DEV_ENCRYPTION_KEY, pattern=r"^[0-9a-fA-F]{64}$")
+    # Earlier keys, comma-separated: secrets sealed with them still open, and are resealed with the current one.
+    SECRETS_ENCRYPTION_OLD_KEYS: Annotated[tuple[str, ...], NoDecode] = ()
+    # A scheduled run exports rows ingested up to this long before it starts, so that rows whose
+    # transaction commits a little after their created_at are not missed.
+    SCHEDULED_EXPORT_LAG_SECONDS: float = Field(default=300, ge=0)
+    # The longest window a run covers: a backfill from the past is many runs of at most this long.
+    SCHEDULED_EXPORT_MAX_WINDOW_HOURS: float = Field(default=24, gt=0)
+    # How often the scheduler looks for due runs (RQ's CronScheduler), in seconds.
+    SCHEDULED_EXPORT_TICK_SECONDS: int = Field(default=60, gt=0)
+    # A run that fails every attempt emails the creator at most once per this many hours.
+    SCHEDULED_EXPORT_FAILURE_EMAIL_COOLDOWN_HOURS: float = Field(default=24, ge=0)
     SESSION_TTL_HOURS: float = Field(default=24 * 30, gt=0)
     # How long the API may reuse a token's session and project role without asking Postgres; any
     # change to sessions or memberships drops the cache at once (LISTEN/NOTIFY). 0 turns it off.
@@ -142,6 +160,15 @@ class Settings(BaseSettings):
             raise ValueError("must be at least one delay, none negative")
         return value
 
+    @field_validator("SECRETS_ENCRYPTION_OLD_KEYS", mode="before")
+    @classmethod
+    def _old_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        if isinstance(value, (tuple, list)) and not all(re.fullmatch(r"[0-9a-fA-F]{64}", k) for k in value):
+            raise ValueError("must be keys of 64 hex digits, separated by commas")
+        return value
+
     @model_validator(mode="after")
     def _no_development_secret_in_production(self) -> Settings:
         if self.is_production and self.uses_development_secret:
@@ -149,7 +176,16 @@ class Settings(BaseSettings):
                 "SECRET_KEY is the public development default, refused with ENVIRONMENT=production:"
                 " set SECRET_KEY to a long random secret (e.g. `openssl rand -hex 32`)"
             )
+        if self.is_production and self.uses_development_encryption_key:
+            raise ValueError(
+                "SECRETS_ENCRYPTION_KEY is the public development default, refused with ENVIRONMENT=production:"
+                " set it to 64 random hex digits (`openssl rand -hex 32`)"
+            )
         return self
+
+    @property
+    def uses_development_encryption_key(self) -> bool:
+        return hmac.compare_digest(self.SECRETS_ENCRYPTION_KEY.lower().encode(), INSECURE_DEV_ENCRYPTION_KEY.encode())
 
     @property
     def uses_development_secret(self) -> bool:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -113,6 +113,13 @@ class CompiledQuery:
     def in_part(self, condition: sql.Composable, params: dict[str, Any]) -> CompiledQuery:
         """The same query narrowed to one part's range of the order, its values bound under `params`' names."""
         return replace(self, part=condition, params={**self.params, **params})
+
+    def in_window(self, start: datetime) -> CompiledQuery:
+        """Only the rows ingested at or after `start`; the window's end is the cut-off, bound as for every export."""
+        if self.table.ingested_at is None:
+            raise InvalidExportQuery(f"The {self.table.name} table is not exported on a schedule.")
+        condition = sql.SQL("{} >= {}").format(sql.SQL(self.table.ingested_at), sql.Placeholder("window_start"))
+        return replace(self, conditions=[*self.conditions, condition], params={**self.params, "window_start": start})
 
     @property
     def order_by(self) -> sql.Composable:

@@ -76,6 +76,37 @@ def failed_message(*, to: str, export: dict[str, Any], reason: str, settings: Se
     return _message(settings, to, f"Export failed: {export['name']}", body)
 
 
+def scheduled_failed_message(
+    *, to: str, schedule: dict[str, Any], window: str, reason: str, settings: Settings
+) -> EmailMessage:
+    body = "\n".join(
+        [
+            f'The scheduled export "{schedule["name"]}" could not export the window {window}, after every retry.',
+            "",
+            "What went wrong:",
+            reason,
+            "",
+            "The window is tried again at the next scheduled run; later windows wait for it, so nothing is skipped.",
+        ]
+    )
+    return _message(settings, to, f"Scheduled export failing: {schedule['name']}", body)
+
+
+def scheduled_disabled_message(*, to: str, schedule: dict[str, Any], reason: str, settings: Settings) -> EmailMessage:
+    body = "\n".join(
+        [
+            f'The scheduled export "{schedule["name"]}" has been disabled: its destination refused its credentials.',
+            "",
+            "What the destination said:",
+            reason,
+            "",
+            "Fix the destination's credentials on the exports page and enable the scheduled export again;"
+            " it resumes where it stopped.",
+        ]
+    )
+    return _message(settings, to, f"Scheduled export disabled: {schedule['name']}", body)
+
+
 def send(message: EmailMessage, settings: Settings) -> None:
     """Sends over SMTP_URL, or writes into the outbox when SMTP is not configured; never raises."""
     try:

@@ -151,6 +151,10 @@ def _job_meta(project_id: str | None) -> dict[str, Any] | None:
 def job_log_fields(job: Job) -> dict[str, Any]:
     """The ids on every line logged while the job runs: every job of an export takes the export's id
     first, a part's job its part second; the project is in the job's meta when the enqueuer knew it."""
+    meta = job.meta or {}
+    if (job.func_name or "").startswith("workers.scheduled."):  # a scheduled export's run, or the scheduler's tick
+        run = {"scheduledExportRunId": job.args[0]} if job.args else {}
+        return {**run, "scheduledExportId": meta.get("scheduledExportId"), "projectId": meta.get("projectId")}
     fields: dict[str, Any] = {"exportId": job.args[0] if job.args else None}
     if job.func_name == "workers.export_parts.run_export_part" and len(job.args) > 1:
         fields["part"] = job.args[1]

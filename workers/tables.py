@@ -107,6 +107,10 @@ class ExportTable:
     # The source's alias of the per-row score aggregate (see _score_aggregates) when the rows carry
     # one column per score name, as Langfuse's trace, observation and event exports do.
     score_alias: str | None = None
+    # The base row's ingestion time in the source's SQL: scheduled exports take the rows of one window
+    # of it at a time. None: the table is not exported on a schedule (sessions: aggregates that change
+    # as their traces arrive, so no window of them is ever final).
+    ingested_at: str | None = None
     # The keys of the columns the user chose, in file order; None for every exported column.
     chosen: tuple[str, ...] | None = None
     _lookup: dict[str, Column] = field(init=False, repr=False, compare=False)
@@ -410,6 +414,7 @@ _COMMENT_CONTENT = _c("commentContent", "cm.contents", "array", "Comment Content
 
 TRACES = ExportTable(
     name="traces",
+    ingested_at="t.created_at",
     source=f"""traces t
     LEFT JOIN ({_trace_observation_totals(in_part("o.trace_id"))}) ot ON ot.trace_id = t.id
     LEFT JOIN ({_score_aggregates("s.trace_id", "s.trace_id IS NOT NULL AND s.observation_id IS NULL" + in_part("s.trace_id"))}) sc
@@ -679,6 +684,7 @@ _OBSERVATION_ROW = _pick(
 
 OBSERVATIONS = ExportTable(
     name="observations",
+    ingested_at="o.created_at",
     source=_OBSERVATIONS_SOURCE,
     columns=(*_OBSERVATION_ROW, *_filter_only(_O, besides=_OBSERVATION_ROW)),
     time_column="startTime",
@@ -713,6 +719,7 @@ _EVENT_ROW = (
 
 EVENTS = ExportTable(
     name="events",
+    ingested_at="o.created_at",
     source=_OBSERVATIONS_SOURCE,
     columns=(
         *_EVENT_ROW,
@@ -731,6 +738,7 @@ EVENTS = ExportTable(
 
 SCORES = ExportTable(
     name="scores",
+    ingested_at="s.created_at",
     source="""scores s
     LEFT JOIN traces t ON t.project_id = s.project_id AND t.id = s.trace_id AND t.created_at <= {cutoff}
     LEFT JOIN users au ON au.id = s.author_user_id
@@ -846,6 +854,7 @@ SESSIONS = ExportTable(
 
 DATASET_RUN_ITEMS = ExportTable(
     name="dataset_run_items",
+    ingested_at="ri.created_at",
     source=f"""dataset_run_items ri
     LEFT JOIN dataset_runs r ON r.project_id = ri.project_id AND r.id = ri.dataset_run_id
     LEFT JOIN datasets d ON d.project_id = r.project_id AND d.id = r.dataset_id
@@ -876,6 +885,7 @@ DATASET_RUN_ITEMS = ExportTable(
 
 DATASET_ITEMS = ExportTable(
     name="dataset_items",
+    ingested_at="di.created_at",
     source="""dataset_items di
     LEFT JOIN datasets d ON d.project_id = di.project_id AND d.id = di.dataset_id
     WHERE di.project_id = {project_id} AND di.created_at <= {cutoff}""",
@@ -904,6 +914,7 @@ DATASET_ITEMS = ExportTable(
 
 AUDIT_LOGS = ExportTable(
     name="audit_logs",
+    ingested_at="a.created_at",
     source="""audit_logs a
     WHERE a.project_id = {project_id} AND a.created_at <= {cutoff}""",
     columns=(

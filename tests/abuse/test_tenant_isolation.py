@@ -33,10 +33,29 @@ def params_for(method: str, project_id: str, export_id: str) -> dict:
         "batchExport.cancel": {"projectId": project_id, "batchExportId": export_id},
         "batchExport.all": {"projectId": project_id},
         "batchExport.downloadUrl": {"projectId": project_id, "batchExportId": export_id},
+        # Authorization comes before any lookup: the export's id stands in for a scheduled export's.
+        "scheduledExport.create": {
+            "projectId": project_id,
+            "name": "grab",
+            "destination": {"type": "s3", "bucket": "attacker-bucket", "accessKeyId": "a", "secretAccessKey": "b"},
+            "tables": ["traces"],
+            "schedule": "hourly",
+            "startFrom": {"mode": "full_history"},
+        },
+        "scheduledExport.update": {"projectId": project_id, "scheduledExportId": export_id, "enabled": True},
+        "scheduledExport.delete": {"projectId": project_id, "scheduledExportId": export_id},
+        "scheduledExport.all": {"projectId": project_id},
+        "scheduledExport.validate": {"projectId": project_id, "scheduledExportId": export_id},
+        "scheduledExport.runNow": {"projectId": project_id, "scheduledExportId": export_id},
+        "scheduledExport.runs": {"projectId": project_id, "scheduledExportId": export_id},
     }[method]
 
 
-PROCEDURES = ["batchExport.create", "batchExport.cancel", "batchExport.all", "batchExport.downloadUrl"]
+BATCH_EXPORT_PROCEDURES = ["batchExport.create", "batchExport.cancel", "batchExport.all", "batchExport.downloadUrl"]
+SCHEDULED_EXPORT_PROCEDURES = [
+    f"scheduledExport.{name}" for name in ("create", "update", "delete", "all", "validate", "runNow", "runs")
+]
+PROCEDURES = BATCH_EXPORT_PROCEDURES + SCHEDULED_EXPORT_PROCEDURES
 
 
 @pytest.fixture(autouse=True)

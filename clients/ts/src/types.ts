@@ -53,6 +53,41 @@ export interface AppRouter {
     output: DownloadUrl;
     kind: "query";
   };
+  "scheduledExport.create": {
+    input: CreateScheduledExport;
+    output: ScheduledExport;
+    kind: "mutation";
+  };
+  "scheduledExport.update": {
+    input: UpdateScheduledExport;
+    output: ScheduledExport;
+    kind: "mutation";
+  };
+  "scheduledExport.delete": {
+    input: ScheduledExportRef;
+    output: Deleted;
+    kind: "mutation";
+  };
+  "scheduledExport.all": {
+    input: ListScheduledExports;
+    output: ScheduledExportList;
+    kind: "query";
+  };
+  "scheduledExport.validate": {
+    input: ValidateDestination;
+    output: ValidationResult;
+    kind: "mutation";
+  };
+  "scheduledExport.runNow": {
+    input: ScheduledExportRef;
+    output: ScheduledExportRun;
+    kind: "mutation";
+  };
+  "scheduledExport.runs": {
+    input: ListRuns;
+    output: ScheduledExportRunList;
+    kind: "query";
+  };
 }
 /**
  * This interface was referenced by `AppRouter`'s JSON-Schema
@@ -487,6 +522,296 @@ export interface BatchExportList {
 export interface DownloadUrl {
   url: string;
   expiresAt: string;
+}
+/**
+ * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "CreateScheduledExport".
+ */
+export interface CreateScheduledExport {
+  projectId: string;
+  name: string;
+  destination: S3Destination | AzureDestination;
+  /**
+   * @minItems 1
+   * @maxItems 8
+   */
+  tables: (
+    "traces" | "observations" | "events" | "scores" | "sessions" | "dataset_run_items" | "dataset_items" | "audit_logs"
+  )[];
+  format?: "CSV" | "JSON" | "JSONL" | "PARQUET";
+  compression?: ("none" | "gzip" | "zstd") | null;
+  columns?: {
+    /**
+     * @minItems 1
+     * @maxItems 500
+     */
+    [k: string]: string[];
+  } | null;
+  schedule: "every_20_minutes" | "hourly" | "daily" | "weekly";
+  startFrom: StartFrom;
+  enabled?: boolean;
+}
+/**
+ * An AWS S3 bucket, or an S3-compatible one (MinIO, R2, GCS's interoperability API …) at `endpoint`.
+ *
+ * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "S3Destination".
+ */
+export interface S3Destination {
+  type: "s3";
+  bucket: string;
+  prefix?: string;
+  region?: string;
+  endpoint?: string | null;
+  forcePathStyle?: boolean;
+  accessKeyId: string;
+  secretAccessKey?: string | null;
+}
+/**
+ * An Azure Blob Storage container (or Azurite's at `endpoint`).
+ *
+ * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "AzureDestination".
+ */
+export interface AzureDestination {
+  type: "azure";
+  container: string;
+  prefix?: string;
+  accountName: string;
+  accountKey?: string | null;
+  endpoint?: string | null;
+}
+/**
+ * Where the first window starts: the table's first row, midnight UTC today, or `date`.
+ *
+ * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "StartFrom".
+ */
+export interface StartFrom {
+  mode: "full_history" | "from_today" | "from_date";
+  date?: string | null;
+}
+/**
+ * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "ScheduledExport".
+ */
+export interface ScheduledExport {
+  id: string;
+  projectId: string;
+  name: string;
+  destination: S3DestinationView | AzureDestinationView;
+  tables: (
+    "traces" | "observations" | "events" | "scores" | "sessions" | "dataset_run_items" | "dataset_items" | "audit_logs"
+  )[];
+  format: "CSV" | "JSON" | "JSONL" | "PARQUET";
+  compression: "none" | "gzip" | "zstd";
+  columns: {
+    [k: string]: string[];
+  } | null;
+  schedule: "every_20_minutes" | "hourly" | "daily" | "weekly";
+  startFrom: StartFromOutput;
+  enabled: boolean;
+  /**
+   * Why the schedule stopped itself (the destination refused its credentials).
+   */
+  disabledReason: string | null;
+  /**
+   * The end of the last exported window: the next run starts here.
+   */
+  lastSyncAt: string | null;
+  /**
+   * When the next run is due (null while disabled).
+   */
+  nextSyncAt: string | null;
+  /**
+   * When the run in progress started, if one is.
+   */
+  runStartedAt: string | null;
+  lastError: string | null;
+  createdAt: string;
+  updatedAt: string;
+}
+/**
+ * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "S3DestinationView".
+ */
+export interface S3DestinationView {
+  type: "s3";
+  bucket: string;
+  prefix: string;
+  region: string;
+  endpoint: string | null;
+  forcePathStyle: boolean;
+  accessKeyId: string;
+  /**
+   * A secret access key is stored (it is never sent back).
+   */
+  secretSet: boolean;
+}
+/**
+ * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "AzureDestinationView".
+ */
+export interface AzureDestinationView {
+  type: "azure";
+  container: string;
+  prefix: string;
+  accountName: string;
+  endpoint: string | null;
+  /**
+   * An account key is stored (it is never sent back).
+   */
+  secretSet: boolean;
+}
+/**
+ * Where the first window starts: the table's first row, midnight UTC today, or `date`.
+ *
+ * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "StartFromOutput".
+ */
+export interface StartFromOutput {
+  mode: "full_history" | "from_today" | "from_date";
+  date: string | null;
+}
+/**
+ * Any field of create; those left out keep their value (and a destination without its secret, the secret).
+ *
+ * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "UpdateScheduledExport".
+ */
+export interface UpdateScheduledExport {
+  projectId: string;
+  scheduledExportId: string;
+  name?: string | null;
+  destination?: (S3Destination | AzureDestination) | null;
+  tables?:
+    | (
+        | "traces"
+        | "observations"
+        | "events"
+        | "scores"
+        | "sessions"
+        | "dataset_run_items"
+        | "dataset_items"
+        | "audit_logs"
+      )[]
+    | null;
+  format?: ("CSV" | "JSON" | "JSONL" | "PARQUET") | null;
+  compression?: ("none" | "gzip" | "zstd") | null;
+  columns?: {
+    /**
+     * @minItems 1
+     * @maxItems 500
+     */
+    [k: string]: string[];
+  } | null;
+  schedule?: ("every_20_minutes" | "hourly" | "daily" | "weekly") | null;
+  startFrom?: StartFrom | null;
+  enabled?: boolean | null;
+}
+/**
+ * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "ScheduledExportRef".
+ */
+export interface ScheduledExportRef {
+  projectId: string;
+  scheduledExportId: string;
+}
+/**
+ * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "Deleted".
+ */
+export interface Deleted {
+  deleted: true;
+}
+/**
+ * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "ListScheduledExports".
+ */
+export interface ListScheduledExports {
+  projectId: string;
+}
+/**
+ * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "ScheduledExportList".
+ */
+export interface ScheduledExportList {
+  scheduledExports: ScheduledExport[];
+}
+/**
+ * A destination as create would take it, or a stored scheduled export's (with its stored secret).
+ *
+ * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "ValidateDestination".
+ */
+export interface ValidateDestination {
+  projectId: string;
+  destination?: (S3Destination | AzureDestination) | null;
+  scheduledExportId?: string | null;
+}
+/**
+ * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "ValidationResult".
+ */
+export interface ValidationResult {
+  ok: boolean;
+  /**
+   * What the destination said: the problem in its own words, or that all went well.
+   */
+  message: string;
+}
+/**
+ * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "ScheduledExportRun".
+ */
+export interface ScheduledExportRun {
+  id: string;
+  scheduledExportId: string;
+  windowStart: string;
+  windowEnd: string;
+  status: "QUEUED" | "PROCESSING" | "COMPLETED" | "FAILED";
+  rowsExported: number;
+  tablesDone: number;
+  tablesTotal: number;
+  files: RunFile[];
+  attempts: number;
+  error: string | null;
+  startedAt: string | null;
+  finishedAt: string | null;
+  createdAt: string;
+}
+/**
+ * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "RunFile".
+ */
+export interface RunFile {
+  table:
+    "traces" | "observations" | "events" | "scores" | "sessions" | "dataset_run_items" | "dataset_items" | "audit_logs";
+  /**
+   * The object's key in the destination, prefix included.
+   */
+  key: string;
+  rows: number;
+  bytes: number;
+  sha256: string;
+}
+/**
+ * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "ListRuns".
+ */
+export interface ListRuns {
+  projectId: string;
+  scheduledExportId: string;
+  page?: number;
+  limit?: number;
+}
+/**
+ * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "ScheduledExportRunList".
+ */
+export interface ScheduledExportRunList {
+  runs: ScheduledExportRun[];
+  totalCount: number;
 }
 /**
  * One field that failed the input model: where, and what is wrong.
