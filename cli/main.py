@@ -411,8 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     # The API from a terminal, for people: `export` and `exports …` (they call the API, never the database).
     from cli.client import add_client_commands
+    from cli.scheduled import add_scheduled_commands
 
     add_client_commands(commands)
+    add_scheduled_commands(commands)
     return parser
 
 
