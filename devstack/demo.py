@@ -153,6 +153,8 @@ def run_demo(*, traces: int, port: int, api_client: Callable[[str, str], Api], w
         metrics_port = DEMO_WORKER_METRICS_PORT + n
         worker_env = env if port_open(metrics_port) else {**env, "WORKER_METRICS_PORT": str(metrics_port)}
         _start_background(f"worker-{n}", [*cli, "worker"], worker_env)
+    # RQ's cron scheduler: it plans the runs of scheduled exports, which the workers then run.
+    _start_background("scheduler", [*cli, "scheduler"], env)
     _wait_ready(base_url)
     _say(
         f"metrics: {base_url}/metrics (the API), "
@@ -224,7 +226,7 @@ From the terminal, with a progress bar:
 
 
 def stop_demo() -> None:
-    for pidfile in [*sorted(RUN.glob("worker*.pid")), RUN / "api.pid"]:
+    for pidfile in [RUN / "scheduler.pid", *sorted(RUN.glob("worker*.pid")), RUN / "api.pid"]:
         name = pidfile.stem
         if pidfile.exists():
             try:
