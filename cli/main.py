@@ -281,6 +281,13 @@ def cmd_seed(args: argparse.Namespace) -> None:
 
     settings = _settings()
     started = time.monotonic()
+    if args.live is not None:
+        from devstack.seed import ingest_live
+
+        with _database_reachable(), db.connect(settings.DATABASE_URL, autocommit=True) as conn:
+            added = ingest_live(conn, args.project, per_second=args.live, seconds=args.seconds)
+        print(f"added {added} traces (with an observation and a score each) in {time.monotonic() - started:.1f}s")
+        return
     try:
         with _database_reachable(), db.connect(settings.DATABASE_URL) as conn:
             counts = seed(conn, args.project, traces=args.traces, rng_seed=args.rng_seed)
@@ -385,6 +392,13 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--project", required=True)
     seed.add_argument("--traces", type=int, default=1000)
     seed.add_argument("--rng-seed", type=int, default=0)
+    seed.add_argument(
+        "--live",
+        type=float,
+        metavar="PER_SECOND",
+        help="add traces as ingestion does, this many a second, until Ctrl+C",
+    )
+    seed.add_argument("--seconds", type=float, help="with --live: stop after this long")
     seed.set_defaults(run=cmd_seed)
 
     codegen = commands.add_parser("codegen", help="write the TypeScript types and openrpc.json of the procedures")

@@ -173,7 +173,8 @@ def run_demo(*, traces: int, port: int, api_client: Callable[[str, str], Api], w
         },
     )
     _say(f"created export {export['id']}; waiting for the worker ...")
-    export = wait_for_export(api, project_id, export)
+    # A large export plans and sorts its parts before its first rows move: allow minutes without progress.
+    export = wait_for_export(api, project_id, export, timeout=600)
     progress = export["progress"]
     took = ""
     if export.get("finishedAt"):

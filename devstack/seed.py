@@ -1212,3 +1212,46 @@ def _insert_audit_logs(cur: psycopg.Cursor, project_id: str, org_id: str, now: d
         )
     cur.executemany(INSERT_AUDIT_LOG_SQL, rows)
     return len(rows)
+
+
+# --- live ingestion ---------------------------------------------------------------------------------
+
+
+def ingest_live(
+    conn: psycopg.Connection[Any], project_id: str, *, per_second: float, seconds: float | None = None
+) -> int:
+    """Inserts traces as ingestion does, one transaction each, until `seconds` have passed (None: until
+    interrupted): each with `created_at` = now(), one observation and one score. Returns the traces added.
+
+    Unlike `seed`, it adds to a project that has rows already: what a scheduled export's later windows see."""
+    import time
+    import uuid
+
+    if per_second <= 0:
+        raise SeedError(f"the rate must be positive, got {per_second}")
+    started = time.monotonic()
+    added = 0
+    try:
+        while seconds is None or time.monotonic() - started < seconds:
+            trace_id = f"live-{uuid.uuid4().hex}"
+            with conn.transaction():
+                conn.execute(
+                    "INSERT INTO traces (id, project_id, timestamp, name, user_id, environment, input, output)"
+                    " VALUES (%s, %s, now(), 'live chat', 'live-user', 'production', '\"hello\"', '\"hi!\"')",
+                    (trace_id, project_id),
+                )
+                conn.execute(
+                    "INSERT INTO observations (id, project_id, trace_id, type, name, start_time, end_time, level)"
+                    " VALUES (%s, %s, %s, 'GENERATION', 'llm call', now(), now(), 'DEFAULT')",
+                    (f"{trace_id}-obs", project_id, trace_id),
+                )
+                conn.execute(
+                    "INSERT INTO scores (id, project_id, trace_id, name, value, source, data_type, timestamp)"
+                    " VALUES (%s, %s, %s, 'quality', 1, 'API', 'NUMERIC', now())",
+                    (f"{trace_id}-score", project_id, trace_id),
+                )
+            added += 1
+            time.sleep(1 / per_second)
+    except KeyboardInterrupt:
+        pass
+    return added

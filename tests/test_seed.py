@@ -508,3 +508,24 @@ def test_an_export_of_seeded_observations_carries_their_temperature_as_sent(
     text = (storage / row["object_key"]).read_text()
     assert '"temperature": 0.3' in text.replace('"temperature":0.3', '"temperature": 0.3')
     assert "0.30000" not in text and "0.50000" not in text
+
+
+def test_live_ingestion_adds_traces_now_to_a_project_that_has_rows(conn):
+    from devstack.seed import ingest_live
+
+    project = access.create_project(conn, "live")
+    seed(conn, project["id"], traces=20)
+    conn.commit()
+    with db.connect(conn.info.dsn, autocommit=True) as live:
+        added = ingest_live(live, project["id"], per_second=200, seconds=0.3)
+    assert added > 0
+    rows = conn.execute(
+        "SELECT t.created_at, (SELECT count(*) FROM observations o WHERE o.project_id = t.project_id AND o.trace_id = t.id)"
+        " + (SELECT count(*) FROM scores s WHERE s.project_id = t.project_id AND s.trace_id = t.id) AS children"
+        " FROM traces t WHERE t.project_id = %s AND t.id LIKE 'live-%%'",
+        (project["id"],),
+    ).fetchall()
+    assert len(rows) == added and all(r["children"] == 2 for r in rows), "each with an observation and a score"
+    assert all(datetime.now(UTC) - r["created_at"] < timedelta(minutes=5) for r in rows), "ingested now"
+    with pytest.raises(SeedError):
+        ingest_live(conn, project["id"], per_second=0)
