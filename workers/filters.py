@@ -115,11 +115,15 @@ class CompiledQuery:
         return replace(self, part=condition, params={**self.params, **params})
 
     def in_window(self, start: datetime) -> CompiledQuery:
-        """Only the rows ingested at or after `start`; the window's end is the cut-off, bound as for every export."""
+        """Only the rows ingested at or after `start`; the window's end is the cut-off, bound as for every export.
+
+        The window is the query's part: like a part of a large export, its SELECT reads the window's
+        rows by index and computes each aggregate (observations, scores …) for those rows alone, not
+        for the whole project every run."""
         if self.table.ingested_at is None:
             raise InvalidExportQuery(f"The {self.table.name} table is not exported on a schedule.")
         condition = sql.SQL("{} >= {}").format(sql.SQL(self.table.ingested_at), sql.Placeholder("window_start"))
-        return replace(self, conditions=[*self.conditions, condition], params={**self.params, "window_start": start})
+        return self.in_part(condition, {"window_start": start})
 
     @property
     def order_by(self) -> sql.Composable:
