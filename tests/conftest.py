@@ -19,7 +19,7 @@ from tests.support.servers import ServerThread, running_postgres, running_redis
 from tests.support.world import AWKWARD_VALUES, TEST_SECRET_KEY, Project, new_project
 
 # Fixtures kept in tests/support/ and offered to every suite.
-pytest_plugins = ["tests.support.s3"]
+pytest_plugins = ["tests.support.s3", "tests.support.destination_servers"]
 
 
 @pytest.fixture(scope="session")

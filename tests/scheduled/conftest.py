@@ -1,4 +1,4 @@
-"""Fixtures for scheduled exports' destinations: one S3 (moto, checking credentials) and one Azurite per session."""
+"""Fixtures for scheduled exports' destinations, on the session's S3 (moto, checking credentials) and Azurite."""
 
 from __future__ import annotations
 
@@ -7,21 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from devstack.servers import LocalAzurite, LocalS3
+from devstack.servers import LocalS3
 from tests.support.destinations import PREFIX, Destination, azure_destination, s3_destination
-from tests.support.servers import running_azurite, running_s3
 
-
-@pytest.fixture(scope="session")
-def local_s3() -> Iterator[LocalS3]:
-    with running_s3() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def local_azurite() -> Iterator[LocalAzurite]:
-    with running_azurite() as server:
-        yield server
+# local_s3 and local_azurite, the session's servers, come from tests/support/destination_servers.py.
 
 
 # Each destination test runs against both kinds, under a prefix with a space in it.

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from playwright.sync_api import Browser, Page, expect
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 
@@ -34,3 +38,24 @@ class RunningWorker:
 
 # What the worker must share with the API under test: the database, the queue, the files and the link signing.
 WORKER_SETTINGS = ("DATABASE_URL", "REDIS_URL", "EXPORT_STORAGE_URL", "PUBLIC_BASE_URL", "SECRET_KEY")
+
+
+@contextmanager
+def browser_page(browser: Browser, base_url: str) -> Iterator[Page]:
+    """A fresh browser profile (no stored token) on a desktop-sized window at `base_url`; fails on any script error."""
+    context = browser.new_context(viewport={"width": 1280, "height": 860}, accept_downloads=True, base_url=base_url)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    script_errors: list[str] = []
+    page.on("pageerror", lambda error: script_errors.append(f"uncaught: {error}"))
+    page.on(
+        "console", lambda message: script_errors.append(f"console: {message.text}") if message.type == "error" else None
+    )
+    yield page
+    context.close()
+    assert script_errors == [], script_errors
+
+
+def sign_in_with_link(page: Page, project_id: str, token: str) -> None:
+    page.goto(f"/#token={token}&project={project_id}")
+    expect(page.locator("#account-project")).to_have_text(project_id)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
-from tests.support.web import CHROMIUM, CHROMIUM_ARGS, WEB_DIR, WORKER_SETTINGS, RunningWorker, run
+from tests.support.web import CHROMIUM, CHROMIUM_ARGS, WEB_DIR, WORKER_SETTINGS, RunningWorker, browser_page, run
 
 
 @pytest.fixture(scope="session")
@@ -51,18 +51,9 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser, api) -> Iterator[Page]:
-    """A fresh browser profile (no stored token) on a desktop-sized window; fails on any script error."""
-    context = browser.new_context(viewport={"width": 1280, "height": 860}, accept_downloads=True, base_url=api.url)
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    script_errors: list[str] = []
-    page.on("pageerror", lambda error: script_errors.append(f"uncaught: {error}"))
-    page.on(
-        "console", lambda message: script_errors.append(f"console: {message.text}") if message.type == "error" else None
-    )
-    yield page
-    context.close()
-    assert script_errors == [], script_errors
+    """A fresh browser profile on the suite's API; fails on any script error."""
+    with browser_page(browser, api.url) as page:
+        yield page
 
 
 @pytest.fixture

@@ -16,16 +16,11 @@ from playwright.sync_api import Locator, Page, Request, expect
 
 from devstack.seed import seed
 from tests.support.rpc_client import create_params
-from tests.support.web import RunningWorker
+from tests.support.web import RunningWorker, sign_in_with_link
 from workers.tables import AUDIT_LOGS, OBSERVATIONS, SCORES, TRACES
 
 # Long enough for a busy two-core machine to run a small export through a real worker.
 COMPLETION_TIMEOUT_S = 90
-
-
-def sign_in_with_link(page: Page, project_id: str, token: str) -> None:
-    page.goto(f"/#token={token}&project={project_id}")
-    expect(page.locator("#account-project")).to_have_text(project_id)
 
 
 def add_filter(page: Page, column: str, operator: str, value: str | None = None, key: str | None = None) -> None:

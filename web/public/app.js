@@ -122,6 +122,9 @@ var LEADS = {
 function isUnauthorized(error) {
   return error instanceof RpcError && error.data.code === "UNAUTHORIZED";
 }
+function isForbidden(error) {
+  return error instanceof RpcError && error.data.code === "FORBIDDEN";
+}
 function describeError(error) {
   if (error instanceof RpcError) {
     const lead = LEADS[error.data.code];
@@ -319,24 +322,24 @@ var ExportsList = class {
       row.append(td);
       return td;
     };
-    const span = (className) => {
-      const element2 = document.createElement("span");
-      element2.className = className;
-      return element2;
+    const span2 = (className) => {
+      const element4 = document.createElement("span");
+      element4.className = className;
+      return element4;
     };
-    const name = span("export-name");
-    const detail = span("export-detail");
-    const log = span("export-log");
+    const name = span2("export-name");
+    const detail = span2("export-detail");
+    const log = span2("export-log");
     cell(name, detail, log);
-    const status = span("status");
+    const status = span2("status");
     cell(status);
     const progress = document.createElement("progress");
-    const progressText = span("progress-text");
+    const progressText = span2("progress-text");
     cell(progress, progressText).className = "progress-cell";
-    const creator = span("creator");
-    const created = span("created");
+    const creator = span2("creator");
+    const created = span2("created");
     cell(creator, created);
-    const expires = span("expires");
+    const expires = span2("expires");
     cell(expires);
     const cancel = button("Cancel", "secondary");
     const download = button("Download", "primary");
@@ -428,11 +431,11 @@ var ExportsList = class {
   }
 };
 function button(text, className) {
-  const element2 = document.createElement("button");
-  element2.type = "button";
-  element2.className = className;
-  element2.textContent = text;
-  return element2;
+  const element4 = document.createElement("button");
+  element4.type = "button";
+  element4.className = className;
+  element4.textContent = text;
+  return element4;
 }
 function describeParts(item) {
   const { partsDone, partsTotal } = item.progress;
@@ -481,8 +484,8 @@ var FilterBuilder = class {
   }
   addRow() {
     if (!this.table) return;
-    const element2 = document.createElement("li");
-    element2.className = "filter-row";
+    const element4 = document.createElement("li");
+    element4.className = "filter-row";
     const column = select("Filter column", this.table.filterColumns.map((c) => [c.id, columnLabel(c)]));
     const operator = select("Filter operator", []);
     const key = document.createElement("input");
@@ -500,16 +503,16 @@ var FilterBuilder = class {
     remove.textContent = "×";
     remove.title = "Remove this filter";
     remove.setAttribute("aria-label", "Remove filter");
-    element2.append(column, operator, key, keyChoice, valueSlot, remove);
-    const row = { element: element2, column, operator, key, keyChoice, valueSlot, value: null, valueKind: null };
+    element4.append(column, operator, key, keyChoice, valueSlot, remove);
+    const row = { element: element4, column, operator, key, keyChoice, valueSlot, value: null, valueKind: null };
     column.addEventListener("change", () => this.fillOperators(row));
     operator.addEventListener("change", () => this.fillValue(row));
     remove.addEventListener("click", () => {
-      element2.remove();
+      element4.remove();
       this.rows = this.rows.filter((r) => r !== row);
     });
     this.rows.push(row);
-    this.list.append(element2);
+    this.list.append(element4);
     this.fillOperators(row);
     column.focus();
   }
@@ -602,13 +605,13 @@ var FilterBuilder = class {
   }
 };
 function select(label, options) {
-  const element2 = document.createElement("select");
-  element2.setAttribute("aria-label", label);
-  replaceOptions(element2, options);
-  return element2;
+  const element4 = document.createElement("select");
+  element4.setAttribute("aria-label", label);
+  replaceOptions(element4, options);
+  return element4;
 }
-function replaceOptions(element2, options) {
-  element2.replaceChildren(...options.map(([value, text]) => new Option(text, value)));
+function replaceOptions(element4, options) {
+  element4.replaceChildren(...options.map(([value, text]) => new Option(text, value)));
 }
 function valueInput(kind) {
   if (kind === "none") return null;
@@ -627,6 +630,781 @@ function valueInput(kind) {
   }
   return input;
 }
+
+// src/scheduled-form.ts
+var FORMATS = ["PARQUET", "CSV", "JSON", "JSONL"];
+var COMPRESSIONS = ["zstd", "gzip", "none"];
+var SCHEDULES = ["every_20_minutes", "hourly", "daily", "weekly"];
+var START_MODES = ["full_history", "from_today", "from_date"];
+var STORED_SECRET = "stored — leave empty to keep";
+var ScheduledInputError = class extends Error {
+  name = "ScheduledInputError";
+};
+function element(id) {
+  const found = document.getElementById(id);
+  if (!found) throw new Error(`index.html has no #${id}`);
+  return found;
+}
+function pick(value, allowed) {
+  return allowed.find((a) => a === value) ?? allowed[0];
+}
+function defaultCompression(format) {
+  return format === "PARQUET" ? "zstd" : "none";
+}
+function utcFromInput(value) {
+  return `${value.length === 16 ? `${value}:00` : value}Z`;
+}
+function inputFromUtc(iso) {
+  return new Date(iso).toISOString().slice(0, 19);
+}
+var ScheduledForm = class {
+  form = element("scheduled-form");
+  validateButton = element("scheduled-validate");
+  submitButton = element("scheduled-submit");
+  cancelButton = element("scheduled-cancel-edit");
+  error = element("scheduled-error");
+  status = element("scheduled-status");
+  validation = element("scheduled-validation");
+  title = element("scheduled-form-title");
+  name = element("scheduled-name");
+  type = element("scheduled-type");
+  s3 = {
+    fieldset: element("scheduled-s3"),
+    bucket: element("scheduled-s3-bucket"),
+    prefix: element("scheduled-s3-prefix"),
+    region: element("scheduled-s3-region"),
+    endpoint: element("scheduled-s3-endpoint"),
+    pathStyle: element("scheduled-s3-path-style"),
+    accessKeyId: element("scheduled-s3-access-key-id"),
+    secret: element("scheduled-s3-secret")
+  };
+  azure = {
+    fieldset: element("scheduled-azure"),
+    container: element("scheduled-azure-container"),
+    prefix: element("scheduled-azure-prefix"),
+    accountName: element("scheduled-azure-account"),
+    accountKey: element("scheduled-azure-key"),
+    endpoint: element("scheduled-azure-endpoint")
+  };
+  tablesList = element("scheduled-tables-list");
+  format = element("scheduled-format");
+  compression = element("scheduled-compression");
+  schedule = element("scheduled-schedule");
+  startDate = element("scheduled-start-date");
+  enabled = element("scheduled-enabled");
+  tableBoxes = [];
+  compressionPicked = false;
+  /** The scheduled export being edited, as the server last sent it; null while creating one. */
+  editing = null;
+  constructor(catalog) {
+    const schedulable = catalog.tables.filter((t) => t.schedulable);
+    this.tablesList.replaceChildren(...schedulable.map((t) => this.tableItem(t.name)));
+    this.type.addEventListener("change", () => this.showDestinationType());
+    this.form.addEventListener("change", (event) => {
+      if (event.target.name === "scheduledStart") this.startDate.disabled = this.startMode() !== "from_date";
+    });
+    this.compression.addEventListener("change", () => {
+      this.compressionPicked = true;
+    });
+    this.format.addEventListener("change", () => {
+      if (!this.compressionPicked) this.compression.value = defaultCompression(this.formatValue());
+    });
+    this.reset();
+  }
+  get editingId() {
+    return this.editing?.id ?? null;
+  }
+  /** Back to a new scheduled export with the defaults (Parquet, zstd, hourly, the full history, enabled). */
+  reset() {
+    this.form.reset();
+    this.editing = null;
+    this.compressionPicked = false;
+    this.title.textContent = "New scheduled export";
+    this.submitButton.textContent = "Create scheduled export";
+    this.cancelButton.hidden = true;
+    for (const secret of [this.s3.secret, this.azure.accountKey]) secret.placeholder = "";
+    for (const box of this.tableBoxes) box.checked = box.value === "traces";
+    this.startDate.disabled = true;
+    this.showDestinationType();
+    this.showIssues([]);
+    this.say(this.validation, null);
+  }
+  /** Fills the form with a stored scheduled export, its secret left empty (the server keeps it). */
+  edit(item) {
+    this.reset();
+    this.editing = item;
+    this.title.textContent = `Edit “${item.name}”`;
+    this.submitButton.textContent = "Save changes";
+    this.cancelButton.hidden = false;
+    this.name.value = item.name;
+    const destination = item.destination;
+    this.type.value = destination.type;
+    if (destination.type === "s3") {
+      this.s3.bucket.value = destination.bucket;
+      this.s3.prefix.value = destination.prefix;
+      this.s3.region.value = destination.region;
+      this.s3.endpoint.value = destination.endpoint ?? "";
+      this.s3.pathStyle.checked = destination.forcePathStyle;
+      this.s3.accessKeyId.value = destination.accessKeyId;
+      this.s3.secret.placeholder = destination.secretSet ? STORED_SECRET : "";
+    } else {
+      this.azure.container.value = destination.container;
+      this.azure.prefix.value = destination.prefix;
+      this.azure.accountName.value = destination.accountName;
+      this.azure.endpoint.value = destination.endpoint ?? "";
+      this.azure.accountKey.placeholder = destination.secretSet ? STORED_SECRET : "";
+    }
+    this.showDestinationType();
+    for (const box of this.tableBoxes) box.checked = item.tables.includes(box.value);
+    this.format.value = item.format;
+    this.compression.value = item.compression;
+    this.compressionPicked = true;
+    this.schedule.value = item.schedule;
+    this.setStart(item.startFrom.mode, item.startFrom.date ?? null);
+    this.enabled.checked = item.enabled;
+    this.form.scrollIntoView({ block: "nearest" });
+    this.name.focus();
+  }
+  /** The secret inputs are emptied once their value has gone to the server: it stays nowhere on the page. */
+  forgetSecrets() {
+    this.s3.secret.value = "";
+    this.azure.accountKey.value = "";
+  }
+  /** The destination as typed; its secret is left out where the input is empty. */
+  destination() {
+    const optional = (input) => input.value.trim() || null;
+    if (this.type.value === "azure") {
+      const key = this.azure.accountKey.value;
+      return {
+        type: "azure",
+        container: this.azure.container.value.trim(),
+        prefix: this.azure.prefix.value.trim(),
+        accountName: this.azure.accountName.value.trim(),
+        endpoint: optional(this.azure.endpoint),
+        ...key ? { accountKey: key } : {}
+      };
+    }
+    const secret = this.s3.secret.value;
+    return {
+      type: "s3",
+      bucket: this.s3.bucket.value.trim(),
+      prefix: this.s3.prefix.value.trim(),
+      region: this.s3.region.value.trim() || "us-east-1",
+      endpoint: optional(this.s3.endpoint),
+      forcePathStyle: this.s3.pathStyle.checked,
+      accessKeyId: this.s3.accessKeyId.value.trim(),
+      ...secret ? { secretAccessKey: secret } : {}
+    };
+  }
+  /** Whether a secret is typed in for the destination shown. */
+  hasSecret() {
+    return (this.type.value === "azure" ? this.azure.accountKey : this.s3.secret).value !== "";
+  }
+  /** Whether the destination as typed is the stored one of the export being edited (its secret aside). */
+  destinationUnchanged() {
+    if (!this.editing) return false;
+    const { secretSet: _secretSet, ...stored } = this.editing.destination;
+    const typed = { ...this.destination() };
+    delete typed.secretAccessKey;
+    delete typed.accountKey;
+    const storedFields = stored;
+    return Object.keys({ ...typed, ...storedFields }).every((key) => (typed[key] ?? null) === (storedFields[key] ?? null));
+  }
+  createParams(projectId) {
+    return {
+      projectId,
+      name: this.name.value.trim(),
+      destination: this.destination(),
+      tables: this.tables(),
+      format: this.formatValue(),
+      compression: pick(this.compression.value, COMPRESSIONS),
+      schedule: pick(this.schedule.value, SCHEDULES),
+      startFrom: this.startFrom(),
+      enabled: this.enabled.checked
+    };
+  }
+  /** Every field but the secret when it is left empty, and startFrom only when it was changed. */
+  updateParams(projectId, scheduledExportId) {
+    const { startFrom, ...params } = this.createParams(projectId);
+    const before = this.editing?.startFrom;
+    const same = before !== void 0 && before.mode === startFrom.mode && (startFrom.date == null || before.date != null && Date.parse(before.date) === Date.parse(startFrom.date));
+    return { ...params, scheduledExportId, ...same ? {} : { startFrom } };
+  }
+  /**
+   * Marks the inputs that the server's issues name (`destination.s3.bucket` → Bucket) and says
+   * what is wrong beside each; [] clears them.
+   */
+  showIssues(issues) {
+    for (const old of this.form.querySelectorAll(".field-error")) old.remove();
+    for (const marked of this.form.querySelectorAll("[aria-invalid]")) marked.removeAttribute("aria-invalid");
+    for (const issue of issues) {
+      const field = this.fieldOf(issue.loc);
+      if (!field) continue;
+      field.setAttribute("aria-invalid", "true");
+      const note = document.createElement("span");
+      note.className = "field-error";
+      note.textContent = issue.msg;
+      const holder = field.closest("label, .field, fieldset");
+      if (holder) holder.append(note);
+      else field.after(note);
+    }
+  }
+  say(target, message, className) {
+    target.textContent = message ?? "";
+    target.hidden = message === null;
+    if (className !== void 0) target.className = className;
+  }
+  fieldOf(loc) {
+    const names = loc.filter((part) => typeof part === "string");
+    const scope = names[0] === "destination" ? this.type.value === "azure" ? this.azure.fieldset : this.s3.fieldset : this.form;
+    for (const name of [...names].reverse()) {
+      const found = scope.querySelector(`[data-field="${CSS.escape(name)}"]`);
+      if (found) return found;
+    }
+    return null;
+  }
+  tableItem(name) {
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.value = name;
+    this.tableBoxes.push(box);
+    const label = document.createElement("label");
+    label.append(box, ` ${tableLabel(name)}`);
+    const item = document.createElement("li");
+    item.append(label);
+    return item;
+  }
+  showDestinationType() {
+    const azure = this.type.value === "azure";
+    this.azure.fieldset.hidden = !azure;
+    this.s3.fieldset.hidden = azure;
+  }
+  tables() {
+    const ticked = this.tableBoxes.filter((box) => box.checked).map((box) => box.value);
+    if (ticked.length === 0) throw new ScheduledInputError("Choose at least one table to export.");
+    return ticked;
+  }
+  formatValue() {
+    return pick(this.format.value, FORMATS);
+  }
+  startMode() {
+    const checked = this.form.querySelector("input[name=scheduledStart]:checked");
+    return pick(checked?.value ?? "", START_MODES);
+  }
+  setStart(mode, date) {
+    for (const radio of this.form.querySelectorAll("input[name=scheduledStart]")) radio.checked = radio.value === mode;
+    this.startDate.value = date ? inputFromUtc(date) : "";
+    this.startDate.disabled = mode !== "from_date";
+  }
+  startFrom() {
+    const mode = this.startMode();
+    if (mode !== "from_date") return { mode };
+    if (!this.startDate.value) throw new ScheduledInputError("Enter the date and time (UTC) the first window starts at.");
+    return { mode, date: utcFromInput(this.startDate.value) };
+  }
+};
+
+// src/scheduled-list.ts
+var ACTIVE_POLL_MS2 = 2e3;
+var IDLE_POLL_MS2 = 15e3;
+var FAILING_POLL_MS2 = 1e4;
+var RUNS_SHOWN = 20;
+var SCHEDULE_LABELS = {
+  every_20_minutes: "Every 20 minutes",
+  hourly: "Hourly",
+  daily: "Daily",
+  weekly: "Weekly"
+};
+var FORMAT_LABELS = { CSV: "CSV", JSON: "JSON", JSONL: "JSONL", PARQUET: "Parquet" };
+function destinationLabel(item) {
+  const d = item.destination;
+  const path = d.type === "s3" ? `s3://${d.bucket}` : `azure://${d.accountName}/${d.container}`;
+  return d.prefix ? `${path}/${d.prefix}` : path;
+}
+var ScheduledList = class {
+  constructor(client2, projectId, elements, events) {
+    this.client = client2;
+    this.projectId = projectId;
+    this.elements = elements;
+    this.events = events;
+  }
+  client;
+  projectId;
+  elements;
+  events;
+  rows = /* @__PURE__ */ new Map();
+  timer;
+  sequence = 0;
+  stopped = true;
+  start() {
+    this.stopped = false;
+    void this.refresh();
+  }
+  stop() {
+    this.stopped = true;
+    window.clearTimeout(this.timer);
+    for (const parts of this.rows.values()) if (parts.runs) window.clearTimeout(parts.runs.timer);
+  }
+  /** Fetch now (after any action), then keep polling: often while a run is queued or running. */
+  async refresh() {
+    window.clearTimeout(this.timer);
+    const sequence = ++this.sequence;
+    let delay = FAILING_POLL_MS2;
+    try {
+      const list2 = await this.client.scheduledExport.all({ projectId: this.projectId });
+      if (sequence !== this.sequence || this.stopped) return;
+      this.render(list2.scheduledExports);
+      this.showError(null);
+      delay = this.anyActive() ? ACTIVE_POLL_MS2 : IDLE_POLL_MS2;
+    } catch (error) {
+      if (sequence !== this.sequence || this.stopped) return;
+      if (this.refused(error)) return;
+      this.showError(`Could not load the scheduled exports. ${describeError(error)}`);
+    }
+    if (!this.stopped && sequence === this.sequence) this.timer = window.setTimeout(() => void this.refresh(), delay);
+  }
+  /** A run in progress, or one queued or running in an open runs view. */
+  anyActive() {
+    for (const parts of this.rows.values()) {
+      if (parts.current.runStartedAt !== null || parts.runs?.active) return true;
+    }
+    return false;
+  }
+  /** FORBIDDEN and UNAUTHORIZED end the list: the section says why instead. */
+  refused(error) {
+    if (isUnauthorized(error)) {
+      this.stop();
+      this.events.onUnauthorized(describeError(error));
+      return true;
+    }
+    if (isForbidden(error)) {
+      this.stop();
+      this.events.onForbidden(describeError(error));
+      return true;
+    }
+    return false;
+  }
+  showError(message) {
+    this.elements.error.textContent = message ?? "";
+    this.elements.error.hidden = message === null;
+  }
+  render(items) {
+    const seen = /* @__PURE__ */ new Set();
+    let previous = null;
+    for (const item of items) {
+      seen.add(item.id);
+      const parts = this.rows.get(item.id) ?? this.createRow(item);
+      this.fill(parts, item);
+      const expected = previous ? previous.nextSibling : this.elements.body.firstChild;
+      if (expected !== parts.row) this.elements.body.insertBefore(parts.row, expected);
+      previous = parts.row;
+      if (parts.runs) {
+        if (previous.nextSibling !== parts.runs.row) this.elements.body.insertBefore(parts.runs.row, previous.nextSibling);
+        previous = parts.runs.row;
+      }
+    }
+    for (const [id, parts] of this.rows) if (!seen.has(id)) this.removeRow(id, parts);
+    this.elements.empty.hidden = items.length > 0;
+    const count2 = `${items.length} scheduled export${items.length === 1 ? "" : "s"}`;
+    this.elements.summary.textContent = `${count2} · updated ${(/* @__PURE__ */ new Date()).toLocaleTimeString()}`;
+  }
+  removeRow(id, parts) {
+    if (parts.runs) {
+      window.clearTimeout(parts.runs.timer);
+      parts.runs.row.remove();
+    }
+    parts.row.remove();
+    this.rows.delete(id);
+  }
+  createRow(item) {
+    const row = document.createElement("tr");
+    row.dataset.scheduledExportId = item.id;
+    const cell = (...children) => {
+      const td = document.createElement("td");
+      td.append(...children);
+      row.append(td);
+      return td;
+    };
+    const name = span("export-name");
+    const destination = span("destination");
+    const detail = span("export-detail");
+    cell(name, destination, detail);
+    const schedule = span("schedule");
+    cell(schedule);
+    const state = span("status");
+    const stateDetail = span("state-detail");
+    cell(state, stateDetail);
+    const lastSync = span("last-sync");
+    cell(lastSync);
+    const nextSync = span("next-sync");
+    cell(nextSync);
+    const validate = button2("Validate", "secondary small");
+    const runNow = button2("Run now", "secondary small");
+    const toggle = button2("Disable", "secondary small");
+    const edit = button2("Edit", "secondary small");
+    const runsButton = button2("Runs", "secondary small");
+    const remove = button2("Delete", "secondary small danger");
+    runsButton.setAttribute("aria-expanded", "false");
+    const message = span("row-message");
+    message.setAttribute("role", "status");
+    message.hidden = true;
+    const tools = document.createElement("div");
+    tools.className = "row-actions";
+    tools.append(validate, runNow, toggle, edit, runsButton, remove);
+    cell(tools, message).className = "actions scheduled-actions";
+    const parts = {
+      row,
+      name,
+      destination,
+      detail,
+      schedule,
+      state,
+      stateDetail,
+      lastSync,
+      nextSync,
+      message,
+      toggle,
+      runsButton,
+      runs: null,
+      current: item
+    };
+    validate.addEventListener("click", () => void this.act(parts, validate, () => this.validate(parts)));
+    runNow.addEventListener("click", () => void this.act(parts, runNow, () => this.runNow(parts)));
+    toggle.addEventListener("click", () => void this.act(parts, toggle, () => this.toggle(parts)));
+    remove.addEventListener("click", () => void this.act(parts, remove, () => this.remove(parts)));
+    edit.addEventListener("click", () => this.events.onEdit(parts.current));
+    runsButton.addEventListener("click", () => this.toggleRuns(parts));
+    this.rows.set(item.id, parts);
+    return parts;
+  }
+  fill(parts, item) {
+    parts.current = item;
+    parts.name.textContent = item.name;
+    parts.destination.textContent = destinationLabel(item);
+    parts.destination.title = item.destination.endpoint ? `at ${item.destination.endpoint}` : "";
+    const compression = item.compression === "none" ? "" : ` · ${item.compression}`;
+    parts.detail.textContent = `${item.tables.map(tableLabel).join(", ")} · ${FORMAT_LABELS[item.format]}${compression}`;
+    parts.schedule.textContent = SCHEDULE_LABELS[item.schedule];
+    const state = !item.enabled ? "disabled" : item.lastError ? "failing" : "enabled";
+    parts.row.dataset.state = state;
+    parts.state.textContent = state.charAt(0).toUpperCase() + state.slice(1);
+    parts.state.className = `status state-${state}`;
+    const detail = !item.enabled ? item.disabledReason : item.lastError;
+    const running = item.runStartedAt ? `A run is in progress since ${formatDateTime(item.runStartedAt)}.` : null;
+    parts.stateDetail.textContent = [detail, running].filter(Boolean).join(" ");
+    parts.stateDetail.hidden = !parts.stateDetail.textContent;
+    parts.lastSync.textContent = item.lastSyncAt ? formatDateTime(item.lastSyncAt) : "nothing yet";
+    parts.lastSync.title = item.lastSyncAt ?? "";
+    if (item.nextSyncAt) {
+      parts.nextSync.textContent = `${formatDateTime(item.nextSyncAt)} (${fromNow(item.nextSyncAt)})`;
+    } else {
+      parts.nextSync.textContent = item.enabled ? "once a window is due" : "—";
+    }
+    parts.nextSync.title = item.nextSyncAt ?? "";
+    parts.toggle.textContent = item.enabled ? "Disable" : "Enable";
+  }
+  /** One action of a row: its button disabled meanwhile, what it said shown in the row, the list refreshed. */
+  async act(parts, clicked, action) {
+    clicked.disabled = true;
+    this.say(parts, null);
+    try {
+      const said = await action();
+      if (said !== null) this.say(parts, said, "ok");
+    } catch (error) {
+      if (this.refused(error)) return;
+      this.say(parts, `${clicked.textContent} failed. ${describeError(error)}`, "bad");
+    } finally {
+      clicked.disabled = false;
+    }
+    await this.refresh();
+  }
+  say(parts, message, tone) {
+    parts.message.textContent = message ?? "";
+    parts.message.hidden = message === null;
+    parts.message.className = `row-message${tone ? ` message-${tone}` : ""}`;
+  }
+  async validate(parts) {
+    const result = await this.client.scheduledExport.validate({ projectId: this.projectId, scheduledExportId: parts.current.id });
+    this.say(parts, `${result.ok ? "Valid" : "Not valid"}: ${result.message}`, result.ok ? "ok" : "bad");
+    return null;
+  }
+  async runNow(parts) {
+    const run = await this.client.scheduledExport.runNow({ projectId: this.projectId, scheduledExportId: parts.current.id });
+    if (parts.runs) void this.refreshRuns(parts);
+    else this.toggleRuns(parts);
+    return `Run ${run.status.toLowerCase()}: the rows ingested from ${formatDateTime(run.windowStart)} to ${formatDateTime(run.windowEnd)}.`;
+  }
+  async toggle(parts) {
+    const enabled = !parts.current.enabled;
+    const updated = await this.client.scheduledExport.update({ projectId: this.projectId, scheduledExportId: parts.current.id, enabled });
+    this.fill(parts, updated);
+    return enabled ? "Enabled: it runs on its schedule again." : "Disabled: it plans no more runs until it is enabled.";
+  }
+  async remove(parts) {
+    const item = parts.current;
+    const question = `Delete the scheduled export “${item.name}”? Its runs stop; the files already in ${destinationLabel(item)} stay there.`;
+    if (!window.confirm(question)) return null;
+    await this.client.scheduledExport.delete({ projectId: this.projectId, scheduledExportId: item.id });
+    this.removeRow(item.id, parts);
+    this.events.onDeleted(item.id);
+    return null;
+  }
+  // --- the runs of one scheduled export -----------------------------------------------------------
+  toggleRuns(parts) {
+    if (parts.runs) {
+      window.clearTimeout(parts.runs.timer);
+      parts.runs.row.remove();
+      parts.runs = null;
+      parts.runsButton.setAttribute("aria-expanded", "false");
+      return;
+    }
+    const row = document.createElement("tr");
+    row.className = "runs-row";
+    row.dataset.runsOf = parts.current.id;
+    const cell = document.createElement("td");
+    cell.colSpan = 6;
+    const summary = span("hint runs-summary");
+    const error = document.createElement("p");
+    error.className = "error";
+    error.setAttribute("role", "alert");
+    error.hidden = true;
+    const table = document.createElement("table");
+    table.className = "runs";
+    const head = table.createTHead().insertRow();
+    for (const title of ["Window", "Status", "Rows", "Tables", "Attempts", "Files"]) {
+      const th = document.createElement("th");
+      th.textContent = title;
+      head.append(th);
+    }
+    const body = table.createTBody();
+    cell.append(summary, error, table);
+    row.append(cell);
+    parts.row.after(row);
+    parts.runs = { row, table, summary, error, body, timer: void 0, sequence: 0, active: false };
+    parts.runsButton.setAttribute("aria-expanded", "true");
+    void this.refreshRuns(parts);
+  }
+  async refreshRuns(parts) {
+    const view = parts.runs;
+    if (!view) return;
+    window.clearTimeout(view.timer);
+    const sequence = ++view.sequence;
+    const wasActive = view.active;
+    try {
+      const list2 = await this.client.scheduledExport.runs({ projectId: this.projectId, scheduledExportId: parts.current.id, limit: RUNS_SHOWN });
+      if (parts.runs !== view || sequence !== view.sequence || this.stopped) return;
+      view.body.replaceChildren(...list2.runs.map(runRow));
+      view.error.hidden = true;
+      const shown = list2.runs.length < list2.totalCount ? `The newest ${list2.runs.length} of ${list2.totalCount} runs` : `${list2.totalCount} run${list2.totalCount === 1 ? "" : "s"}`;
+      view.summary.textContent = list2.totalCount === 0 ? "No runs yet." : `${shown}, newest first.`;
+      view.table.hidden = list2.runs.length === 0;
+      view.active = list2.runs.some((r) => r.status === "QUEUED" || r.status === "PROCESSING");
+      const lastSync = parts.current.lastSyncAt ? Date.parse(parts.current.lastSyncAt) : -Infinity;
+      const behind = list2.runs.some((r) => r.status === "COMPLETED" && Date.parse(r.windowEnd) > lastSync);
+      if (behind || wasActive && !view.active) void this.refresh();
+    } catch (error) {
+      if (parts.runs !== view || sequence !== view.sequence || this.stopped) return;
+      if (this.refused(error)) return;
+      view.error.textContent = `Could not load the runs. ${describeError(error)}`;
+      view.error.hidden = false;
+    }
+    if (view.active && !this.stopped) view.timer = window.setTimeout(() => void this.refreshRuns(parts), ACTIVE_POLL_MS2);
+  }
+};
+function runRow(run) {
+  const row = document.createElement("tr");
+  row.dataset.runId = run.id;
+  row.dataset.status = run.status;
+  const cell = (...children) => {
+    const td = document.createElement("td");
+    td.append(...children);
+    row.append(td);
+    return td;
+  };
+  const when = span("run-window");
+  when.textContent = `${formatDateTime(run.windowStart)} → ${formatDateTime(run.windowEnd)}`;
+  when.title = `${run.windowStart} → ${run.windowEnd}`;
+  cell(when);
+  const status = span(`status status-${run.status.toLowerCase()}`);
+  status.textContent = run.status.charAt(0) + run.status.slice(1).toLowerCase();
+  const statusCell = cell(status);
+  if (run.error) {
+    const error = span("run-error");
+    error.textContent = run.error;
+    statusCell.append(error);
+  }
+  cell(formatCount(run.rowsExported)).className = "run-rows";
+  cell(`${run.tablesDone} / ${run.tablesTotal}`).className = "run-tables";
+  cell(String(run.attempts)).className = "run-attempts";
+  const files = document.createElement("ul");
+  files.className = "run-files";
+  for (const file of run.files) {
+    const item = document.createElement("li");
+    const key = document.createElement("code");
+    key.textContent = file.key;
+    item.append(key, ` · ${formatCount(file.rows)} rows · ${formatBytes(file.bytes)}`);
+    item.title = `sha256 ${file.sha256}`;
+    files.append(item);
+  }
+  cell(files);
+  return row;
+}
+function span(className) {
+  const element4 = document.createElement("span");
+  element4.className = className;
+  return element4;
+}
+function button2(text, className) {
+  const element4 = document.createElement("button");
+  element4.type = "button";
+  element4.className = className;
+  element4.textContent = text;
+  return element4;
+}
+
+// src/scheduled-section.ts
+var NEEDS_ADMIN = "Scheduled exports need an owner or admin role in this project.";
+function element2(id) {
+  const found = document.getElementById(id);
+  if (!found) throw new Error(`index.html has no #${id}`);
+  return found;
+}
+var ScheduledSection = class {
+  constructor(client2, catalog) {
+    this.client = client2;
+    this.form = new ScheduledForm(catalog);
+    this.form.form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      void this.save();
+    });
+    this.form.validateButton.addEventListener("click", () => void this.validate());
+    this.form.cancelButton.addEventListener("click", () => {
+      this.form.reset();
+      this.form.say(this.form.error, null);
+      this.form.say(this.form.status, null);
+    });
+  }
+  client;
+  content = element2("scheduled-content");
+  notice = element2("scheduled-notice");
+  listElements = {
+    body: element2("scheduled-body"),
+    empty: element2("scheduled-empty"),
+    summary: element2("scheduled-summary"),
+    error: element2("scheduled-list-error")
+  };
+  form;
+  list = null;
+  projectId = null;
+  onUnauthorized = () => {
+  };
+  /** Shows the project's scheduled exports, or the notice when the role may not see them. */
+  start(projectId, onUnauthorized) {
+    this.stop();
+    this.projectId = projectId;
+    this.onUnauthorized = onUnauthorized;
+    this.form.reset();
+    this.form.say(this.form.error, null);
+    this.form.say(this.form.status, null);
+    this.notice.hidden = true;
+    this.content.hidden = false;
+    this.listElements.body.replaceChildren();
+    this.list = new ScheduledList(this.client, projectId, this.listElements, {
+      onForbidden: () => this.forbidden(),
+      onUnauthorized,
+      onEdit: (item) => {
+        this.form.say(this.form.error, null);
+        this.form.say(this.form.status, null);
+        this.form.edit(item);
+      },
+      onDeleted: (id) => {
+        if (this.form.editingId === id) this.form.reset();
+      }
+    });
+    this.list.start();
+  }
+  stop() {
+    this.list?.stop();
+    this.list = null;
+    this.projectId = null;
+    this.form.forgetSecrets();
+  }
+  forbidden() {
+    this.list?.stop();
+    this.content.hidden = true;
+    this.listElements.summary.textContent = "";
+    this.notice.textContent = NEEDS_ADMIN;
+    this.notice.hidden = false;
+  }
+  /** FORBIDDEN and UNAUTHORIZED take the section (or the page) away; anything else is the caller's to show. */
+  refused(error) {
+    if (isUnauthorized(error)) {
+      this.stop();
+      this.onUnauthorized(describeError(error));
+      return true;
+    }
+    if (isForbidden(error)) {
+      this.forbidden();
+      return true;
+    }
+    return false;
+  }
+  async save() {
+    const projectId = this.projectId;
+    if (!projectId) return;
+    const form = this.form;
+    form.say(form.error, null);
+    form.say(form.status, null);
+    form.showIssues([]);
+    const editingId = form.editingId;
+    form.submitButton.disabled = true;
+    try {
+      const saved = editingId ? await this.client.scheduledExport.update(form.updateParams(projectId, editingId)) : await this.client.scheduledExport.create(form.createParams(projectId));
+      form.forgetSecrets();
+      form.reset();
+      form.say(form.status, editingId ? `Saved “${saved.name}”.` : `Created “${saved.name}”: it appears in the list above.`);
+      await this.list?.refresh();
+    } catch (error) {
+      if (error instanceof ScheduledInputError) return form.say(form.error, error.message);
+      if (this.refused(error)) return;
+      if (error instanceof RpcError) form.showIssues(error.data.issues ?? []);
+      const what = editingId ? "Could not save the scheduled export." : "Could not create the scheduled export.";
+      form.say(form.error, `${what} ${describeError(error)}`);
+    } finally {
+      form.submitButton.disabled = false;
+    }
+  }
+  /** The destination as typed; while editing with the secret left empty, the stored one with its stored secret. */
+  async validate() {
+    const projectId = this.projectId;
+    if (!projectId) return;
+    const form = this.form;
+    form.say(form.validation, "Validating…", "validation");
+    form.showIssues([]);
+    const editingId = form.editingId;
+    let params;
+    if (editingId && !form.hasSecret()) {
+      if (!form.destinationUnchanged()) {
+        form.say(form.validation, "Type the secret to validate a changed destination: the stored one belongs to the stored destination.", "validation validation-bad");
+        return;
+      }
+      params = { projectId, scheduledExportId: editingId };
+    } else {
+      params = { projectId, destination: form.destination() };
+    }
+    form.validateButton.disabled = true;
+    try {
+      const result = await this.client.scheduledExport.validate(params);
+      form.say(form.validation, `${result.ok ? "Valid" : "Not valid"}: ${result.message}`, `validation validation-${result.ok ? "ok" : "bad"}`);
+    } catch (error) {
+      if (this.refused(error)) return;
+      if (error instanceof RpcError) form.showIssues(error.data.issues ?? []);
+      form.say(form.validation, `Could not validate. ${describeError(error)}`, "validation validation-bad");
+    } finally {
+      form.validateButton.disabled = false;
+    }
+  }
+};
 
 // src/session.ts
 var TOKEN_KEY = "batchExport.token";
@@ -652,46 +1430,47 @@ function forgetToken() {
 }
 
 // src/main.ts
-function element(id) {
+function element3(id) {
   const found = document.getElementById(id);
   if (!found) throw new Error(`index.html has no #${id}`);
   return found;
 }
 var ui = {
-  signIn: element("sign-in"),
-  token: element("sign-in-token"),
-  project: element("sign-in-project"),
-  signInButton: element("sign-in-submit"),
-  signInError: element("sign-in-error"),
-  app: element("app"),
-  account: element("account"),
-  projectName: element("account-project"),
-  signOut: element("sign-out"),
-  create: element("create"),
-  name: element("create-name"),
-  table: element("create-table"),
-  filters: element("create-filters"),
-  addFilter: element("add-filter"),
-  columns: element("create-columns-list"),
-  allColumns: element("columns-all"),
-  noColumns: element("columns-none"),
-  columnsSummary: element("columns-summary"),
-  orderColumn: element("create-order-column"),
-  orderDirection: element("create-order-direction"),
-  format: element("create-format"),
-  compression: element("create-compression"),
-  createButton: element("create-submit"),
-  createError: element("create-error"),
-  createStatus: element("create-status"),
-  listBody: element("exports-body"),
-  listEmpty: element("exports-empty"),
-  listSummary: element("exports-summary"),
-  listError: element("exports-error")
+  signIn: element3("sign-in"),
+  token: element3("sign-in-token"),
+  project: element3("sign-in-project"),
+  signInButton: element3("sign-in-submit"),
+  signInError: element3("sign-in-error"),
+  app: element3("app"),
+  account: element3("account"),
+  projectName: element3("account-project"),
+  signOut: element3("sign-out"),
+  create: element3("create"),
+  name: element3("create-name"),
+  table: element3("create-table"),
+  filters: element3("create-filters"),
+  addFilter: element3("add-filter"),
+  columns: element3("create-columns-list"),
+  allColumns: element3("columns-all"),
+  noColumns: element3("columns-none"),
+  columnsSummary: element3("columns-summary"),
+  orderColumn: element3("create-order-column"),
+  orderDirection: element3("create-order-direction"),
+  format: element3("create-format"),
+  compression: element3("create-compression"),
+  createButton: element3("create-submit"),
+  createError: element3("create-error"),
+  createStatus: element3("create-status"),
+  listBody: element3("exports-body"),
+  listEmpty: element3("exports-empty"),
+  listSummary: element3("exports-summary"),
+  listError: element3("exports-error")
 };
-var FORMATS = ["CSV", "JSON", "JSONL", "PARQUET"];
-var COMPRESSIONS = ["none", "gzip", "zstd"];
+var FORMATS2 = ["CSV", "JSON", "JSONL", "PARQUET"];
+var COMPRESSIONS2 = ["none", "gzip", "zstd"];
 var session = null;
 var list = null;
+var scheduled = null;
 var client = apiClient(() => session?.token ?? null);
 function say(target, message) {
   target.textContent = message ?? "";
@@ -700,6 +1479,7 @@ function say(target, message) {
 function showSignIn(error) {
   list?.stop();
   list = null;
+  scheduled?.stop();
   session = null;
   ui.app.hidden = true;
   ui.account.hidden = true;
@@ -740,6 +1520,10 @@ async function signIn(candidate) {
   );
   ui.listBody.replaceChildren();
   list.start();
+  scheduled?.start(candidate.projectId, (message) => {
+    forgetToken();
+    showSignIn(`Signed out. ${message}`);
+  });
 }
 function fillOrder(table) {
   const byDefault = `${table.defaultOrder.column}, ${table.defaultOrder.order === "DESC" ? "newest first" : "oldest first"}`;
@@ -750,7 +1534,7 @@ function chosen(form, name, allowed) {
   const value = form.get(name);
   return allowed.find((a) => a === value) ?? allowed[0];
 }
-function defaultCompression(format) {
+function defaultCompression2(format) {
   return format === "PARQUET" ? "zstd" : "none";
 }
 function followFormatWithCompression() {
@@ -761,7 +1545,7 @@ function followFormatWithCompression() {
   ui.format.addEventListener("change", () => {
     if (picked) return;
     const radios = ui.create.elements.namedItem("compression");
-    radios.value = defaultCompression(chosen(new FormData(ui.create), "format", FORMATS));
+    radios.value = defaultCompression2(chosen(new FormData(ui.create), "format", FORMATS2));
   });
 }
 function setUpCreateForm(catalog) {
@@ -792,9 +1576,9 @@ function setUpCreateForm(catalog) {
       params = {
         projectId: session.projectId,
         name: ui.name.value.trim(),
-        format: chosen(form, "format", FORMATS),
+        format: chosen(form, "format", FORMATS2),
         // Sent even where it is the format's default: the export is what the radios show.
-        compression: chosen(form, "compression", COMPRESSIONS),
+        compression: chosen(form, "compression", COMPRESSIONS2),
         query: {
           tableName: tableNamed(ui.table.value).name,
           filter: builder.filters(),
@@ -840,7 +1624,9 @@ async function main() {
     showSignIn(null);
   });
   try {
-    setUpCreateForm(await loadCatalog());
+    const catalog = await loadCatalog();
+    setUpCreateForm(catalog);
+    scheduled = new ScheduledSection(client, catalog);
   } catch (error) {
     say(ui.createError, describeError(error));
     ui.createButton.disabled = true;

@@ -85,6 +85,8 @@ def describe_table(table: ExportTable) -> dict:
         "columns": [{"id": c.key, "name": c.display or c.key, "type": c.parquet_type} for c in table.exported_columns],
         # Rows that also carry one column per score name of the project, which only `columns: null` brings.
         "scoreColumns": table.score_alias is not None,
+        # Rows with an ingestion time, which a scheduled export's windows split by (not sessions: aggregates).
+        "schedulable": table.ingested_at is not None,
         # A column's own filter type, the types Langfuse pairs with it (workers.filters), and `null`
         # (is null / is not null), which every filterable column takes.
         "filterColumns": [

@@ -23,6 +23,11 @@ export function isUnauthorized(error: unknown): boolean {
   return error instanceof RpcError && error.data.code === "UNAUTHORIZED";
 }
 
+/** The role may not do this (a scope it lacks); the page says so instead of failing. */
+export function isForbidden(error: unknown): boolean {
+  return error instanceof RpcError && error.data.code === "FORBIDDEN";
+}
+
 /** One or two sentences a person can act on, for any error a call can throw. */
 export function describeError(error: unknown): string {
   if (error instanceof RpcError) {

@@ -47,6 +47,8 @@ export interface TableInfo {
   columns: ExportColumn[];
   /** The rows also carry one column per score name of the project, which only `columns: null` brings. */
   scoreColumns: boolean;
+  /** Its rows have an ingestion time, so a scheduled export can split them into windows (all but sessions). */
+  schedulable: boolean;
   filterColumns: FilterColumn[];
   sortColumns: string[];
   defaultOrder: OrderBy;

@@ -1,7 +1,8 @@
 /**
  * The exports page: sign in with a session token, create an export of a table with filters and a
  * choice of columns, in a text format or Parquet, and follow the project's exports until their
- * files can be downloaded. Every call goes through the generated client (api.ts); every error the
+ * files can be downloaded; owners and admins also schedule exports into their own bucket
+ * (scheduled-section.ts). Every call goes through the generated client (api.ts); every error the
  * API reports is shown in words where it happened.
  */
 import { apiClient, describeError, isUnauthorized, RpcError } from "./api.js";
@@ -10,6 +11,7 @@ import { loadCatalog, tableLabel, type Catalog, type TableInfo } from "./catalog
 import { ColumnInputError, ColumnPicker } from "./column-picker.js";
 import { ExportsList } from "./exports-list.js";
 import { FilterBuilder, FilterInputError } from "./filter-builder.js";
+import { ScheduledSection } from "./scheduled-section.js";
 import { forgetToken, saveSession, storedSession, takeLinkCredentials, type Session } from "./session.js";
 
 function element<T extends HTMLElement = HTMLElement>(id: string): T {
@@ -58,6 +60,7 @@ const COMPRESSIONS: readonly Compression[] = ["none", "gzip", "zstd"];
 
 let session: Session | null = null;
 let list: ExportsList | null = null;
+let scheduled: ScheduledSection | null = null;
 const client = apiClient(() => session?.token ?? null);
 
 function say(target: HTMLElement, message: string | null): void {
@@ -68,6 +71,7 @@ function say(target: HTMLElement, message: string | null): void {
 function showSignIn(error: string | null): void {
   list?.stop();
   list = null;
+  scheduled?.stop();
   session = null;
   ui.app.hidden = true;
   ui.account.hidden = true;
@@ -111,6 +115,10 @@ async function signIn(candidate: Session): Promise<void> {
   );
   ui.listBody.replaceChildren();
   list.start();
+  scheduled?.start(candidate.projectId, (message) => {
+    forgetToken();
+    showSignIn(`Signed out. ${message}`);
+  });
 }
 
 function fillOrder(table: TableInfo): void {
@@ -229,7 +237,9 @@ async function main(): Promise<void> {
   });
 
   try {
-    setUpCreateForm(await loadCatalog());
+    const catalog = await loadCatalog();
+    setUpCreateForm(catalog);
+    scheduled = new ScheduledSection(client, catalog);
   } catch (error) {
     say(ui.createError, describeError(error));
     ui.createButton.disabled = true;
