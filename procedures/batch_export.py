@@ -72,23 +72,6 @@ def to_batch_export(row: dict[str, Any], now: datetime | None = None) -> BatchEx
     )
 
 
-def _audit(
-    ctx: ProjectContext, export_id: str, action: str, before: BatchExport | None, after: BatchExport | None
-) -> dict[str, Any]:
-    return audit_logs.entry_params(
-        user_id=ctx.user.id,
-        org_id=ctx.org_id,
-        user_org_role=ctx.org_role,
-        project_id=ctx.project_id,
-        user_project_role=ctx.project_role,
-        resource_type=RESOURCE_TYPE,
-        resource_id=export_id,
-        action=action,
-        before=before.model_dump(mode="json") if before else None,
-        after=after.model_dump(mode="json") if after else None,
-    )
-
-
 async def create_export(ctx: ProjectContext, input: CreateBatchExport) -> BatchExport:
     # The caller holds every scope this table needs (the router's `input_scope`): only now is the query examined.
     query = input.query
@@ -121,7 +104,7 @@ async def create_export(ctx: ProjectContext, input: CreateBatchExport) -> BatchE
                 f"{limit}): wait for one to finish or cancel one.",
             )
         export = to_batch_export(row)
-        await conn.execute(audit_logs.INSERT_SQL, _audit(ctx, export.id, "create", None, export))
+        await conn.execute(audit_logs.INSERT_SQL, ctx.audit_entry(RESOURCE_TYPE, export.id, "create", None, export))
     EXPORTS_CREATED.labels(query.tableName, input.format).inc()
 
     # The export is durable now. If Redis is unreachable the caller still gets it, QUEUED: the
@@ -153,7 +136,7 @@ async def cancel_export(ctx: ProjectContext, input: BatchExportRef) -> BatchExpo
         await conn.execute(batch_exports.CANCEL_SQL, params)
         cur = await conn.execute(batch_exports.GET_SQL, params)
         after = to_batch_export(one(await cur.fetchone()))
-        await conn.execute(audit_logs.INSERT_SQL, _audit(ctx, after.id, "cancel", before, after))
+        await conn.execute(audit_logs.INSERT_SQL, ctx.audit_entry(RESOURCE_TYPE, after.id, "cancel", before, after))
     # Counted here, where an export becomes CANCELLED exactly once (workers count the other final statuses).
     EXPORTS_FINISHED.labels("CANCELLED", after.query.tableName, after.format).inc()
 
@@ -213,7 +196,7 @@ async def download_url(ctx: ProjectContext, input: BatchExportRef) -> DownloadUr
         expires_at = min(datetime.now(UTC) + DOWNLOAD_LINK_LIFETIME, row["expires_at"])
         settings = ctx.resources.settings
         url = await asyncio.to_thread(ctx.resources.storage.download_url, row["object_key"], expires_at, settings)
-        await conn.execute(audit_logs.INSERT_SQL, _audit(ctx, export.id, "download", export, export))
+        await conn.execute(audit_logs.INSERT_SQL, ctx.audit_entry(RESOURCE_TYPE, export.id, "download", export, export))
     return DownloadUrl(url=url, expiresAt=expires_at)
 
 

@@ -7,8 +7,10 @@ from datetime import datetime
 from typing import Any
 
 import redis
+from pydantic import BaseModel
 from starlette.requests import Request
 
+from db import audit_logs
 from db.connection import FailFastPool
 from procedures.access_cache import AccessCache
 from schemas.settings import Settings
@@ -76,6 +78,23 @@ class ProjectContext(Context):
     org_role: str | None
     project_role: str | None
     scopes: frozenset[str]
+
+    def audit_entry(
+        self, resource_type: str, resource_id: str, action: str, before: BaseModel | None, after: BaseModel | None
+    ) -> dict[str, Any]:
+        """The audit entry of this caller's `action` on a resource, its states before and after as the API shows them."""
+        return audit_logs.entry_params(
+            user_id=self.user.id,
+            org_id=self.org_id,
+            user_org_role=self.org_role,
+            project_id=self.project_id,
+            user_project_role=self.project_role,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            action=action,
+            before=before.model_dump(mode="json") if before else None,
+            after=after.model_dump(mode="json") if after else None,
+        )
 
 
 def bearer_token(request: Request) -> str | None:

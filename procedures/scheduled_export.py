@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from db import audit_logs, one
+from db import AsyncConnection, Row, audit_logs, one
 from db import scheduled_exports as schedules
 from procedures.auth import rpc, scoped
 from procedures.context import ProjectContext
@@ -121,21 +121,14 @@ def _check_tables(tables: list[str], columns: Mapping[Any, list[str]] | None) ->
             raise RPCError("BAD_REQUEST", f"columns.{table}: {exc}") from None
 
 
-def _audit(
-    ctx: ProjectContext, row_id: str, action: str, before: ScheduledExport | None, after: ScheduledExport | None
-) -> dict[str, Any]:
-    return audit_logs.entry_params(
-        user_id=ctx.user.id,
-        org_id=ctx.org_id,
-        user_org_role=ctx.org_role,
-        project_id=ctx.project_id,
-        user_project_role=ctx.project_role,
-        resource_type=RESOURCE_TYPE,
-        resource_id=row_id,
-        action=action,
-        before=before.model_dump(mode="json") if before else None,
-        after=after.model_dump(mode="json") if after else None,
-    )
+async def _find(conn: AsyncConnection, ctx: ProjectContext, scheduled_export_id: str, *, lock: bool = False) -> Row:
+    """The project's scheduled export (locked until the transaction ends, with `lock`); NOT_FOUND if it has none."""
+    key = {"id": scheduled_export_id, "project_id": ctx.project_id}
+    cur = await conn.execute(schedules.GET_FOR_UPDATE_SQL if lock else schedules.GET_SQL, key)
+    row = await cur.fetchone()
+    if row is None:
+        raise RPCError("NOT_FOUND", _NOT_FOUND)
+    return row
 
 
 def _box(ctx: ProjectContext) -> SecretBox:
@@ -169,17 +162,14 @@ async def create_scheduled_export(ctx: ProjectContext, input: CreateScheduledExp
         await conn.execute(schedules.INSERT_SQL, schedules.params(values))
         cur = await conn.execute(schedules.GET_SQL, {"id": row_id, "project_id": ctx.project_id})
         created = to_scheduled_export(one(await cur.fetchone()))
-        await conn.execute(audit_logs.INSERT_SQL, _audit(ctx, row_id, "create", None, created))
+        await conn.execute(audit_logs.INSERT_SQL, ctx.audit_entry(RESOURCE_TYPE, row_id, "create", None, created))
     return created
 
 
 async def update_scheduled_export(ctx: ProjectContext, input: UpdateScheduledExport) -> ScheduledExport:
     key = {"id": input.scheduledExportId, "project_id": ctx.project_id}
     async with ctx.resources.pool.connection() as conn, conn.transaction():
-        cur = await conn.execute(schedules.GET_FOR_UPDATE_SQL, key)
-        row = await cur.fetchone()
-        if row is None:
-            raise RPCError("NOT_FOUND", _NOT_FOUND)
+        row = await _find(conn, ctx, input.scheduledExportId, lock=True)
         before = to_scheduled_export(row)
         values = dict(row)
         changes = input.model_dump(exclude_unset=True, exclude={"projectId", "scheduledExportId"})
@@ -219,19 +209,18 @@ async def update_scheduled_export(ctx: ProjectContext, input: UpdateScheduledExp
         await conn.execute(schedules.UPDATE_SQL, schedules.params(values))
         cur = await conn.execute(schedules.GET_SQL, key)
         after = to_scheduled_export(one(await cur.fetchone()))
-        await conn.execute(audit_logs.INSERT_SQL, _audit(ctx, row["id"], "update", before, after))
+        await conn.execute(audit_logs.INSERT_SQL, ctx.audit_entry(RESOURCE_TYPE, row["id"], "update", before, after))
     return after
 
 
 async def delete_scheduled_export(ctx: ProjectContext, input: ScheduledExportRef) -> Deleted:
     key = {"id": input.scheduledExportId, "project_id": ctx.project_id}
     async with ctx.resources.pool.connection() as conn, conn.transaction():
-        cur = await conn.execute(schedules.GET_FOR_UPDATE_SQL, key)
-        row = await cur.fetchone()
-        if row is None:
-            raise RPCError("NOT_FOUND", _NOT_FOUND)
+        row = await _find(conn, ctx, input.scheduledExportId, lock=True)
         await conn.execute(schedules.DELETE_SQL, key)
-        await conn.execute(audit_logs.INSERT_SQL, _audit(ctx, row["id"], "delete", to_scheduled_export(row), None))
+        await conn.execute(
+            audit_logs.INSERT_SQL, ctx.audit_entry(RESOURCE_TYPE, row["id"], "delete", to_scheduled_export(row), None)
+        )
     return Deleted(deleted=True)
 
 
@@ -251,12 +240,9 @@ async def validate_destination(ctx: ProjectContext, input: ValidateDestination) 
             raise RPCError("BAD_REQUEST", f"destination.{field} is required to validate a destination.")
         secret = given.get_secret_value()
     else:
-        key = {"id": input.scheduledExportId, "project_id": ctx.project_id}
+        assert input.scheduledExportId is not None, "ValidateDestination gives one of the two"
         async with ctx.resources.pool.connection() as conn:
-            cur = await conn.execute(schedules.GET_SQL, key)
-            row = await cur.fetchone()
-        if row is None:
-            raise RPCError("NOT_FOUND", _NOT_FOUND)
+            row = await _find(conn, ctx, input.scheduledExportId)
         destination = destination_of(row)
         try:
             secret = _box(ctx).open(row["secret"], row["id"])
@@ -273,12 +259,8 @@ async def validate_destination(ctx: ProjectContext, input: ValidateDestination) 
 
 
 async def run_scheduled_export_now(ctx: ProjectContext, input: ScheduledExportRef) -> ScheduledExportRun:
-    key = {"id": input.scheduledExportId, "project_id": ctx.project_id}
     async with ctx.resources.pool.connection() as conn:
-        cur = await conn.execute(schedules.GET_SQL, key)
-        row = await cur.fetchone()
-    if row is None:
-        raise RPCError("NOT_FOUND", _NOT_FOUND)
+        row = await _find(conn, ctx, input.scheduledExportId)
     if not row["enabled"]:
         reason = f" ({row['disabled_reason']})" if row["disabled_reason"] else ""
         raise RPCError("PRECONDITION_FAILED", f"This scheduled export is disabled{reason}: enable it first.")
@@ -298,11 +280,8 @@ def _when(moment: datetime | None) -> str:
 
 
 async def list_runs(ctx: ProjectContext, input: ListRuns) -> ScheduledExportRunList:
-    key = {"id": input.scheduledExportId, "project_id": ctx.project_id}
     async with ctx.resources.pool.connection() as conn:
-        cur = await conn.execute(schedules.GET_SQL, key)
-        if await cur.fetchone() is None:
-            raise RPCError("NOT_FOUND", _NOT_FOUND)
+        await _find(conn, ctx, input.scheduledExportId)
         page = {"id": input.scheduledExportId, "limit": input.limit, "offset": input.page * input.limit}
         cur = await conn.execute(schedules.RUNS_PAGE_SQL, page)
         rows = await cur.fetchall()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from schemas.settings import INSECURE_DEV_ENCRYPTION_KEY
 from tests.support.destinations import s3_destination
 from tests.support.scheduled import scheduled_world
 from workers.secret_box import SecretBox
@@ -84,33 +85,29 @@ def test_a_scheduled_export_made_listed_validated_run_and_deleted_from_the_termi
         assert target.secret not in everything
 
 
+def reseal(world, key: str, old_key: str) -> subprocess.CompletedProcess:
+    """`batch-export scheduled reseal` with `key` current and `old_key` the one being rotated out."""
+    rotated = {"SECRETS_ENCRYPTION_KEY": key, "SECRETS_ENCRYPTION_OLD_KEYS": old_key}
+    return subprocess.run(
+        [sys.executable, "-m", "cli", "scheduled", "reseal"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **world.env, **rotated, "PYTHONPATH": str(REPO)},
+        cwd=world.folder,
+        timeout=120,
+    )
+
+
 def test_reseal_moves_every_secret_onto_the_new_key(conn, database_url, local_s3, tmp_path):
     target = s3_destination(local_s3)
     with scheduled_world(conn, database_url, target, tmp_path) as world:
         schedule = world.create(enabled=False)
-        old_key = world.env.get("SECRETS_ENCRYPTION_KEY") or "0" * 63 + "1"
-        new_key = "c3" * 32
-        rotated = {"SECRETS_ENCRYPTION_KEY": new_key, "SECRETS_ENCRYPTION_OLD_KEYS": old_key}
-        result = subprocess.run(
-            [sys.executable, "-m", "cli", "scheduled", "reseal"],
-            capture_output=True,
-            text=True,
-            env={**os.environ, **world.env, **rotated, "PYTHONPATH": str(REPO)},
-            cwd=world.folder,
-            timeout=120,
-        )
+        old_key, new_key = INSECURE_DEV_ENCRYPTION_KEY, "c3" * 32
+        result = reseal(world, new_key, old_key)
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith("resealed ") and "secret(s)" in result.stdout
         sealed = conn.execute("SELECT secret FROM scheduled_exports WHERE id = %s", (schedule["id"],)).fetchone()
         assert SecretBox(new_key).open(sealed["secret"], schedule["id"]) == target.secret, "only the new key needed"
         # And back: the suite's other schedules (one database) stay readable with the suite's key.
-        back = {"SECRETS_ENCRYPTION_KEY": old_key, "SECRETS_ENCRYPTION_OLD_KEYS": new_key}
-        again = subprocess.run(
-            [sys.executable, "-m", "cli", "scheduled", "reseal"],
-            capture_output=True,
-            text=True,
-            env={**os.environ, **world.env, **back, "PYTHONPATH": str(REPO)},
-            cwd=world.folder,
-            timeout=120,
-        )
+        again = reseal(world, old_key, new_key)
         assert again.returncode == 0 and again.stdout == result.stdout, again.stderr
