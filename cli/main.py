@@ -282,7 +282,15 @@ def cmd_seed(args: argparse.Namespace) -> None:
     settings = _settings()
     started = time.monotonic()
     if args.live is not None:
+        import signal
+
         from devstack.seed import ingest_live
+
+        # Stopped by Ctrl+C, or by SIGTERM from a supervisor or a script (a background job ignores SIGINT).
+        def stop(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, stop)
 
         with _database_reachable(), db.connect(settings.DATABASE_URL, autocommit=True) as conn:
             added = ingest_live(conn, args.project, per_second=args.live, seconds=args.seconds)
@@ -396,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--live",
         type=float,
         metavar="PER_SECOND",
-        help="add traces as ingestion does, this many a second, until Ctrl+C",
+        help="add traces as ingestion does, this many a second, until Ctrl+C or SIGTERM",
     )
     seed.add_argument("--seconds", type=float, help="with --live: stop after this long")
     seed.set_defaults(run=cmd_seed)
