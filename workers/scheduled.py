@@ -66,6 +66,10 @@ BASE_TABLES = {
     "audit_logs": "audit_logs",
 }
 _MICROSECOND = timedelta(microseconds=1)
+# A run's job is enqueued a moment after its row is written: a QUEUED or PROCESSING run this old without
+# a job in Redis lost it (a Redis restart, or Redis down at planning) and is enqueued again. A run
+# whose job exists is left alone, however long it runs.
+LOST_RUN_GRACE_SECONDS = 30
 
 
 def stamp(moment: datetime) -> str:
@@ -225,7 +229,7 @@ def plan_due_runs() -> int:
                 enqueued += 1
         # Runs whose job Redis lost (it restarted, or was down when the run was planned): enqueued again.
         # The job id is the run's, so a job that still exists is never doubled.
-        for run in schedules.unfinished_runs(conn, settings.BATCH_EXPORT_SWEEP_GRACE_SECONDS):
+        for run in schedules.unfinished_runs(conn, LOST_RUN_GRACE_SECONDS):
             missing = not Job.exists(run_job_id(run["id"]), connection=connection)
             if missing and enqueue_run(connection, run, settings, run["project_id"]):
                 log.warning("scheduled export run %s had no job; enqueued again", run["id"])
