@@ -164,6 +164,11 @@ def job_log_fields(job: Job) -> dict[str, Any]:
 
 def _job_options(settings: Settings) -> dict[str, Any]:
     """What every job of an export gets: retries with backoff, a timeout, how long RQ keeps it, the failure hook."""
+    return job_options(settings, on_failure=on_export_job_failure)
+
+
+def job_options(settings: Settings, *, on_failure: Callable[..., Any]) -> dict[str, Any]:
+    """What every job of the service gets: retries with backoff, a timeout, how long RQ keeps it, `on_failure`."""
     return {
         "retry": Retry(max=settings.BATCH_EXPORT_JOB_RETRIES, interval=retry_delays(settings))
         if settings.BATCH_EXPORT_JOB_RETRIES
@@ -171,7 +176,7 @@ def _job_options(settings: Settings) -> dict[str, Any]:
         "job_timeout": settings.BATCH_EXPORT_JOB_TIMEOUT_SECONDS,
         "result_ttl": int(timedelta(days=1).total_seconds()),
         "failure_ttl": int(timedelta(days=7).total_seconds()),
-        "on_failure": Callback(on_export_job_failure),
+        "on_failure": Callback(on_failure),
     }
 
 
@@ -634,7 +639,7 @@ def sweep(settings: Settings, connection: redis.Redis | None = None) -> list[str
                 again = resume_parts(connection, conn, export, settings)
                 if again:
                     log.warning("sweep: export %s had lost the jobs of parts %s; enqueued again", export_id, again)
-                elif _job_status(connection, assembly_job_id(export_id)) in _GIVEN_UP:
+                elif _job_status(connection, assembly_job_id(export_id)) in GIVEN_UP:
                     batch_exports.mark_failed(conn, export_id, UNRECORDED_END)
                     log.warning(
                         "sweep: export %s was PROCESSING although its parts were joined; marked FAILED", export_id
@@ -643,7 +648,7 @@ def sweep(settings: Settings, connection: redis.Redis | None = None) -> list[str
             status = _job_status(connection, export_id)
             if status is None:
                 orphaned.append(export_id)
-            elif status in _GIVEN_UP:
+            elif status in GIVEN_UP:
                 batch_exports.mark_failed(conn, export_id, UNRECORDED_END)
                 log.warning(
                     "sweep: export %s was PROCESSING although its job is %s; marked FAILED", export_id, status.value
@@ -658,7 +663,7 @@ UNRECORDED_END = (
     "The export's last attempt ended without recording its outcome (the database may have been unreachable)."
     " Create the export again."
 )
-_GIVEN_UP = (JobStatus.FAILED, JobStatus.FINISHED, JobStatus.STOPPED, JobStatus.CANCELED)
+GIVEN_UP = (JobStatus.FAILED, JobStatus.FINISHED, JobStatus.STOPPED, JobStatus.CANCELED)
 
 
 def _job_status(connection: redis.Redis, export_id: str) -> JobStatus | None:

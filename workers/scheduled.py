@@ -20,7 +20,6 @@ from typing import Any
 
 import redis
 import rq
-from rq import Callback, Retry
 from rq.cron import (
     DEFAULT_CRON_JOB_HISTORY_LIMIT,
     DEFAULT_CRON_JOB_HISTORY_TTL,
@@ -42,7 +41,7 @@ from workers.destinations import DestinationError, Store, connect
 from workers.filters import compile_query
 from workers.formats import FORMATS
 from workers.outcome import describe_failure, one_attempt_at_a_time
-from workers.queue import QUEUE_NAME, export_queue, retry_delays
+from workers.queue import GIVEN_UP, QUEUE_NAME, export_queue, job_options
 from workers.secret_box import SecretBox
 from workers.storage import FileStorage
 from workers.stream import Stream, export_params, write_stream
@@ -120,7 +119,7 @@ def enqueue_run(connection: redis.Redis, run: dict[str, Any], settings: Settings
             old = Job.fetch(run_job_id(run["id"]), connection=connection, serializer=queue.serializer)
         except NoSuchJobError:
             old = None
-        if old is not None and old.get_status() in ("failed", "finished", "stopped", "canceled"):
+        if old is not None and old.get_status() in GIVEN_UP:
             old.delete()
     try:
         queue.enqueue(
@@ -130,13 +129,7 @@ def enqueue_run(connection: redis.Redis, run: dict[str, Any], settings: Settings
             unique=True,
             description=f"scheduled export run {run['id']}",
             meta={"projectId": project_id, "scheduledExportId": run["scheduled_export_id"]},
-            retry=Retry(max=settings.BATCH_EXPORT_JOB_RETRIES, interval=retry_delays(settings))
-            if settings.BATCH_EXPORT_JOB_RETRIES
-            else None,
-            job_timeout=settings.BATCH_EXPORT_JOB_TIMEOUT_SECONDS,
-            result_ttl=int(timedelta(days=1).total_seconds()),
-            failure_ttl=int(timedelta(days=7).total_seconds()),
-            on_failure=Callback(on_run_job_failure),
+            **job_options(settings, on_failure=on_run_job_failure),
         )
     except DuplicateJobError:
         return False
@@ -150,19 +143,12 @@ def origin(conn: db.Connection, schedule: dict[str, Any]) -> datetime:
     created_day = schedule["created_at"].astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     if schedule["start_mode"] == "from_today":
         return created_day
-    earliest = [
-        row["first"]
-        for table in sorted({BASE_TABLES[t] for t in schedule["tables"]})
-        if (
-            row := db.one(
-                conn.execute(
-                    f"SELECT min(created_at) AS first FROM {table} WHERE project_id = %s",
-                    (schedule["project_id"],),
-                ).fetchone()
-            )
-        )["first"]
-        is not None
-    ]
+    earliest = []
+    for table in sorted({BASE_TABLES[t] for t in schedule["tables"]}):
+        sql = f"SELECT min(created_at) AS first FROM {table} WHERE project_id = %s"  # a fixed table name
+        first = db.one(conn.execute(sql, (schedule["project_id"],)).fetchone())["first"]
+        if first is not None:
+            earliest.append(first)
     if not earliest:
         return created_day
     return min(earliest).astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -260,13 +246,12 @@ def run_scheduled_export(run_id: str) -> None:
     with db.connect(settings.DATABASE_URL, autocommit=True) as conn:
         one_attempt_at_a_time(conn, f"scheduled-run/{run_id}")
         planned = schedules.load_run(conn, run_id)
-        owner = schedules.load(conn, planned["scheduled_export_id"]) if planned is not None else None
-        if owner is not None and not owner["enabled"]:
+        schedule = schedules.load(conn, planned["scheduled_export_id"]) if planned is not None else None
+        if schedule is not None and not schedule["enabled"]:
             # Disabled meanwhile: nothing is written; the run waits, QUEUED, until the schedule is enabled again.
-            log.info("scheduled export %s is disabled: run %s waits", owner["id"], run_id)
+            log.info("scheduled export %s is disabled: run %s waits", schedule["id"], run_id)
             return
-        run = schedules.start_run(conn, run_id)
-        schedule = schedules.load(conn, run["scheduled_export_id"]) if run is not None else None
+        run = schedules.start_run(conn, run_id) if schedule is not None else None
         if run is None or schedule is None:
             log.info("scheduled export run %s has ended or its schedule is gone: nothing to do", run_id)
             return

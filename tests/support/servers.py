@@ -9,8 +9,9 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import uvicorn
 
@@ -54,44 +55,36 @@ def running_postgres(prefix: str = "bx-test-pg-") -> Iterator[LocalPostgres]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+# The servers that live in a temporary folder of their own and stop with a plain stop().
+_FolderServer = TypeVar("_FolderServer", LocalRedis, LocalS3, LocalAzurite)
+
+
 @contextlib.contextmanager
-def running_redis(prefix: str = "bx-test-redis-") -> Iterator[LocalRedis]:
+def _running_in_a_folder(make: Callable[[Path, int], _FolderServer], prefix: str) -> Iterator[_FolderServer]:
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    server = make(folder, free_port())
+    _start_on_a_free_port(server)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def running_redis(prefix: str = "bx-test-redis-") -> contextlib.AbstractContextManager[LocalRedis]:
     """A Redis server of its own, on a free port, removed afterwards."""
-    folder = Path(tempfile.mkdtemp(prefix=prefix))
-    server = LocalRedis(folder, free_port())
-    _start_on_a_free_port(server)
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+    return _running_in_a_folder(LocalRedis, prefix)
 
 
-@contextlib.contextmanager
-def running_s3(prefix: str = "bx-test-s3-") -> Iterator[LocalS3]:
+def running_s3(prefix: str = "bx-test-s3-") -> contextlib.AbstractContextManager[LocalS3]:
     """moto's S3 with IAM credentials checked, on a free port, stopped afterwards."""
-    folder = Path(tempfile.mkdtemp(prefix=prefix))
-    server = LocalS3(folder, free_port())
-    _start_on_a_free_port(server)
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+    return _running_in_a_folder(LocalS3, prefix)
 
 
-@contextlib.contextmanager
-def running_azurite(prefix: str = "bx-test-azurite-") -> Iterator[LocalAzurite]:
+def running_azurite(prefix: str = "bx-test-azurite-") -> contextlib.AbstractContextManager[LocalAzurite]:
     """Azurite's blob service on a free port, its blobs in a folder removed afterwards."""
     azurite_blob_binary()  # installed once, before any retry on another port
-    folder = Path(tempfile.mkdtemp(prefix=prefix))
-    server = LocalAzurite(folder, free_port())
-    _start_on_a_free_port(server)
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+    return _running_in_a_folder(LocalAzurite, prefix)
 
 
 class ServerThread:
