@@ -19,6 +19,8 @@ from time import perf_counter
 from typing import Any
 
 from jsonrpcserver import Success, async_dispatch_to_response
+from jsonrpcserver.async_dispatcher import dispatch_request
+from jsonrpcserver.dispatcher import create_request, to_response
 from jsonrpcserver.response import to_serializable_one
 from starlette.requests import Request
 from starlette.responses import Response
@@ -174,6 +176,12 @@ class RPCEndpoint:
             internal = unexpected_error(None, "create_context raised")  # one logged id for all
             self._context_failed(calls, "INTERNAL_SERVER_ERROR", started)
             return [protocol.failure(call["id"], internal) for call in calls if not protocol.is_notification(call)]
+        if len(calls) == 1:
+            # One request: jsonrpcserver's own per-request dispatch and response types, without the
+            # batch path's asyncio.gather (a task and three event-loop turns for nothing to overlap).
+            call = create_request(calls[0])
+            _, result = await dispatch_request(self.methods, ctx, call)
+            return [] if protocol.is_notification(calls[0]) else [_to_wire(to_response(call, result))]
         replies = await async_dispatch_to_response(
             calls,  # type: ignore[arg-type]  # parsed already, see _already_parsed
             self.methods,

@@ -37,9 +37,24 @@ _Step = Callable[[Any, Any], Awaitable[Any]]
 async def _method_shape(ctx: Any, /, *args: Any, **params: Any) -> Result: ...
 
 
-# jsonrpcserver binds every call against the method's signature; giving each method this
-# precomputed one saves inspect from rebuilding it per request.
-METHOD_SIGNATURE = inspect.signature(_method_shape)
+class _AcceptsAnyParams(inspect.Signature):
+    """The signature of every compiled method, `(ctx, /, *args, **params)`, bound once.
+
+    jsonrpcserver binds each request's params against the method's signature before calling it,
+    to answer a mismatch with Invalid Params. Ours take whatever params a request carries (the
+    input model judges them, with better messages), and jsonrpcserver always passes the context
+    first, so no request can fail that binding: the bound arguments are computed once, here, and
+    every call reuses them instead of redoing the binding.
+    """
+
+    __slots__ = ()
+
+    def bind(self, /, *args: Any, **kwargs: Any) -> inspect.BoundArguments:
+        return _BOUND_ONCE
+
+
+METHOD_SIGNATURE = _AcceptsAnyParams.from_callable(_method_shape)
+_BOUND_ONCE = inspect.Signature.bind(METHOD_SIGNATURE, None)
 
 
 def error_result(error: dict[str, Any]) -> Result:
