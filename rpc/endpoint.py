@@ -28,9 +28,19 @@ from starlette.routing import Route
 
 from . import protocol
 from .errors import RPCError, error_object, key_for_numeric_code
-from .invocation import CallObserver, Method, as_method, compile_method, not_found_method, unexpected_error
+from .invocation import (
+    CallObserver,
+    Method,
+    as_method,
+    compile_method,
+    compile_procedure,
+    not_found_method,
+    unexpected_error,
+    wrong_transport_method,
+)
 from .openrpc import openrpc_document
 from .router import Router
+from .subscriptions import Subscriptions, wants_event_stream
 
 CreateContext = Callable[[Request], Awaitable[Any]]
 
@@ -90,6 +100,7 @@ class RPCEndpoint:
         max_batch: int,
         openrpc_info: Mapping[str, Any],
         observe: CallObserver | None = None,
+        heartbeat_seconds: float = 15.0,
     ) -> None:
         procedures = router.procedures
         reserved = [path for path in procedures if path == "rpc" or path.startswith("rpc.")]
@@ -102,8 +113,16 @@ class RPCEndpoint:
         self.observe = observe
         self.document = openrpc_document(router, openrpc_info)
         self._document_body = protocol.encode(self.document)
+        self.compiled = {path: compile_procedure(path, procedure) for path, procedure in procedures.items()}
         self.methods = _MethodTable(observe)
-        self.methods.update({path: compile_method(path, procedure, observe) for path, procedure in procedures.items()})
+        for path, compiled in self.compiled.items():
+            plain = compiled.kind != "subscription"
+            self.methods[path] = (
+                compile_method(compiled, observe) if plain else wrong_transport_method(compiled, observe)
+            )
+        self.subscriptions = Subscriptions(
+            self.compiled, create_context, observe=observe, heartbeat_seconds=heartbeat_seconds
+        )
         document = self.document
 
         async def discover(ctx: Any, /, *args: Any, **params: Any) -> Any:
@@ -113,12 +132,19 @@ class RPCEndpoint:
 
         self.methods[DISCOVER] = as_method(discover)
 
+    def routes(self, path: str = "/rpc") -> list[Route]:
+        """POST {path} (calls, batches, subscriptions) and GET {path}/openrpc.json."""
+        return [
+            Route(path, self.rpc, methods=["POST"], name="rpc"),
+            Route(f"{path}/openrpc.json", self.openrpc, methods=["GET"], name="rpc_openrpc"),
+        ]
+
     async def openrpc(self, request: Request) -> Response:
         """GET {path}/openrpc.json"""
         return Response(self._document_body, media_type="application/json")
 
-    async def rpc(self, request: Request) -> Response:
-        """POST {path}: one request, a batch, or notifications."""
+    async def rpc(self, request: Request) -> Any:
+        """POST {path}: one request, a batch, or notifications; or, as an event stream, a subscription."""
         started = perf_counter()
         body = await self._read_body(request)
         if body is None:
@@ -129,7 +155,11 @@ class RPCEndpoint:
             message = protocol.parse(body)
         except protocol.ParseError:
             self._refused("PARSE_ERROR", started)
+            if wants_event_stream(request):
+                return self.subscriptions.refusal(error_object("PARSE_ERROR"))
             return _json(protocol.failure(None, error_object("PARSE_ERROR")))
+        if wants_event_stream(request):
+            return await self.subscriptions.open(request, message)
 
         if type(message) is not list:
             if not protocol.is_request(message):
@@ -228,6 +258,7 @@ def rpc_routes(
     max_batch: int = 50,
     openrpc_info: Mapping[str, Any] | None = None,
     observe: CallObserver | None = None,
+    heartbeat_seconds: float = 15.0,
 ) -> list[Route]:
     """The Starlette routes serving `router`: POST {path} and GET {path}/openrpc.json.
 
@@ -235,7 +266,9 @@ def rpc_routes(
     and its result is every handler's and middleware's starting ctx. `observe(method, error
     key or None, seconds)` is called once per call answered (see `CallObserver`): a batch
     member or notification is one call; a body that is too large, not JSON or not a
-    request object is one call of method None.
+    request object is one call of method None; a subscription is one call, told when its stream
+    opens or is refused. An app that must end its open streams (at shutdown) builds the
+    `RPCEndpoint` itself and calls `endpoint.subscriptions.end_all()`.
     """
     endpoint = RPCEndpoint(
         router,
@@ -244,8 +277,6 @@ def rpc_routes(
         max_batch=max_batch,
         openrpc_info=openrpc_info or {"title": "JSON-RPC API", "version": "0.0.0"},
         observe=observe,
+        heartbeat_seconds=heartbeat_seconds,
     )
-    return [
-        Route(path, endpoint.rpc, methods=["POST"], name="rpc"),
-        Route(f"{path}/openrpc.json", endpoint.openrpc, methods=["GET"], name="rpc_openrpc"),
-    ]
+    return endpoint.routes(path)

@@ -1,12 +1,14 @@
 """How one call runs: params -> input model -> middlewares -> handler -> output model.
 
-`compile_method` turns a procedure at its path into a jsonrpcserver method once, at
-build time: the middleware chain, the params parser and the output adapter are built
-here, and jsonrpcserver's per-call signature check reads a precomputed signature.
+`compile_procedure` builds, once, what every call of a procedure at its path needs: the
+middleware chain, the params parser and the output adapter. `compile_method` turns a query or
+mutation into a jsonrpcserver method (whose per-call signature check is bound once); the SSE
+transport (subscriptions.py) and `create_caller` (caller.py) run the same compiled procedure.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import uuid
@@ -15,7 +17,7 @@ from time import perf_counter
 from typing import Any
 
 from jsonrpcserver import Error, Result, Success
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from .errors import RPCError, error_object, invalid_params, validation_issues
 from .procedure import Call, Procedure
@@ -128,7 +130,16 @@ def _input_parser(model: type[BaseModel] | None) -> _Parse:
 def _chain(path: str, procedure: Procedure) -> _Step:
     """The middlewares wrapped around the handler, outermost first, built once."""
     assert procedure.handler is not None and procedure.kind is not None
-    step: _Step = procedure.handler
+    step: _Step
+    if procedure.kind == "subscription":
+        open_stream = procedure.handler
+
+        async def step(ctx: Any, input: Any) -> Any:
+            # The chain's result is the event iterator; the events flow once the endpoint pulls them.
+            return open_stream(ctx, input)
+
+    else:
+        step = procedure.handler  # type: ignore[assignment]
     for middleware in reversed(procedure.middlewares):
         step = _link(middleware, step, path, procedure)
     return step
@@ -143,11 +154,36 @@ def _link(middleware: Callable[[Call], Awaitable[Any]], rest: _Step, path: str, 
     return step
 
 
-def compile_method(path: str, procedure: Procedure, observe: CallObserver | None = None) -> Method:
-    """The jsonrpcserver method for `procedure` served as `path`; `observe` is told of each call."""
-    parse = _input_parser(procedure.input_model)
-    run = _chain(path, procedure)
-    output = procedure.output_adapter
+@dataclasses.dataclass(frozen=True, slots=True)
+class CompiledProcedure:
+    """A procedure at its path, ready to run: built once, shared by every call over HTTP, SSE or a caller."""
+
+    path: str
+    procedure: Procedure
+    parse: _Parse  # (positional params, by-name params) -> the validated input, or RPCError BAD_REQUEST
+    run: _Step  # (ctx, input) -> the handler's result (a subscription: its event iterator)
+    output: TypeAdapter[Any]
+
+    @property
+    def kind(self) -> str:
+        assert self.procedure.kind is not None
+        return self.procedure.kind
+
+    @property
+    def input_fields(self) -> frozenset[str]:
+        model = self.procedure.input_model
+        return frozenset(_param_names(model)) if model is not None else frozenset()
+
+
+def compile_procedure(path: str, procedure: Procedure) -> CompiledProcedure:
+    return CompiledProcedure(
+        path, procedure, _input_parser(procedure.input_model), _chain(path, procedure), procedure.output_adapter
+    )
+
+
+def compile_method(compiled: CompiledProcedure, observe: CallObserver | None = None) -> Method:
+    """The jsonrpcserver method for a query or mutation; `observe` is told of each call."""
+    path, parse, run, output = compiled.path, compiled.parse, compiled.run, compiled.output
 
     async def answer(ctx: Any, args: tuple[Any, ...], params: dict[str, Any]) -> tuple[Result, str | None]:
         """The call's result, and the key of its error (None: it succeeded)."""
@@ -176,6 +212,18 @@ def compile_method(path: str, procedure: Procedure, observe: CallObserver | None
             result, error = await answer(ctx, args, params)
             observe(path, error, perf_counter() - started)
             return result
+
+    return as_method(method)
+
+
+def wrong_transport_method(compiled: CompiledProcedure, observe: CallObserver | None = None) -> Method:
+    """What a subscription answers over plain JSON-RPC: it needs a stream to send its events on."""
+    message = f"{compiled.path} is a subscription: send it alone with `Accept: text/event-stream` to receive its events"
+
+    async def method(ctx: Any, /, *args: Any, **params: Any) -> Result:
+        if observe is not None:
+            observe(compiled.path, "BAD_REQUEST", 0.0)
+        return error_result(error_object("BAD_REQUEST", message, compiled.path))
 
     return as_method(method)
 

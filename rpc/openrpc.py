@@ -12,6 +12,9 @@ from .router import Router
 
 OPENRPC_VERSION = "1.2.6"
 REF_TEMPLATE = "#/components/schemas/{model}"
+# OpenRPC has no subscriptions: a subscription's method carries this extension, and its `result` is
+# the schema of each event (see _subscription and docs/API.md).
+SUBSCRIPTION_EXTENSION = "x-subscription"
 
 
 def _errors() -> list[dict[str, Any]]:
@@ -64,6 +67,9 @@ def openrpc_document(router: Router, info: Mapping[str, Any]) -> dict[str, Any]:
             "errors": errors,
             "tags": [{"name": procedure.kind}],
         }
+        if procedure.kind == "subscription":
+            method["result"]["name"] = "event"
+            method[SUBSCRIPTION_EXTENSION] = _subscription(path, [param["name"] for param in params])
         summary = _summary(procedure.handler)
         if summary:
             method["summary"] = summary
@@ -74,6 +80,28 @@ def openrpc_document(router: Router, info: Mapping[str, Any]) -> dict[str, Any]:
         "info": dict(info),
         "methods": methods,
         "components": {"schemas": components},
+    }
+
+
+def _subscription(path: str, param_names: list[str]) -> dict[str, Any]:
+    """How a subscription is served: the transport, each event's envelope, and how to resume."""
+    return {
+        "transport": "sse",
+        "request": "POST with `Accept: text/event-stream` and this one request object (with an id)",
+        "event": {
+            "data": {
+                "jsonrpc": "2.0",
+                "method": path,
+                "params": {"subscription": "<the request's id>", "result": "<the method's result schema>"},
+            },
+            "id": "the SSE id line of a resumable event",
+        },
+        "heartbeatComment": ": heartbeat",
+        "errorEvent": "event: error, its data a JSON-RPC error response; the stream's last event",
+        "returnEvent": "event: return, its data a JSON-RPC response with result null; the stream's last event",
+        "resume": "send the last id seen as the Last-Event-ID header; it fills the `lastEventId` param"
+        if "lastEventId" in param_names
+        else None,
     }
 
 

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel, TypeAdapter
 
-Kind = Literal["query", "mutation"]
+Kind = Literal["query", "mutation", "subscription"]
 
 # A handler sees the (possibly middleware-enriched) context and the validated input.
 Handler = Callable[[Any, Any], Awaitable[Any]]
+# A subscription's handler: an async generator function of the same two arguments, yielding events.
+SubscriptionHandler = Callable[[Any, Any], AsyncIterator[Any]]
 # What Call.next runs: the rest of the chain, given the context to hand on.
 _Rest = Callable[[Any, Any], Awaitable[Any]]
 
@@ -40,6 +42,26 @@ class Call:
 
 Middleware = Callable[[Call], Awaitable[Any]]
 
+Event = TypeVar("Event")
+
+
+class Tracked(NamedTuple, Generic[Event]):
+    """An event with an id (tRPC's `tracked()`): sent as the SSE `id:` line, so a client that reconnects
+    sends it back as `Last-Event-ID`, and the subscription's `lastEventId` input resumes after it."""
+
+    id: str
+    data: Event
+
+
+def tracked(id: str, data: Event) -> Tracked[Event]:
+    """Yield `tracked(id, event)` from a subscription to give the event a resumable id.
+
+    The id goes into an SSE field line, so it may not hold a line break or a NUL.
+    """
+    if "\n" in id or "\r" in id or "\x00" in id:
+        raise ValueError(f"an event id cannot hold a line break or NUL, got {id!r}")
+    return Tracked(id, data)
+
 
 def _require_async(function: Any, role: str) -> None:
     # Caught at import time rather than as a confusing "object is not awaitable" per call.
@@ -54,7 +76,7 @@ class Procedure:
 
     Like tRPC's procedure builder, a partly built procedure (say, one with the session
     middleware) is a value that many procedures can start from without affecting each other.
-    `.query()` / `.mutation()` finish it; a finished procedure cannot be extended.
+    `.query()` / `.mutation()` / `.subscription()` finish it; a finished procedure cannot be extended.
     """
 
     middlewares: tuple[Middleware, ...] = ()
@@ -63,7 +85,7 @@ class Procedure:
     output_type: Any = None  # None: the result is sent as the handler returned it
     output_adapter: TypeAdapter[Any] = _ANY_OUTPUT
     kind: Kind | None = None
-    handler: Handler | None = None
+    handler: Handler | SubscriptionHandler | None = None
 
     def use(self, middleware: Middleware) -> Procedure:
         """Append a middleware; middlewares run in the order they were added."""
@@ -97,6 +119,16 @@ class Procedure:
         """Finish as a mutation: a call that changes state."""
         return self._finish("mutation", handler)
 
+    def subscription(self, handler: SubscriptionHandler) -> Procedure:
+        """Finish as a subscription: `handler` is an async generator function yielding events (each
+        validated by `.output()`, or `tracked(id, event)` to make it resumable), served as server-sent
+        events. Middlewares run once, when it opens: `call.next()` returns the event iterator, which a
+        middleware may wrap (to end the stream when the caller loses access, say)."""
+        self._require_unfinished("subscription")
+        if not inspect.isasyncgenfunction(handler):
+            raise TypeError(f"a subscription handler must be an async generator function, got {handler!r}")
+        return dataclasses.replace(self, kind="subscription", handler=handler)
+
     def _finish(self, kind: Kind, handler: Handler) -> Procedure:
         self._require_unfinished(kind)
         _require_async(handler, "handler")
@@ -105,5 +137,6 @@ class Procedure:
     def _require_unfinished(self, method: str) -> None:
         if self.kind is not None:
             raise TypeError(
-                f".{method}() on a finished {self.kind}: build on the procedure before .query()/.mutation()"
+                f".{method}() on a finished {self.kind}: build on the procedure before"
+                " .query()/.mutation()/.subscription()"
             )

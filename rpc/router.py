@@ -30,7 +30,7 @@ class Router:
             elif isinstance(entry, Procedure):
                 if entry.kind is None:
                     raise TypeError(
-                        f"router entry {name!r} is an unfinished procedure: end it with .query() or .mutation()"
+                        f"router entry {name!r} is an unfinished procedure: end it with .query(), .mutation() or .subscription()"
                     )
                 flat[name] = entry
             else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import json
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.applications import Starlette
 from starlette.requests import Request
 
-from rpc import RPC, Call, RPCError, rpc_routes
+from rpc import RPC, Call, RPCError, rpc_routes, tracked
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +166,74 @@ async def echo_point(ctx: Context, params: Point) -> Point:
     return params
 
 
+class Ticks(BaseModel):
+    count: int = Field(ge=0)
+    lastEventId: str | None = None  # filled from Last-Event-ID when a client reconnects
+
+
+class Tick(BaseModel):
+    n: int
+
+
+class Blob(BaseModel):
+    text: str
+
+
+class StreamProbe:
+    """What the long-lived subscriptions did: how many events they produced, and whether they were closed."""
+
+    def __init__(self) -> None:
+        self.produced = 0
+        self.opened = 0
+        self.closed = 0
+
+
+PROBE = StreamProbe()
+
+
+async def ticks(ctx: Context, params: Ticks):
+    """Counts to `count`, each number a resumable event; resumes after `lastEventId`."""
+    start = int(params.lastEventId) + 1 if params.lastEventId else 1
+    for n in range(start, params.count + 1):
+        yield tracked(str(n), Tick(n=n))
+
+
+async def one_then_wait(ctx: Context, params: None):
+    """One event, then nothing until the stream is closed."""
+    PROBE.opened += 1
+    try:
+        yield Tick(n=1)
+        await asyncio.Event().wait()
+    finally:
+        PROBE.closed += 1
+
+
+async def firehose(ctx: Context, params: None):
+    """64 KiB events as fast as the stream takes them."""
+    text = "x" * 65536
+    while True:
+        PROBE.produced += 1
+        yield Blob(text=text)
+
+
+async def fail_after_one(ctx: Context, params: None):
+    yield Tick(n=1)
+    raise RPCError("PRECONDITION_FAILED", "The thing went away")
+
+
+async def crash_after_one(ctx: Context, params: None):
+    yield Tick(n=1)
+    raise RuntimeError("postgres://admin:hunter2@db is gone")
+
+
+async def wrong_event(ctx: Context, params: None):
+    yield {"n": "not a number"}
+
+
+async def whoami_stream(ctx: Context, params: None):
+    yield Whoami(user=ctx.user, context_id=ctx.context_id, trail=list(ctx.trail))
+
+
 authed = rpc.procedure.use(require_user)
 
 router = rpc.router(
@@ -185,6 +254,14 @@ router = rpc.router(
     point_as_dict=rpc.procedure.output(Point).query(point_as_dict),
     stamped=rpc.procedure.output(Stamped).query(stamped),
     geometry=rpc.router(shapes=rpc.router(echo=rpc.procedure.input(Point).output(Point).query(echo_point))),
+    # Subscriptions.
+    ticks=rpc.procedure.input(Ticks).output(Tick).subscription(ticks),
+    one_then_wait=rpc.procedure.output(Tick).subscription(one_then_wait),
+    firehose=rpc.procedure.output(Blob).subscription(firehose),
+    fail_after_one=rpc.procedure.output(Tick).subscription(fail_after_one),
+    crash_after_one=rpc.procedure.output(Tick).subscription(crash_after_one),
+    wrong_event=rpc.procedure.output(Tick).subscription(wrong_event),
+    whoami_stream=authed.use(leave_mark("first")).output(Whoami).subscription(whoami_stream),
 )
 
 OPENRPC_INFO = {"title": "rpc test service", "version": "1.0.0"}
@@ -198,8 +275,16 @@ def observe_call(method: str | None, error: str | None, seconds: float) -> None:
     OBSERVED_CALLS.append((method, error, seconds))
 
 
+# Short, so a test sees heartbeats without waiting the default 15 s.
+HEARTBEAT_SECONDS = 0.2
+
+
 def build_app() -> Starlette:
-    return Starlette(routes=rpc_routes(router, create_context, openrpc_info=OPENRPC_INFO, observe=observe_call))
+    return Starlette(
+        routes=rpc_routes(
+            router, create_context, openrpc_info=OPENRPC_INFO, observe=observe_call, heartbeat_seconds=HEARTBEAT_SECONDS
+        )
+    )
 
 
 @pytest.fixture(scope="session")
@@ -262,3 +347,9 @@ def observed() -> list[tuple[str | None, str | None, float]]:
     """The calls the endpoint's observer is told of from now on (the server is shared: tests run one at a time)."""
     OBSERVED_CALLS.clear()
     return OBSERVED_CALLS
+
+
+@pytest.fixture()
+def probe() -> StreamProbe:
+    """What the long-lived test subscriptions of the shared server have done so far."""
+    return PROBE
