@@ -234,13 +234,15 @@ def cmd_scheduler(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from workers.maintenance import delete_expired
+    from workers.maintenance import delete_expired, prune_changes
     from workers.queue import sweep
 
     settings = _settings()
     deleted = delete_expired(settings)
+    pruned = prune_changes(settings)
     enqueued = sweep(settings)
     print(f"deleted {deleted} expired export file(s)")
+    print(f"pruned {pruned} export change(s) older than live streams replay")
     print(f"enqueued {len(enqueued)} export(s) that had no job")
 
 
@@ -353,7 +355,7 @@ def cmd_docs(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from procedures.auth import ROLES
+    from procedures.roles import ROLES
 
     parser = argparse.ArgumentParser(prog="batch-export", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)

@@ -19,18 +19,20 @@ def new_token() -> str:
     return "bx_" + secrets.token_urlsafe(32)
 
 
-# The session's user and their role in one project, in one round trip: no row means no valid
-# session; a NULL role means no membership or no such project (the two look the same).
-# The project membership overrides the organization membership.
-PROJECT_ACCESS_SQL = """
-SELECT u.id, u.email, u.name, u.image, s.expires_at AS session_expires_at,
+# For each (token hash, project id) pair: the session's user and their role in that project, in one
+# round trip for any number of pairs (a call asks for one; the API's open streams recheck all theirs
+# at once). Every pair gets a row: a NULL `id` means no valid session; a NULL role means no
+# membership or no such project (the two look the same). The project membership overrides the
+# organization membership.
+ACCESS_SQL = """
+SELECT k.token_hash, k.project_id, u.id, u.email, u.name, u.image, s.expires_at AS session_expires_at,
        p.org_id, om.role AS org_role, pm.role AS project_role, coalesce(pm.role, om.role) AS role
-FROM auth_sessions s
-JOIN users u ON u.id = s.user_id
-LEFT JOIN projects p ON p.id = %(project_id)s
+FROM unnest(%(token_hashes)s::bytea[], %(project_ids)s::text[]) AS k (token_hash, project_id)
+LEFT JOIN auth_sessions s ON s.token_hash = k.token_hash AND s.revoked_at IS NULL AND s.expires_at > now()
+LEFT JOIN users u ON u.id = s.user_id
+LEFT JOIN projects p ON p.id = k.project_id AND u.id IS NOT NULL
 LEFT JOIN organization_memberships om ON om.org_id = p.org_id AND om.user_id = u.id
 LEFT JOIN project_memberships pm ON pm.project_id = p.id AND pm.user_id = u.id
-WHERE s.token_hash = %(token_hash)s AND s.revoked_at IS NULL AND s.expires_at > now()
 """
 
 

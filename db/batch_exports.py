@@ -18,7 +18,7 @@ from schemas import ACTIVE_STATUSES
 _ACTIVE = sql.SQL("({})").format(sql.SQL(", ").join(sql.Literal(status) for status in ACTIVE_STATUSES))
 
 # The columns the API returns, of an export `e` with its creator `u` joined in.
-_COLUMNS = sql.SQL("""
+COLUMNS = sql.SQL("""
        e.id, e.project_id, e.user_id, e.name, e.status, e.format, e.query, e.object_key, e.log,
        e.compression, e.columns, e.file_bytes, e.sha256,
        e.rows_exported, e.rows_total, e.parts_done, e.parts_total, e.created_at, e.updated_at, e.finished_at, e.expires_at,
@@ -47,9 +47,9 @@ WITH active AS (
     RETURNING *
 )
 SELECT (SELECT n FROM active) AS active,{columns}FROM (SELECT 1) AS one LEFT JOIN e ON true LEFT JOIN users u ON u.id = e.user_id
-""").format(active=_ACTIVE, columns=_COLUMNS)
+""").format(active=_ACTIVE, columns=COLUMNS)
 GET_SQL = sql.SQL("SELECT{columns}{from_}WHERE e.id = %(id)s AND e.project_id = %(project_id)s").format(
-    columns=_COLUMNS, from_=_FROM
+    columns=COLUMNS, from_=_FROM
 )
 # The same row, locked until the transaction ends (cancel reads, decides and writes under it).
 GET_FOR_UPDATE_SQL = sql.SQL("{get} FOR UPDATE OF e").format(get=GET_SQL)
@@ -58,7 +58,7 @@ GET_FOR_UPDATE_SQL = sql.SQL("{get} FOR UPDATE OF e").format(get=GET_SQL)
 PAGE_SQL = sql.SQL(
     "SELECT count(*) OVER () AS total_count,{columns}{from_}WHERE e.project_id = %(project_id)s"
     " ORDER BY e.created_at DESC, e.id DESC LIMIT %(limit)s OFFSET %(offset)s"
-).format(columns=_COLUMNS, from_=_FROM)
+).format(columns=COLUMNS, from_=_FROM)
 COUNT_SQL = "SELECT count(*) AS n FROM batch_exports WHERE project_id = %(project_id)s"
 CANCEL_SQL = sql.SQL("""
 UPDATE batch_exports SET status = 'CANCELLED', finished_at = now(), updated_at = now(),

@@ -17,6 +17,7 @@ import logging
 import os
 import select
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
@@ -44,6 +45,7 @@ class AccessCache(Generic[Answer]):
         # The listening connection's application_name, to find it in pg_stat_activity.
         self.connection_name = f"batch-export access cache {os.getpid()}-{id(self):x}"
         self._poller = select.poll()  # watches the listening connection's socket while it is up
+        self._on_invalidate: list[Callable[[], None]] = []
 
     def get(self, key: Key) -> Answer | None:
         if not self.enabled or self._notification_waiting():
@@ -74,14 +76,21 @@ class AccessCache(Generic[Answer]):
         then the cache may be stale, and Postgres is asked (one poll(2), no round trip)."""
         return bool(self._poller.poll(0))
 
+    def on_invalidate(self, callback: Callable[[], None]) -> None:
+        """`callback()` after each invalidation (access may have changed): it must be cheap and not raise."""
+        self._on_invalidate.append(callback)
+
     def invalidate(self) -> None:
         self.generation += 1
         self._entries.clear()
+        for callback in self._on_invalidate:
+            callback()
 
     async def listen(self, database_url: str) -> None:
-        """Runs for the app's lifetime: keeps a LISTEN connection and drops the cache on each change."""
-        if self.ttl_seconds <= 0:
-            return
+        """Runs for the app's lifetime: keeps a LISTEN connection and drops the cache on each change.
+
+        It listens even when answers are never kept (a TTL of 0): open streams learn of access
+        changes through `on_invalidate`."""
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(

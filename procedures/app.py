@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import redis
 from starlette.applications import Starlette
@@ -18,18 +22,23 @@ from starlette.staticfiles import StaticFiles
 import db
 from procedures.access_cache import AccessCache
 from procedures.auth import rpc
-from procedures.batch_export import batch_export_router
+from procedures.batch_export import batch_export_router, to_batch_export
 from procedures.context import Context, ProjectAccess, Resources, bearer_token
 from procedures.downloads import download_endpoint
+from procedures.export_changes import ExportChangeFeed
 from procedures.metrics import RpcCallMetrics, metrics_endpoint
 from procedures.readiness import readiness_routes
 from procedures.request_ids import RequestIds
 from procedures.scheduled_export import scheduled_export_router
-from rpc import Router, rpc_routes
+from procedures.streams import OpenStreams
+from rpc import Router, RPCEndpoint
+from rpc.subscriptions import Subscriptions
 from schemas.settings import Settings, get_settings
 from workers.logs import configure_logging
 from workers.state_metrics import ServiceStateCollector
 from workers.storage import open_storage
+
+log = logging.getLogger(__name__)
 
 API_TITLE = "batch-export"
 API_VERSION = "0.1.0"
@@ -40,44 +49,77 @@ WEB_ROOT = Path(__file__).resolve().parents[1] / "web" / "public"
 app_router = rpc.router(batchExport=batch_export_router, scheduledExport=scheduled_export_router)
 
 
+def build_resources(settings: Settings) -> Resources:
+    """What every request of one process shares; `running(resources)` opens and closes it."""
+    pool = db.create_pool(settings.DATABASE_URL)
+    access_cache: AccessCache[ProjectAccess] = AccessCache(settings.SESSION_CACHE_SECONDS)
+    return Resources(
+        settings=settings,
+        pool=pool,
+        # Short socket timeouts: a dead Redis must cost a request a second, not hang it.
+        redis=redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2),
+        storage=open_storage(settings),
+        access_cache=access_cache,
+        export_changes=ExportChangeFeed(settings.DATABASE_URL, pool, to_batch_export),
+        streams=OpenStreams(pool, access_cache, settings.SUBSCRIPTION_MAX_STREAMS_PER_USER),
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(resources: Resources) -> AsyncIterator[Resources]:
+    """The resources open, with the listeners that keep them current (the access cache's, the exports'
+    changes', the open streams' watch), for as long as the block runs: the app's lifespan, or a
+    caller's (`create_caller(app_router, Context(resources, token))`)."""
+    await resources.pool.open(wait=False)
+    background = [
+        asyncio.create_task(resources.access_cache.listen(resources.settings.DATABASE_URL)),
+        asyncio.create_task(resources.export_changes.run()),
+        asyncio.create_task(resources.streams.watch()),
+    ]
+    try:
+        yield resources
+    finally:
+        for task in background:
+            task.cancel()
+        for task in background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await resources.pool.close()
+        resources.redis.close()
+
+
 def create_app(settings: Settings | None = None, router: Router = app_router) -> Starlette:
     """The app serving `router` (the product's own by default; benchmarks pass theirs)."""
     settings = settings or get_settings()
-    pool = db.create_pool(settings.DATABASE_URL)
-    # Short socket timeouts: a dead Redis must cost a request a second, not hang it.
-    redis_client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
-    access_cache: AccessCache[ProjectAccess] = AccessCache(settings.SESSION_CACHE_SECONDS)
-    resources = Resources(
-        settings=settings, pool=pool, redis=redis_client, storage=open_storage(settings), access_cache=access_cache
-    )
-
+    resources = build_resources(settings)
     service_state = ServiceStateCollector(settings.REDIS_URL, settings.DATABASE_URL)
 
     async def create_context(request: Request) -> Context:
         return Context(resources=resources, token=bearer_token(request))
 
+    endpoint = RPCEndpoint(
+        router,
+        create_context,
+        max_body_bytes=1_048_576,
+        max_batch=50,
+        openrpc_info={"title": API_TITLE, "version": API_VERSION},
+        observe=RpcCallMetrics(),
+        heartbeat_seconds=settings.SUBSCRIPTION_HEARTBEAT_SECONDS,
+    )
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await pool.open(wait=False)
-        listener = asyncio.create_task(access_cache.listen(settings.DATABASE_URL))
-        try:
-            yield
-        finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
-            await pool.close()
-            redis_client.close()
-            service_state.close()
+        async with running(resources):
+            restore_sigterm = end_streams_on_sigterm(endpoint.subscriptions)
+            try:
+                yield
+            finally:
+                restore_sigterm()
+                endpoint.subscriptions.end_all()
+                service_state.close()
 
     routes = [
-        *rpc_routes(
-            router,
-            create_context,
-            path="/rpc",
-            openrpc_info={"title": API_TITLE, "version": API_VERSION},
-            observe=RpcCallMetrics(),
-        ),
+        *endpoint.routes("/rpc"),
         *readiness_routes(resources),
         Route("/metrics", metrics_endpoint(service_state), methods=["GET"]),
         Route("/exports/download", download_endpoint(resources), methods=["GET"]),
@@ -86,6 +128,30 @@ def create_app(settings: Settings | None = None, router: Router = app_router) ->
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestIds)])
     app.state.resources = resources
     return app
+
+
+def end_streams_on_sigterm(subscriptions: Subscriptions) -> Callable[[], None]:
+    """On SIGTERM, end the open event streams at once (their clients reconnect to another API process)
+    before uvicorn's own handler starts the drain, which open streams would otherwise hold up for the
+    whole grace period. Returns what puts the previous handler back. Signals reach only the main
+    thread: an app served from another thread (the tests' servers) keeps its streams until shutdown."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.getsignal(signal.SIGTERM)
+    loop = asyncio.get_running_loop()
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        log.info("SIGTERM: ending %d open event stream(s)", len(subscriptions.streams))
+        loop.call_soon_threadsafe(subscriptions.end_all)
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
 
 
 def web_routes(root: Path = WEB_ROOT) -> list[BaseRoute]:

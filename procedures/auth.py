@@ -1,4 +1,4 @@
-"""Who may do what: the role → scope table, the middlewares that resolve a session and a project role,
+"""The middlewares that resolve a session and a project role against the role → scope table (roles.py),
 and the base procedures every procedure of the application starts from (tRPC's trpc.ts)."""
 
 from __future__ import annotations
@@ -15,28 +15,16 @@ from psycopg_pool import PoolTimeout
 from db import access
 from procedures.context import Context, ProjectAccess, ProjectContext
 from procedures.request_ids import current_request_id
+from procedures.roles import BAD_TOKEN, ROLE_SCOPES, refusal
 from rpc import RPC, Call, Procedure, RPCError
 from workers.logs import log_context
 
 log = logging.getLogger(__name__)
 
-# The one place roles meet scopes (DESIGN.md, "Procedures").
-ROLE_SCOPES: dict[str, frozenset[str]] = {
-    "OWNER": frozenset({"batchExports:create", "batchExports:read", "auditLogs:read", "integrations:CRUD"}),
-    "ADMIN": frozenset({"batchExports:create", "batchExports:read", "auditLogs:read", "integrations:CRUD"}),
-    "MEMBER": frozenset({"batchExports:create", "batchExports:read"}),
-    "VIEWER": frozenset(),
-    "NONE": frozenset(),
-}
-ROLES = tuple(ROLE_SCOPES)
-
 # A procedure's `input_scope` meta: the further scope one particular input needs (None: none), e.g.
 # exporting the audit_logs table needs `auditLogs:read`. Checked with the procedure's own scope,
 # before the handler sees the input, so a caller without it never learns what a valid input would be.
 InputScope = Callable[[Any], str | None]
-
-_NO_ACCESS = "You do not have access to this project, or it does not exist."
-_BAD_TOKEN = "The session token is unknown, revoked or expired: sign in again."
 
 
 async def require_project_access(call: Call) -> Any:
@@ -57,20 +45,19 @@ async def require_project_access(call: Call) -> Any:
     if found is None:
         generation = cache.generation
         async with ctx.resources.pool.connection() as conn:
-            cur = await conn.execute(access.PROJECT_ACCESS_SQL, {"token_hash": key[0], "project_id": project_id})
+            cur = await conn.execute(access.ACCESS_SQL, {"token_hashes": [key[0]], "project_ids": [project_id]})
             row = await cur.fetchone()
-        if row is None:
-            raise RPCError("UNAUTHORIZED", _BAD_TOKEN)
+        if row is None or row["id"] is None:
+            raise RPCError("UNAUTHORIZED", BAD_TOKEN)
         found = ProjectAccess.from_row(row)
         cache.put(key, found, generation, valid_until=found.session_expires_at)
-    # A missing project and a project without membership look the same, so existence is not revealed.
-    if found.role in (None, "NONE") or found.org_id is None:
-        raise RPCError("FORBIDDEN", _NO_ACCESS)
-    scopes = ROLE_SCOPES[found.role]
     input_scope: InputScope | None = call.meta.get("input_scope")
-    for required in (call.meta.get("scope"), input_scope(call.input) if input_scope else None):
-        if required is not None and required not in scopes:
-            raise RPCError("FORBIDDEN", f"Your role in this project ({found.role}) lacks the `{required}` permission.")
+    required = [scope for scope in (call.meta.get("scope"), input_scope(call.input) if input_scope else None) if scope]
+    refused = refusal(found.role, found.org_id, required)
+    if refused is not None:
+        raise refused
+    assert found.role is not None and found.org_id is not None
+    scopes = ROLE_SCOPES[found.role]
     project_ctx = ProjectContext(
         **{f.name: getattr(ctx, f.name) for f in dataclasses.fields(Context)},
         user=found.user,
@@ -83,7 +70,18 @@ async def require_project_access(call: Call) -> Any:
     )
     # The lines logged from here on are about this project (and only once the caller may see it).
     with log_context(projectId=project_id):
-        return await call.next(ctx=project_ctx)
+        result = await call.next(ctx=project_ctx)
+    if call.kind == "subscription":
+        # A stream outlives this check: it is registered, and ended the moment the caller loses access.
+        return ctx.resources.streams.guard(
+            result,
+            token_hash=key[0],
+            project_id=project_id,
+            user_id=found.user.id,
+            scopes=required,
+            session_expires_at=found.session_expires_at,
+        )
+    return result
 
 
 def _token_hash(ctx: Context) -> bytes:

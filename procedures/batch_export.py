@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +16,7 @@ from db import audit_logs, batch_exports, one
 from procedures.auth import rpc, scoped
 from procedures.context import ProjectContext
 from procedures.metrics import EXPORTS_CREATED, EXPORTS_FINISHED
-from rpc import RPCError
+from rpc import RPCError, Tracked, tracked
 from schemas import (
     ACTIVE_STATUSES,
     BatchExport,
@@ -27,6 +28,7 @@ from schemas import (
     ExportUser,
     ListBatchExports,
     Progress,
+    WatchBatchExports,
     default_compression,
 )
 from workers.filters import InvalidExportQuery, validate_query
@@ -200,6 +202,18 @@ async def download_url(ctx: ProjectContext, input: BatchExportRef) -> DownloadUr
     return DownloadUrl(url=url, expiresAt=expires_at)
 
 
+async def watch_exports(ctx: ProjectContext, input: WatchBatchExports) -> AsyncIterator[Tracked[BatchExport]]:
+    """The project's exports (or one of them) each time its status or progress changes."""
+    last_event_id = int(input.lastEventId) if input.lastEventId is not None else None
+    changes = ctx.resources.export_changes.follow(ctx.project_id, input.batchExportId, last_event_id)
+    try:
+        async for change in changes:
+            # The same BatchExport object goes to every stream following the project: encoded once.
+            yield tracked(str(change.seq), change.export)
+    finally:
+        await changes.aclose()
+
+
 def table_scope(input: CreateBatchExport) -> str | None:
     """The further scope exporting this table needs, if any."""
     return TABLE_SCOPES.get(input.query.tableName)
@@ -218,4 +232,7 @@ batch_export_router = rpc.router(
     .input(BatchExportRef)
     .output(DownloadUrl)
     .query(download_url),
+    # A stream is checked against Postgres when it opens (never the cache), then whenever access
+    # changes anywhere (procedures/streams.py).
+    onChange=scoped("batchExports:read").input(WatchBatchExports).output(BatchExport).subscription(watch_exports),
 )

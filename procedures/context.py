@@ -13,6 +13,8 @@ from starlette.requests import Request
 from db import audit_logs
 from db.connection import FailFastPool
 from procedures.access_cache import AccessCache
+from procedures.export_changes import ExportChangeFeed
+from procedures.streams import OpenStreams
 from schemas.settings import Settings
 from workers.storage import Storage
 
@@ -26,6 +28,8 @@ class Resources:
     redis: redis.Redis
     storage: Storage
     access_cache: AccessCache[ProjectAccess]
+    export_changes: ExportChangeFeed  # the exports' changes, live, for batchExport.onChange
+    streams: OpenStreams  # the subscription streams open in this process
 
 
 @dataclass(frozen=True, slots=True)

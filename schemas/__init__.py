@@ -17,6 +17,7 @@ from schemas.batch_exports import (
     OrderBy,
     Progress,
     TableName,
+    WatchBatchExports,
     default_compression,
 )
 from schemas.filters import Filter
@@ -39,5 +40,6 @@ __all__ = [
     "OrderBy",
     "Progress",
     "TableName",
+    "WatchBatchExports",
     "default_compression",
 ]

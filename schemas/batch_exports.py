@@ -98,6 +98,17 @@ class ListBatchExports(_Input):
     limit: Annotated[int, Field(ge=1, le=100)] = 50
 
 
+class WatchBatchExports(_Input):
+    """batchExport.onChange: the project's exports, or one of them, as they change."""
+
+    projectId: ProjectId
+    # One export (the stream starts with its current state), or null for all of the project's.
+    batchExportId: BatchExportId | None = None
+    # The id of the last event seen: the stream replays every change after it. A reconnecting
+    # client's Last-Event-ID header fills it.
+    lastEventId: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,18}$")] | None = None
+
+
 class Progress(BaseModel):
     rowsExported: Annotated[int, Field(description="Rows written so far: the sum over the export's parts.")]
     rowsTotal: Annotated[int | None, Field(description="Rows the file will hold, once counted; null until then.")]

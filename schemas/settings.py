@@ -80,6 +80,14 @@ class Settings(BaseSettings):
     # How long the API may reuse a token's session and project role without asking Postgres; any
     # change to sessions or memberships drops the cache at once (LISTEN/NOTIFY). 0 turns it off.
     SESSION_CACHE_SECONDS: float = Field(default=5, ge=0)
+    # Live streams (batchExport.onChange) one user may hold open on one API process: a tab or a
+    # terminal following exports is one each.
+    SUBSCRIPTION_MAX_STREAMS_PER_USER: int = Field(default=20, ge=1)
+    # An idle stream gets a comment this often, so proxies and clients know it is alive.
+    SUBSCRIPTION_HEARTBEAT_SECONDS: float = Field(default=15, gt=0)
+    # How long the exports' changes are kept for streams that reconnect (Last-Event-ID) to replay; a
+    # stream away longer gets the current state of the newest exports instead.
+    SUBSCRIPTION_REPLAY_HOURS: float = Field(default=24, gt=0)
     # The port a worker serves GET /metrics on (all interfaces); unset: none. Each worker on a machine needs its own.
     WORKER_METRICS_PORT: int | None = Field(default=None, ge=1, le=65535)
     SMTP_URL: str = ""

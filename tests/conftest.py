@@ -75,6 +75,8 @@ def settings(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPat
         "EXPORT_STORAGE_URL": tmp_path_factory.mktemp("exports").as_uri(),
         "SECRET_KEY": TEST_SECRET_KEY,
         "OUTBOX_DIR": str(tmp_path_factory.mktemp("outbox")),
+        # Idle event streams carry a comment every second: a test's reader never waits long on a read.
+        "SUBSCRIPTION_HEARTBEAT_SECONDS": "1",
         # The api fixture serves on this port, so links the service signs point at it.
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{free_port()}",
     }

@@ -1,4 +1,5 @@
-"""Periodic clean-up of export files: deleting the objects of exports whose download period is over.
+"""Periodic clean-up: deleting the objects of exports whose download period is over, and the exports'
+changes older than live streams replay.
 
 Run by every worker's maintenance cycle (workers.queue.ExportWorker) and by `batch-export sweep`.
 Storage knows objects, db knows exports; this module is where the two meet.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import logging
 
 import db
-from db import batch_exports
+from db import batch_exports, export_changes
 from schemas.settings import Settings
 from workers.storage import Storage, open_storage
 
@@ -44,3 +45,12 @@ def delete_expired_exports(conn: db.Connection, storage: Storage, *, batch_size:
             deleted += 1
         if len(expired) < batch_size:
             return deleted
+
+
+def prune_changes(settings: Settings) -> int:
+    """Deletes the exports' changes older than SUBSCRIPTION_REPLAY_HOURS; returns how many."""
+    with db.connect(settings.DATABASE_URL, autocommit=True) as conn:
+        pruned = export_changes.prune(conn, settings.SUBSCRIPTION_REPLAY_HOURS * 3600)
+    if pruned:
+        log.info("pruned %d export change(s) older than %g h", pruned, settings.SUBSCRIPTION_REPLAY_HOURS)
+    return pruned

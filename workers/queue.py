@@ -31,7 +31,7 @@ import db
 from db import batch_export_parts, batch_exports
 from schemas.settings import Settings, get_settings
 from workers.logs import log_context
-from workers.maintenance import delete_expired
+from workers.maintenance import delete_expired, prune_changes
 from workers.metrics import record_job_end
 
 log = logging.getLogger(__name__)
@@ -592,6 +592,10 @@ class ExportWorker(Worker):
             delete_expired(get_settings())
         except Exception:
             self.log.exception("deleting expired export files failed; will retry at the next maintenance cycle")
+        try:
+            prune_changes(get_settings())
+        except Exception:
+            self.log.exception("pruning old export changes failed; will retry at the next maintenance cycle")
 
 
 def build_worker(connection: redis.Redis, *, name: str | None = None) -> ExportWorker:

@@ -1,0 +1,128 @@
+"""A subscription read the way any SSE client reads it (httpx-sse), in a thread, its events kept in order."""
+
+from __future__ import annotations
+
+import json
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from httpx_sse import connect_sse
+
+# Long enough for a busy two-core machine; a stream that works answers in milliseconds.
+EVENT_TIMEOUT_S = 30
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    event: str  # "message", "error" or "return"
+    id: str | None
+    data: dict[str, Any]
+
+    @property
+    def result(self) -> Any:
+        """The event's value: `params.result` of its JSON-RPC notification."""
+        assert self.event == "message", self
+        return self.data["params"]["result"]
+
+    @property
+    def error(self) -> dict[str, Any]:
+        assert self.event == "error", self
+        return self.data["error"]
+
+
+class LiveStream:
+    """POST /rpc with Accept: text/event-stream, read in a background thread until closed or ended."""
+
+    def __init__(
+        self,
+        base_url: str,
+        method: str,
+        params: dict[str, Any],
+        *,
+        token: str | None,
+        last_event_id: str | None = None,
+    ) -> None:
+        self.events: queue.Queue[StreamEvent | None] = queue.Queue()
+        self.status_code: int | None = None
+        self._opened = threading.Event()
+        self._closing = threading.Event()
+        self._socket: socket.socket | None = None
+        headers = {"accept": "text/event-stream"}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        if last_event_id is not None:
+            headers["last-event-id"] = last_event_id
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+        self._client = httpx.Client(base_url=base_url, timeout=httpx.Timeout(10, read=None))
+        self._thread = threading.Thread(target=self._read, args=(body, headers), daemon=True)
+        self._thread.start()
+        assert self._opened.wait(EVENT_TIMEOUT_S), "the stream did not open"
+
+    def _read(self, body: dict[str, Any], headers: dict[str, str]) -> None:
+        try:
+            with connect_sse(self._client, "POST", "/rpc", json=body, headers=headers) as source:
+                self.status_code = source.response.status_code
+                # httpx's own handle on the connection: shutting it down is how close() interrupts a read.
+                self._socket = source.response.extensions["network_stream"].get_extra_info("socket")
+                self._opened.set()
+                for sse in source.iter_sse():
+                    self.events.put(StreamEvent(sse.event, sse.id or None, json.loads(sse.data)))
+        except httpx.HTTPError:
+            if not self._closing.is_set():
+                raise
+        finally:
+            self._opened.set()
+            self.events.put(None)  # the stream ended
+
+    def next(self, timeout: float = EVENT_TIMEOUT_S) -> StreamEvent:
+        """The next event; fails if none comes in time or the stream ends."""
+        try:
+            event = self.events.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no event within {timeout} s") from None
+        assert event is not None, "the stream ended"
+        return event
+
+    def until(self, accept: Callable[[StreamEvent], bool], timeout: float = EVENT_TIMEOUT_S) -> list[StreamEvent]:
+        """The events up to and including the first that `accept`s."""
+        deadline = time.monotonic() + timeout
+        seen = []
+        while True:
+            event = self.next(max(deadline - time.monotonic(), 0.01))
+            seen.append(event)
+            if accept(event):
+                return seen
+
+    def ended(self, timeout: float = EVENT_TIMEOUT_S) -> bool:
+        """Whether the server closed the stream within `timeout` (the events before the end are dropped)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.events.get(timeout=max(deadline - time.monotonic(), 0.01)) is None:
+                    return True
+            except queue.Empty:
+                return False
+        return False
+
+    def close(self) -> None:
+        """Hangs up, as a closed tab or a stopped program does."""
+        self._closing.set()
+        if self._socket is not None:
+            try:
+                self._socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # the server closed it first
+        self._thread.join(timeout=10)
+        self._client.close()
+
+    def __enter__(self) -> LiveStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
