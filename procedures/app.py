@@ -32,7 +32,6 @@ from procedures.request_ids import RequestIds
 from procedures.scheduled_export import scheduled_export_router
 from procedures.streams import OpenStreams
 from rpc import Router, RPCEndpoint
-from rpc.subscriptions import Subscriptions
 from schemas.settings import Settings, get_settings
 from workers.logs import configure_logging
 from workers.state_metrics import ServiceStateCollector
@@ -110,11 +109,15 @@ def create_app(settings: Settings | None = None, router: Router = app_router) ->
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with running(resources):
-            restore_sigterm = end_streams_on_sigterm(endpoint.subscriptions)
+            loop = asyncio.get_running_loop()
+            # From any thread: ends the open event streams (a program serving the app in a thread stops
+            # it this way; a signal does it for `batch-export serve`).
+            app.state.end_streams = lambda: loop.call_soon_threadsafe(endpoint.subscriptions.end_all)
+            restore_signals = end_streams_on_signals(app.state.end_streams)
             try:
                 yield
             finally:
-                restore_sigterm()
+                restore_signals()
                 endpoint.subscriptions.end_all()
                 service_state.close()
 
@@ -130,26 +133,28 @@ def create_app(settings: Settings | None = None, router: Router = app_router) ->
     return app
 
 
-def end_streams_on_sigterm(subscriptions: Subscriptions) -> Callable[[], None]:
-    """On SIGTERM, end the open event streams at once (their clients reconnect to another API process)
-    before uvicorn's own handler starts the drain, which open streams would otherwise hold up for the
-    whole grace period. Returns what puts the previous handler back. Signals reach only the main
-    thread: an app served from another thread (the tests' servers) keeps its streams until shutdown."""
+def end_streams_on_signals(end_streams: Callable[[], object]) -> Callable[[], None]:
+    """On SIGTERM or SIGINT, end the open event streams at once (their clients reconnect, to another API
+    process) before uvicorn's own handler starts the drain, which open streams would otherwise hold up
+    for the whole grace period. Returns what puts the previous handlers back. Signals reach only the
+    main thread: an app served from another thread is stopped with `app.state.end_streams()` first."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    previous = signal.getsignal(signal.SIGTERM)
-    loop = asyncio.get_running_loop()
+    previous: dict[int, Any] = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
 
-    def on_sigterm(signum: int, frame: Any) -> None:
-        log.info("SIGTERM: ending %d open event stream(s)", len(subscriptions.streams))
-        loop.call_soon_threadsafe(subscriptions.end_all)
-        if callable(previous):
-            previous(signum, frame)
+    def on_signal(signum: int, frame: Any) -> None:
+        log.info("%s: ending the open event streams", signal.Signals(signum).name)
+        end_streams()
+        handler = previous[signum]
+        if callable(handler):
+            handler(signum, frame)
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+    for signum in previous:
+        signal.signal(signum, on_signal)
 
     def restore() -> None:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
     return restore
 

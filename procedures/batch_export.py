@@ -15,6 +15,7 @@ from rq.job import Job
 from db import audit_logs, batch_exports, one
 from procedures.auth import rpc, scoped
 from procedures.context import ProjectContext
+from procedures.export_changes import ChangeStream
 from procedures.metrics import EXPORTS_CREATED, EXPORTS_FINISHED
 from rpc import RPCError, Tracked, tracked
 from schemas import (
@@ -205,13 +206,28 @@ async def download_url(ctx: ProjectContext, input: BatchExportRef) -> DownloadUr
 async def watch_exports(ctx: ProjectContext, input: WatchBatchExports) -> AsyncIterator[Tracked[BatchExport]]:
     """The project's exports (or one of them) each time its status or progress changes."""
     last_event_id = int(input.lastEventId) if input.lastEventId is not None else None
-    changes = ctx.resources.export_changes.follow(ctx.project_id, input.batchExportId, last_event_id)
-    try:
-        async for change in changes:
-            # The same BatchExport object goes to every stream following the project: encoded once.
-            yield tracked(str(change.seq), change.export)
-    finally:
-        await changes.aclose()
+    # Awaited before the stream opens: once the client sees it open, no change can be missed.
+    changes = await ctx.resources.export_changes.open(ctx.project_id, input.batchExportId, last_event_id)
+    return TrackedChanges(changes)
+
+
+class TrackedChanges:
+    """A stream's changes as its events: the BatchExport, tracked with its seq. A class rather than a
+    generator, so that closing it unregisters the stream even when no event was ever pulled."""
+
+    def __init__(self, changes: ChangeStream) -> None:
+        self.changes = changes
+
+    def __aiter__(self) -> TrackedChanges:
+        return self
+
+    async def __anext__(self) -> Tracked[BatchExport]:
+        change = await anext(self.changes)
+        # The same BatchExport object goes to every stream following the project: encoded once.
+        return tracked(str(change.seq), change.export)
+
+    async def aclose(self) -> None:
+        await self.changes.aclose()
 
 
 def table_scope(input: CreateBatchExport) -> str | None:

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import os
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ from psycopg import sql
 
 from db import batch_exports, export_changes
 from db.connection import FailFastPool
+from procedures.metrics import EXPORT_CHANGES, STREAM_REPLAYS
 from rpc import RPCError
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,47 @@ class Follower:
             await self._wake.wait()
 
 
+class ChangeStream:
+    """One stream's changes, in order, each once: live as the feed offers them, from the log when behind."""
+
+    def __init__(self, feed: ExportChangeFeed, follower: Follower, sent: int, current: list[Change]) -> None:
+        self.feed = feed
+        self.follower = follower
+        self.sent = sent  # the seq up to which the stream has every change
+        self._ready = deque(current)
+        self._replay: AsyncGenerator[Change, None] | None = None
+
+    def __aiter__(self) -> ChangeStream:
+        return self
+
+    async def __anext__(self) -> Change:
+        follower = self.follower
+        while True:
+            if self._ready:
+                return self._ready.popleft()
+            if self._replay is not None:
+                change = await anext(self._replay, None)
+                if change is not None:
+                    self.sent = change.seq
+                    return change
+                self._replay = None
+            await follower.wait()
+            if follower.behind:
+                follower.behind = False
+                STREAM_REPLAYS.inc()
+                self._replay = self.feed.replay(follower.project_id, follower.export_id, self.sent)
+                continue
+            change = follower.pending.popleft()
+            if change.seq > self.sent:
+                self.sent = change.seq
+                return change
+
+    async def aclose(self) -> None:
+        self.feed._forget(self.follower)
+        if self._replay is not None:
+            await self._replay.aclose()
+
+
 class ExportChangeFeed:
     def __init__(
         self, database_url: str, pool: FailFastPool, convert: Callable[[dict[str, Any]], Any], max_pending: int = 256
@@ -99,46 +141,27 @@ class ExportChangeFeed:
 
     # --- what a stream uses -------------------------------------------------------------------------
 
-    async def follow(
-        self, project_id: str, export_id: str | None, last_event_id: int | None
-    ) -> AsyncGenerator[Change, None]:
+    async def open(self, project_id: str, export_id: str | None, last_event_id: int | None) -> ChangeStream:
         """The changes of a project (or of one of its exports) from now on, or after `last_event_id`.
 
         Without a last event id, a stream of one export starts with its current state (NOT_FOUND if
-        the project has no such export); a stream of a project starts with the next change.
+        the project has no such export); a stream of a project starts with the next change. When this
+        returns, the stream follows the project: nothing committed from then on can be missed.
         """
         sent, current = await self._start(project_id, export_id, last_event_id)
-        with self._following(project_id, export_id) as follower:
-            # What committed after `sent` and before the follower was registered is in the log: the
-            # stream starts by reading it (and skips, by seq, what it then hears live twice).
-            follower.fall_behind()
-            for change in current:
-                yield change
-            while True:
-                await follower.wait()
-                if follower.behind:
-                    follower.behind = False
-                    async for change in self._replay(project_id, export_id, sent):
-                        yield change
-                        sent = change.seq
-                    continue
-                change = follower.pending.popleft()
-                if change.seq > sent:
-                    yield change
-                    sent = change.seq
-
-    @contextlib.contextmanager
-    def _following(self, project_id: str, export_id: str | None) -> Iterator[Follower]:
         follower = Follower(project_id, export_id, self.max_pending)
         self._followers.setdefault(project_id, set()).add(follower)
-        try:
-            yield follower
-        finally:
-            followers = self._followers.get(project_id)
-            if followers is not None:
-                followers.discard(follower)
-                if not followers:
-                    del self._followers[project_id]
+        # What committed after `sent` and before the follower was registered is in the log: the stream
+        # starts by reading it (and skips, by seq, what it then hears live as well).
+        follower.fall_behind()
+        return ChangeStream(self, follower, sent, current)
+
+    def _forget(self, follower: Follower) -> None:
+        followers = self._followers.get(follower.project_id)
+        if followers is not None:
+            followers.discard(follower)
+            if not followers:
+                del self._followers[follower.project_id]
 
     @property
     def followers(self) -> int:
@@ -167,7 +190,8 @@ class ExportChangeFeed:
         # Oldest first, as changes come.
         return head, [Change(head, row["id"], self.convert(row)) for row in reversed(rows)]
 
-    async def _replay(self, project_id: str, export_id: str | None, sent: int) -> AsyncIterator[Change]:
+    async def replay(self, project_id: str, export_id: str | None, sent: int) -> AsyncGenerator[Change, None]:
+        """The log's changes of a project (or of one export) after `sent`, in order, a page at a time."""
         while True:
             async with self.pool.connection() as conn:
                 rows = await export_changes.after(conn, project_id, export_id, sent, REPLAY_PAGE)
@@ -223,6 +247,7 @@ class ExportChangeFeed:
                 log.warning("could not read %d export change(s) (%s)", len(seqs), type(exc).__name__)
                 self._everyone_falls_behind()
                 continue
+            EXPORT_CHANGES.inc(len(rows))
             for row in rows:
                 followers = self._followers.get(row["project_id"])
                 if followers:

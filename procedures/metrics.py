@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, REGISTRY, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -35,6 +35,15 @@ RPC_DURATION = Histogram(
 )
 EXPORTS_CREATED = Counter("batch_export_exports_created", "Exports created (QUEUED)", ["table", "format"])
 EXPORTS_FINISHED = exports_finished_counter(REGISTRY)
+# Live streams (batchExport.onChange): summed over the API processes that are alive.
+EVENT_STREAMS = Gauge("batch_export_event_streams", "Subscription event streams open", multiprocess_mode="livesum")
+EXPORT_CHANGES = Counter(
+    "batch_export_export_changes", "Export changes the API's listener read and offered to the streams following them"
+)
+STREAM_REPLAYS = Counter(
+    "batch_export_stream_replays",
+    "Times a stream read the changes log: it started, resumed, fell behind, or its listener reconnected",
+)
 
 
 class RpcCallMetrics:

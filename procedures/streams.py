@@ -22,6 +22,7 @@ from typing import Any
 from db import access
 from db.connection import FailFastPool
 from procedures.access_cache import AccessCache
+from procedures.metrics import EVENT_STREAMS
 from procedures.roles import BAD_TOKEN, refusal
 from rpc import RPCError
 
@@ -81,9 +82,11 @@ class GuardedStream:
         return pending.result()
 
     async def aclose(self) -> None:
+        if self in self.registry.streams:
+            self.registry.streams.discard(self)
+            self.registry.per_user[self.user_id] -= 1
+            EVENT_STREAMS.dec()
         self._expiry.cancel()
-        self.registry.streams.discard(self)
-        self.registry.per_user[self.user_id] -= 1
         if self._pending is not None and not self._pending.done():
             self._pending.cancel()
             await asyncio.wait((self._pending,))
@@ -130,6 +133,7 @@ class OpenStreams:
         )
         self.streams.add(stream)
         self.per_user[user_id] += 1
+        EVENT_STREAMS.inc()
         return stream
 
     async def watch(self) -> None:

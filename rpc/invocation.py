@@ -131,14 +131,14 @@ def _chain(path: str, procedure: Procedure) -> _Step:
     """The middlewares wrapped around the handler, outermost first, built once."""
     assert procedure.handler is not None and procedure.kind is not None
     step: _Step
-    if procedure.kind == "subscription":
+    if procedure.kind == "subscription" and inspect.isasyncgenfunction(procedure.handler):
         open_stream = procedure.handler
 
         async def step(ctx: Any, input: Any) -> Any:
             # The chain's result is the event iterator; the events flow once the endpoint pulls them.
             return open_stream(ctx, input)
 
-    else:
+    else:  # a query, a mutation, or a subscription whose handler returns its iterator once set up
         step = procedure.handler  # type: ignore[assignment]
     for middleware in reversed(procedure.middlewares):
         step = _link(middleware, step, path, procedure)

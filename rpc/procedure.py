@@ -14,8 +14,9 @@ Kind = Literal["query", "mutation", "subscription"]
 
 # A handler sees the (possibly middleware-enriched) context and the validated input.
 Handler = Callable[[Any, Any], Awaitable[Any]]
-# A subscription's handler: an async generator function of the same two arguments, yielding events.
-SubscriptionHandler = Callable[[Any, Any], AsyncIterator[Any]]
+# A subscription's handler: an async generator function of the same two arguments, yielding events;
+# or an async function returning the events' async iterator, once what it sets up is in place.
+SubscriptionHandler = Callable[[Any, Any], AsyncIterator[Any] | Awaitable[AsyncIterator[Any]]]
 # What Call.next runs: the rest of the chain, given the context to hand on.
 _Rest = Callable[[Any, Any], Awaitable[Any]]
 
@@ -120,13 +121,19 @@ class Procedure:
         return self._finish("mutation", handler)
 
     def subscription(self, handler: SubscriptionHandler) -> Procedure:
-        """Finish as a subscription: `handler` is an async generator function yielding events (each
-        validated by `.output()`, or `tracked(id, event)` to make it resumable), served as server-sent
-        events. Middlewares run once, when it opens: `call.next()` returns the event iterator, which a
-        middleware may wrap (to end the stream when the caller loses access, say)."""
+        """Finish as a subscription, served as server-sent events. `handler` is an async generator
+        function yielding events (each validated by `.output()`; yield `tracked(id, event)` to make it
+        resumable), or an async function returning the events' async iterator: what it awaits runs
+        before the stream opens, so whatever it sets up (a subscription to a feed, say) is in place
+        when the client sees the stream open, and an error it raises refuses the stream. Middlewares
+        run once, when the stream opens: `call.next()` returns the event iterator, which a middleware
+        may wrap (to end the stream when the caller loses access, say)."""
         self._require_unfinished("subscription")
-        if not inspect.isasyncgenfunction(handler):
-            raise TypeError(f"a subscription handler must be an async generator function, got {handler!r}")
+        if not (inspect.isasyncgenfunction(handler) or inspect.iscoroutinefunction(handler)):
+            raise TypeError(
+                "a subscription handler must be an async generator function, or an async function returning"
+                f" an async iterator; got {handler!r}"
+            )
         return dataclasses.replace(self, kind="subscription", handler=handler)
 
     def _finish(self, kind: Kind, handler: Handler) -> Procedure:

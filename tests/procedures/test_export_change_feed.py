@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import psycopg
@@ -40,23 +40,14 @@ async def until(condition: Callable[[], bool], what: str = "the condition") -> N
         await asyncio.sleep(0.01)
 
 
-async def first_change(changes: AsyncIterator, feed: ExportChangeFeed) -> Awaitable:
-    """Starts following (the generator registers itself when first advanced) and waits until it does."""
-    before = feed.followers
-    task = asyncio.ensure_future(anext(changes))
-    await until(lambda: feed.followers > before, "following")
-    return task
-
-
 def test_a_follower_that_falls_behind_replays_every_change_from_the_log(database_url, conn, project):
     export_id = project.new_export(conn)
     batch_exports.mark_processing(conn, export_id)
 
     async def scenario() -> list[int]:
         async with running_feed(database_url, max_pending=2) as feed:
-            changes = feed.follow(project.id, export_id, None)
-            pending = await first_change(changes, feed)
-            assert (await pending).export.status == "PROCESSING"  # the current state first
+            changes = await feed.open(project.id, export_id, None)
+            assert (await anext(changes)).export.status == "PROCESSING"  # the current state first
             (follower,) = feed._followers[project.id]
             for rows in range(1, 11):  # ten changes while nobody takes any
                 await asyncio.to_thread(batch_exports.record_progress, conn, export_id, rows, 10)
@@ -74,8 +65,7 @@ def test_changes_made_while_the_listener_was_cut_off_arrive_once_it_is_back(data
 
     async def scenario() -> list[str]:
         async with running_feed(database_url) as feed:
-            changes = feed.follow(project.id, None, None)
-            pending = await first_change(changes, feed)
+            changes = await feed.open(project.id, None, None)
             with psycopg.connect(database_url, autocommit=True) as admin:
                 admin.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
@@ -85,8 +75,7 @@ def test_changes_made_while_the_listener_was_cut_off_arrive_once_it_is_back(data
             await asyncio.to_thread(batch_exports.mark_processing, conn, export_id)
             await asyncio.to_thread(batch_exports.record_progress, conn, export_id, 7, None)
             await asyncio.to_thread(batch_exports.mark_failed, conn, export_id, "boom")
-            seen = [(await pending).export]
-            seen += [(await anext(changes)).export for _ in range(2)]
+            seen = [(await anext(changes)).export for _ in range(3)]
             await changes.aclose()
             return [f"{e.status} {e.progress.rowsExported}" for e in seen]
 
@@ -100,11 +89,10 @@ def test_a_projects_stream_carries_none_of_another_projects_exports(database_url
 
     async def scenario() -> list[str]:
         async with running_feed(database_url) as feed:
-            changes = feed.follow(project.id, None, None)
-            pending = await first_change(changes, feed)
+            changes = await feed.open(project.id, None, None)
             await asyncio.to_thread(elsewhere.new_export, conn, name="elsewhere")
             await asyncio.to_thread(project.new_export, conn, name="here")
-            first = (await pending).export
+            first = (await anext(changes)).export
             await changes.aclose()
             return [first.name]
 

@@ -186,6 +186,11 @@ class StreamProbe:
         self.produced = 0
         self.opened = 0
         self.closed = 0
+        self.set_up = 0
+
+
+class SetUp(BaseModel):
+    fail: bool = False
 
 
 PROBE = StreamProbe()
@@ -214,6 +219,18 @@ async def firehose(ctx: Context, params: None):
     while True:
         PROBE.produced += 1
         yield Blob(text=text)
+
+
+async def set_up_first(ctx: Context, params: SetUp):
+    """Sets up before the stream opens (an async function returning the iterator); refuses when asked to."""
+    if params.fail:
+        raise RPCError("NOT_FOUND", "Nothing to follow")
+    PROBE.set_up += 1
+
+    async def events():
+        yield Tick(n=PROBE.set_up)
+
+    return events()
 
 
 async def fail_after_one(ctx: Context, params: None):
@@ -259,6 +276,7 @@ router = rpc.router(
     one_then_wait=rpc.procedure.output(Tick).subscription(one_then_wait),
     firehose=rpc.procedure.output(Blob).subscription(firehose),
     fail_after_one=rpc.procedure.output(Tick).subscription(fail_after_one),
+    set_up_first=rpc.procedure.input(SetUp).output(Tick).subscription(set_up_first),
     crash_after_one=rpc.procedure.output(Tick).subscription(crash_after_one),
     wrong_event=rpc.procedure.output(Tick).subscription(wrong_event),
     whoami_stream=authed.use(leave_mark("first")).output(Whoami).subscription(whoami_stream),

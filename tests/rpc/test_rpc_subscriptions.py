@@ -141,6 +141,23 @@ def test_middlewares_run_when_a_subscription_opens(client):
     assert last.event == "return"
 
 
+def test_what_a_handler_sets_up_is_in_place_when_the_stream_opens(client, probe):
+    before = probe.set_up
+    with connect_sse(client, "POST", "/rpc", json=request("set_up_first", {}), headers=STREAM) as source:
+        assert probe.set_up == before + 1  # the headers came after the set-up, not before
+        events = list(source.iter_sse())
+    assert [e.event for e in events] == ["message", "return"]
+    assert data(events[0])["params"]["result"] == {"n": before + 1}
+
+
+def test_a_set_up_that_fails_refuses_the_stream_and_is_observed_so(client, observed):
+    (only,) = read_all(client, request("set_up_first", {"fail": True}))
+
+    assert only.event == "error"
+    assert data(only)["error"]["data"]["code"] == "NOT_FOUND"
+    assert [(method, error) for method, error, _ in observed] == [("set_up_first", "NOT_FOUND")]
+
+
 def test_a_subscription_called_without_an_event_stream_is_told_how_to_call_it(call):
     reply = call("ticks", {"count": 1})
 

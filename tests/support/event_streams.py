@@ -99,16 +99,18 @@ class LiveStream:
             if accept(event):
                 return seen
 
-    def ended(self, timeout: float = EVENT_TIMEOUT_S) -> bool:
-        """Whether the server closed the stream within `timeout` (the events before the end are dropped)."""
+    def rest(self, timeout: float = EVENT_TIMEOUT_S) -> list[StreamEvent]:
+        """Every event until the server closes the stream; fails if it is still open after `timeout`."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        seen = []
+        while True:
             try:
-                if self.events.get(timeout=max(deadline - time.monotonic(), 0.01)) is None:
-                    return True
+                event = self.events.get(timeout=max(deadline - time.monotonic(), 0.01))
             except queue.Empty:
-                return False
-        return False
+                raise AssertionError(f"the stream is still open after {timeout} s") from None
+            if event is None:
+                return seen
+            seen.append(event)
 
     def close(self) -> None:
         """Hangs up, as a closed tab or a stopped program does."""

@@ -111,5 +111,9 @@ class ServerThread:
         return self
 
     def __exit__(self, *exc) -> None:
+        # Open event streams would hold uvicorn's drain up: the app ends them first, as on SIGTERM.
+        end_streams = getattr(getattr(self.server.config.app, "state", None), "end_streams", None)
+        if end_streams is not None:
+            end_streams()
         self.server.should_exit = True
         self.thread.join(timeout=10)
