@@ -17,12 +17,12 @@ import sys
 import time
 import unicodedata
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, get_args
 
-from cli.api_client import ApiClient
+from cli.api_client import ApiClient, StreamUnavailable
 from cli.errors import (
     EXIT_API,
     EXIT_CANCELLED,
@@ -126,24 +126,38 @@ def find_export(api: ApiClient, project: str, export_id: str) -> dict[str, Any]:
 def wait_and_deliver(
     args: argparse.Namespace, api: ApiClient, project: str, export: dict[str, Any], output: Path | None
 ) -> int:
-    """Polls until the export finishes, then prints its link or downloads it; returns the exit code."""
+    """Follows the export until it finishes, then prints its link or downloads it; returns the exit code."""
     display = ProgressDisplay(sys.stderr)
     try:
-        while True:
-            display.update(export)
-            if export["status"] in FINAL_STATUSES:
-                break
-            time.sleep(args.interval)
-            export = find_export(api, project, export["id"])
+        display.update(export)
+        if export["status"] not in FINAL_STATUSES:
+            for changed in followed(args, api, project, export["id"]):
+                export = changed
+                display.update(export)
+                if export["status"] in FINAL_STATUSES:
+                    break
     except KeyboardInterrupt:
         display.interrupt()
         _say(
             f"stopped waiting; export {export['id']} is still {export['status']} and keeps going without you.\n"
-            f"  follow it again: {_hint(args, project, export['id'], 'wait')}\n"
+            f"  follow it again: {_hint(args, project, export['id'], 'follow')}\n"
             f"  cancel it:       {_hint(args, project, export['id'], 'cancel')}"
         )
         return EXIT_INTERRUPTED
     return deliver(args, api, project, export, output)
+
+
+def followed(args: argparse.Namespace, api: ApiClient, project: str, export_id: str) -> Iterator[dict[str, Any]]:
+    """The export each time it changes: pushed by the API's batchExport.onChange stream (the first event
+    is its state now), or, from an API that cannot stream, asked for every --interval seconds."""
+    try:
+        yield from api.follow("batchExport.onChange", {"projectId": project, "batchExportId": export_id})
+        return
+    except StreamUnavailable:
+        pass
+    while True:
+        time.sleep(args.interval)
+        yield find_export(api, project, export_id)
 
 
 def deliver(args: argparse.Namespace, api: ApiClient, project: str, export: dict[str, Any], output: Path | None) -> int:
@@ -216,7 +230,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     export = api.call("batchExport.create", params)
     if not (args.wait or output):
         _say(
-            f"created export {export['id']} ({export['status']}); follow it: {_hint(args, project, export['id'], 'wait')}"
+            f"created export {export['id']} ({export['status']}); follow it: {_hint(args, project, export['id'], 'follow')}"
         )
         print(export["id"], flush=True)
         return EXIT_OK
@@ -228,6 +242,34 @@ def cmd_wait(args: argparse.Namespace) -> int:
     project, output = _project(args), _output_path(args.output)
     api = _api(args)
     return wait_and_deliver(args, api, project, find_export(api, project, args.id), output)
+
+
+def cmd_follow(args: argparse.Namespace) -> int:
+    """`exports follow ID` waits for one export (as `exports wait`); without an id, it prints every change
+    of the project's exports, one line each, until interrupted."""
+    if args.id is not None:
+        return cmd_wait(args)
+    project = _project(args)
+    api = _api(args)
+
+    def opened() -> None:
+        _say(f"following the exports of project {project} live; Ctrl-C to stop")
+
+    try:
+        for export in api.follow("batchExport.onChange", {"projectId": project}, on_open=opened):
+            print("  ".join(_change_line(export)), flush=True)
+    except StreamUnavailable:
+        raise ApiError("this API cannot stream changes (it has no batchExport.onChange)", "NOT_FOUND") from None
+    except KeyboardInterrupt:
+        _say("stopped following")
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _change_line(export: dict[str, Any]) -> tuple[str, ...]:
+    """One change: when, which export, its status and progress (as `exports list` shows them)."""
+    row = _list_row(export)
+    return (_when(export["updatedAt"]), row[0], row[1], row[4], row[5])
 
 
 def cmd_download(args: argparse.Namespace) -> int:
@@ -372,12 +414,12 @@ def _wait_options(parser: argparse.ArgumentParser) -> None:
         type=_positive_float,
         default=1.0,
         metavar="SECONDS",
-        help="how often to ask the API for progress (default 1)",
+        help="how often to ask for progress when the API cannot push it (an API without live streams; default 1)",
     )
 
 
 def add_client_commands(commands: argparse._SubParsersAction) -> None:
-    """Registers `export` and `exports {list,wait,download,cancel}` on the main parser's subcommands."""
+    """Registers `export` and `exports {list,follow,wait,download,cancel}` on the main parser's subcommands."""
     common = _connection_options()
     formatter = argparse.RawDescriptionHelpFormatter
 
@@ -442,12 +484,26 @@ def add_client_commands(commands: argparse._SubParsersAction) -> None:
     listing.add_argument("--limit", type=_limit, default=50, help="exports per page, 1..100 (default 50)")
     listing.set_defaults(run=_run(cmd_list))
 
+    follow = actions.add_parser(
+        "follow",
+        parents=[common],
+        formatter_class=formatter,
+        epilog=EXIT_CODES_HELP,
+        help="follow an export's progress live until it finishes (or, without an id, every change of the project's exports)",
+        description="With an id: show the export's progress as the API pushes it, then print its link or, with"
+        " --output, download it. Without an id: print a line for every change of the project's exports"
+        " (created, started, progress, finished) until Ctrl-C.",
+    )
+    follow.add_argument("id", nargs="?", help="the export's id (default: every export of the project)")
+    _wait_options(follow)
+    follow.set_defaults(run=_run(cmd_follow))
+
     wait = actions.add_parser(
         "wait",
         parents=[common],
         formatter_class=formatter,
         epilog=EXIT_CODES_HELP,
-        help="follow an export's progress until it finishes",
+        help="the same as `follow ID`: follow an export's progress until it finishes",
     )
     wait.add_argument("id", help="the export's id")
     _wait_options(wait)

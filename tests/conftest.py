@@ -16,6 +16,7 @@ from devstack.servers import LocalPostgres, LocalRedis, free_port
 from schemas.settings import Settings, get_settings
 from tests.support.rpc_client import RpcClient
 from tests.support.servers import ServerThread, running_postgres, running_redis
+from tests.support.terminal import REPO, Terminal
 from tests.support.world import AWKWARD_VALUES, TEST_SECRET_KEY, Project, new_project
 
 # Fixtures kept in tests/support/ and offered to every suite.
@@ -116,3 +117,16 @@ def project(conn: psycopg.Connection) -> Project:
 @pytest.fixture
 def owner_token(project: Project) -> str:
     return project.member("OWNER", name="Olive Owner")
+
+
+@pytest.fixture
+def terminal(settings: Settings, tmp_path) -> Terminal:
+    """`batch-export` for the tests of the terminal client, configured for the suite's services."""
+    # Told explicitly, from the suite's Settings: what another test left in os.environ must not matter.
+    client_variables = ("BATCH_EXPORT_API_URL", "BATCH_EXPORT_TOKEN", "BATCH_EXPORT_PROJECT")
+    env = {k: v for k, v in os.environ.items() if k not in client_variables}
+    service = {
+        name: str(getattr(settings, name))
+        for name in ("DATABASE_URL", "REDIS_URL", "EXPORT_STORAGE_URL", "PUBLIC_BASE_URL", "SECRET_KEY")
+    }
+    return Terminal(tmp_path, {**env, **service, "PYTHONPATH": str(REPO)})

@@ -10,12 +10,9 @@ import pty
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
-from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import pyarrow.parquet as pq
@@ -28,52 +25,9 @@ from devstack.servers import free_port
 from tests.support.exports import BASE_TIME
 from tests.support.rpc_client import RpcClient
 from tests.support.servers import ServerThread
+from tests.support.terminal import Terminal, connection, finish
 from workers.batch_export import run_batch_export
 from workers.tables import TABLES
-
-REPO = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "cli"]
-
-
-@dataclass
-class Terminal:
-    """Runs `batch-export` as a person does: a subprocess with the service's environment, in a folder of its own."""
-
-    cwd: Path
-    env: dict[str, str]
-
-    def run(self, *args: str, **env: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [*CLI, *args], capture_output=True, text=True, env={**self.env, **env}, cwd=self.cwd, timeout=90
-        )
-
-    def start(self, *args: str, **popen) -> subprocess.Popen:
-        popen.setdefault("stdout", subprocess.PIPE)
-        popen.setdefault("stderr", subprocess.PIPE)
-        return subprocess.Popen([*CLI, *args], env=self.env, cwd=self.cwd, text=True, **popen)
-
-    def worker(self, **env: str) -> None:
-        """`batch-export worker --burst`, as operators run it: it takes what is queued, runs it, exits."""
-        # The worker's sweep would also pick up the QUEUED exports other tests left without a job; a long
-        # grace period keeps this worker to the export of the test at hand.
-        result = self.run("worker", "--burst", BATCH_EXPORT_SWEEP_GRACE_SECONDS="1000000000", **env)
-        assert result.returncode == 0, result.stderr
-
-
-@pytest.fixture
-def terminal(settings, tmp_path) -> Terminal:
-    # Told explicitly, from the suite's Settings: what another test left in os.environ must not matter.
-    client_variables = ("BATCH_EXPORT_API_URL", "BATCH_EXPORT_TOKEN", "BATCH_EXPORT_PROJECT")
-    env = {k: v for k, v in os.environ.items() if k not in client_variables}
-    service = {
-        name: str(getattr(settings, name))
-        for name in ("DATABASE_URL", "REDIS_URL", "EXPORT_STORAGE_URL", "PUBLIC_BASE_URL", "SECRET_KEY")
-    }
-    return Terminal(tmp_path, {**env, **service, "PYTHONPATH": str(REPO)})
-
-
-def connection(api_url: str, token: str, project_id: str) -> list[str]:
-    return ["--api", api_url, "--token", token, "--project", project_id]
 
 
 def the_export(client: RpcClient, project_id: str, token: str, process: subprocess.Popen, timeout: float = 30) -> dict:
@@ -89,16 +43,6 @@ def the_export(client: RpcClient, project_id: str, token: str, process: subproce
             pytest.fail(f"the CLI exited {process.returncode} before creating an export:\n{out}{err or ''}")
         assert time.monotonic() < deadline, "the CLI did not create an export"
         time.sleep(0.1)
-
-
-def finish(process: subprocess.Popen, timeout: float = 90) -> tuple[int, str, str]:
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, err = process.communicate()
-        pytest.fail(f"the CLI did not finish:\nstdout: {out}\nstderr: {err}")
-    return process.returncode, out, err
 
 
 @pytest.fixture

@@ -175,3 +175,6 @@ def configure_logging(settings: Settings | None = None, level: int = logging.INF
         for old in library.handlers[:]:
             library.removeHandler(old)
         library.propagate = True
+    # httpx logs every request at INFO: each (re)connection of the terminal client's event stream
+    # would print a line among its progress.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
