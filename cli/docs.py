@@ -124,6 +124,7 @@ def api_markdown() -> str:
         for p in method["params"]:
             lines.append(f"| `{p['name']}` | {_schema_type(p['schema'])} | {'yes' if p['required'] else 'no'} |")
         lines.append("")
+    lines += [*_subscriptions_section(Settings.model_fields), ""]
     lines += ["## Models", ""]
     for name, schema in sorted(document["components"]["schemas"].items()):
         lines += [f"### `{name}`", ""]
@@ -150,6 +151,58 @@ def api_markdown() -> str:
         lines.append(f"| `{type_name}` | {operators} | {described['value']} | {described['key']} |")
     lines += ["", "Which columns take which filter, per table: [COLUMNS.md](COLUMNS.md).", ""]
     return "\n".join(lines)
+
+
+def _subscriptions_section(settings_defaults: Mapping[str, Any]) -> list[str]:
+    """How a subscription is served (rpc/subscriptions.py), for clients that are not ours."""
+    from rpc.openrpc import SUBSCRIPTION_EXTENSION
+
+    heartbeat = settings_defaults["SUBSCRIPTION_HEARTBEAT_SECONDS"].default
+    per_user = settings_defaults["SUBSCRIPTION_MAX_STREAMS_PER_USER"].default
+    replay_hours = settings_defaults["SUBSCRIPTION_REPLAY_HOURS"].default
+    return [
+        "## Subscriptions",
+        "",
+        "A subscription (kind `subscription` above; its result is the type of each event) is served as",
+        "server-sent events: `POST /rpc` with `Accept: text/event-stream` and one request object with an id.",
+        "The reply is HTTP 200, `text/event-stream`, and reads (the HTML standard's framing):",
+        "",
+        "```",
+        ": stream open",
+        "",
+        "id: 41",
+        'data: {"jsonrpc":"2.0","method":"batchExport.onChange","params":{"subscription":1,"result":{…BatchExport…}}}',
+        "",
+        ": heartbeat",
+        "",
+        "event: error",
+        'data: {"jsonrpc":"2.0","error":{"code":-32001,"message":"…","data":{"code":"UNAUTHORIZED",…}},"id":1}',
+        "```",
+        "",
+        f"- A comment line (`: heartbeat`) comes every {heartbeat:g} s (`SUBSCRIPTION_HEARTBEAT_SECONDS`) without an event.",
+        "- Each event is a JSON-RPC notification whose `params.subscription` is the request's id and `params.result`",
+        "  the event. `id:` is the event's id: a client that reconnects sends the last one it saw as `Last-Event-ID`,",
+        "  and the stream resumes after it, replaying every change it missed (it fills the `lastEventId` param).",
+        "- `event: error` ends the stream, its data a JSON-RPC error response with the usual error object. Refusals",
+        "  arrive this way, as the stream's only event: UNAUTHORIZED, FORBIDDEN, BAD_REQUEST (`data.issues`),",
+        "  NOT_FOUND, and TOO_MANY_REQUESTS when the user already has",
+        f"  `SUBSCRIPTION_MAX_STREAMS_PER_USER` ({per_user}) streams open on that API process. A stream also ends",
+        "  with UNAUTHORIZED or FORBIDDEN the moment its session is revoked or expires, or its role loses the scope.",
+        "- `event: return` (data `{jsonrpc, result: null, id}`) ends a stream that has nothing more to send.",
+        "- A stream that just ends, with neither, was closed by the server (it is shutting down): reconnect, with",
+        "  `Last-Event-ID`.",
+        "- Calling a subscription without `Accept: text/event-stream`, or in a batch, is BAD_REQUEST.",
+        f"- In the OpenRPC document a subscription's method carries `{SUBSCRIPTION_EXTENSION}` (transport, framing,",
+        "  resumption) and the tag `subscription`; its `result` schema is the event's.",
+        "",
+        "`batchExport.onChange {projectId, batchExportId?}` sends the `BatchExport` each time its status, progress,",
+        "file or log changes. Without `batchExportId`, every change of the project's exports from the moment the",
+        "stream opens (nothing committed after that is missed; a new export arrives as its `QUEUED` state); read the",
+        "list once with `batchExport.all` after opening it. With `batchExportId`, the stream starts with that",
+        f"export's current state. Changes are kept {replay_hours:g} hours (`SUBSCRIPTION_REPLAY_HOURS`) for",
+        "clients that reconnect; a client away longer gets the current state of the export (or of the project's newest",
+        "100) instead of the changes.",
+    ]
 
 
 def filter_types() -> dict[str, dict[str, Any]]:
