@@ -22,8 +22,9 @@ from rpc_app import bench_router
 
 from db import access
 from procedures.access_cache import AccessCache
-from procedures.context import Context, ProjectAccess, Resources, User
+from procedures.context import Context, ProjectAccess, Resources
 from procedures.metrics import RpcCallMetrics
+from procedures.roles import ROLE_SCOPES
 from rpc import protocol
 from rpc.endpoint import RPCEndpoint
 
@@ -34,13 +35,15 @@ BODY = b'{"jsonrpc":"2.0","id":1,"method":"bench.ping","params":{"projectId":"p1
 def endpoint(metrics: bool = True) -> RPCEndpoint:
     cache: AccessCache[ProjectAccess] = AccessCache(ttl_seconds=3600)
     cache.enabled = True  # as if its LISTEN connection were up
-    user = User(id="u1", email="bench@example.com", name=None, image=None)
+    resources = Resources(
+        settings=None, pool=None, redis=None, storage=None, access_cache=cache, export_changes=None, streams=None
+    )  # type: ignore[arg-type]
     expires = datetime.now(UTC) + timedelta(days=1)
-    answer = ProjectAccess(
-        user=user, org_id="o1", role="MEMBER", org_role=None, project_role="MEMBER", session_expires_at=expires
-    )
+    # The answer of db.access.ACCESS_SQL for a MEMBER of p1, as the first call would have cached it.
+    row = {"id": "u1", "email": "bench@example.com", "name": None, "image": None, "project_id": "p1"}
+    row |= {"org_id": "o1", "role": "MEMBER", "org_role": None, "project_role": "MEMBER", "session_expires_at": expires}
+    answer = ProjectAccess.from_row(row, Context(resources=resources, token=TOKEN), ROLE_SCOPES["MEMBER"])
     cache.put((access.hash_token(TOKEN), "p1"), answer, cache.generation, valid_until=expires)
-    resources = Resources(settings=None, pool=None, redis=None, storage=None, access_cache=cache)  # type: ignore[arg-type]
 
     async def create_context(request) -> Context:
         return Context(resources=resources, token=TOKEN)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from datetime import timedelta
@@ -10,8 +11,10 @@ from typing import Any
 from db.connection import Connection, one
 
 
+@functools.lru_cache(maxsize=4096)
 def hash_token(token: str) -> bytes:
     # Tokens are 256 random bits, so a fast unsalted hash is enough: there is nothing to brute-force.
+    # Kept for the API's recent callers: every call of theirs needs it (an LRU bounds the memory).
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 

@@ -3,7 +3,6 @@ and the base procedures every procedure of the application starts from (tRPC's t
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import uuid
 from collections.abc import Callable
@@ -49,25 +48,16 @@ async def require_project_access(call: Call) -> Any:
             row = await cur.fetchone()
         if row is None or row["id"] is None:
             raise RPCError("UNAUTHORIZED", BAD_TOKEN)
-        found = ProjectAccess.from_row(row)
+        found = ProjectAccess.from_row(row, ctx, ROLE_SCOPES.get(row["role"], frozenset()))
         cache.put(key, found, generation, valid_until=found.session_expires_at)
     input_scope: InputScope | None = call.meta.get("input_scope")
     required = [scope for scope in (call.meta.get("scope"), input_scope(call.input) if input_scope else None) if scope]
     refused = refusal(found.role, found.org_id, required)
     if refused is not None:
         raise refused
-    assert found.role is not None and found.org_id is not None
-    scopes = ROLE_SCOPES[found.role]
-    project_ctx = ProjectContext(
-        **{f.name: getattr(ctx, f.name) for f in dataclasses.fields(Context)},
-        user=found.user,
-        project_id=project_id,
-        org_id=found.org_id,
-        role=found.role,
-        org_role=found.org_role,
-        project_role=found.project_role,
-        scopes=scopes,
-    )
+    # Built with the answer: a cached answer's calls all run with the same (immutable) context.
+    project_ctx = found.context
+    assert project_ctx is not None, "a role without a context was refused above"
     # The lines logged from here on are about this project (and only once the caller may see it).
     with log_context(projectId=project_id):
         result = await call.next(ctx=project_ctx)

@@ -50,7 +50,8 @@ class User:
 
 @dataclass(frozen=True, slots=True)
 class ProjectAccess:
-    """Who a token belongs to and what they are in one project (`role` None: nothing)."""
+    """Who a token belongs to and what they are in one project (`role` None: nothing), and the context
+    their calls in it run with (None without a role), built once: the access cache hands both out."""
 
     user: User
     org_id: str | None
@@ -58,16 +59,34 @@ class ProjectAccess:
     org_role: str | None
     project_role: str | None
     session_expires_at: datetime
+    context: ProjectContext | None
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> ProjectAccess:
+    def from_row(cls, row: dict[str, Any], ctx: Context, scopes: frozenset[str]) -> ProjectAccess:
+        """The answer of `db.access.ACCESS_SQL` for the caller of `ctx`; `scopes` are its role's."""
+        user = User(id=row["id"], email=row["email"], name=row["name"], image=row["image"])
+        role, org_id, project_id = row["role"], row["org_id"], row["project_id"]
+        context = None
+        if role is not None and org_id is not None:
+            context = ProjectContext(
+                resources=ctx.resources,
+                token=ctx.token,
+                user=user,
+                project_id=project_id,
+                org_id=org_id,
+                role=role,
+                org_role=row["org_role"],
+                project_role=row["project_role"],
+                scopes=scopes,
+            )
         return cls(
-            user=User(id=row["id"], email=row["email"], name=row["name"], image=row["image"]),
-            org_id=row["org_id"],
-            role=row["role"],
+            user=user,
+            org_id=org_id,
+            role=role,
             org_role=row["org_role"],
             project_role=row["project_role"],
             session_expires_at=row["session_expires_at"],
+            context=context,
         )
 
 

@@ -8,9 +8,10 @@ is replaced, not trusted.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,15 +24,31 @@ HEADER = "x-request-id"
 _SANE = re.compile(r"[\x21-\x7e]{1,128}")
 
 
+# A fresh id is this process's random prefix and a counter: unique without a random draw per request
+# (uuid4 costs a getrandom(2) call each). 32 hex digits, as uuid4().hex.
+_PREFIX = os.urandom(8).hex()
+_COUNTER = itertools.count()
+_HEADER = HEADER.encode()
+
+
+def _new_prefix() -> None:
+    # A forked child must not hand out its parent's ids.
+    global _PREFIX
+    _PREFIX = os.urandom(8).hex()
+
+
+os.register_at_fork(after_in_child=_new_prefix)
+
+
 def request_id_of(scope: Scope) -> str:
     """The caller's X-Request-ID if sane, else a fresh one (32 hex digits)."""
     for name, value in scope.get("headers", ()):
-        if name == HEADER.encode():
+        if name == _HEADER:
             text = value.decode("latin-1")
             if _SANE.fullmatch(text):
                 return text
             break
-    return uuid.uuid4().hex
+    return f"{_PREFIX}{next(_COUNTER):016x}"
 
 
 def current_request_id() -> str | None:
@@ -57,8 +74,8 @@ class RequestIds:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != HEADER.encode()]
-                message = {**message, "headers": [*headers, (HEADER.encode(), request_id.encode())]}
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != _HEADER]
+                message = {**message, "headers": [*headers, (_HEADER, request_id.encode())]}
             await send(message)
 
         # uvicorn's access line is written as the response starts, inside this block: it carries the id too.

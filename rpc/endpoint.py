@@ -22,9 +22,10 @@ from jsonrpcserver import Success, async_dispatch_to_response
 from jsonrpcserver.async_dispatcher import dispatch_request
 from jsonrpcserver.dispatcher import create_request, to_response
 from jsonrpcserver.response import to_serializable_one
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from . import protocol
 from .errors import RPCError, error_object, key_for_numeric_code
@@ -84,8 +85,21 @@ def _to_wire(response: Any) -> dict[str, Any]:
     return reply
 
 
+class JsonReply(Response):
+    """A JSON body with its two headers: Starlette's Response, without the header assembly every reply
+    would otherwise pay for (media type parameters, charset, the headers' own object)."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status_code: int = 200) -> None:
+        self.status_code = status_code
+        self.body = body
+        self.background = None
+        self.raw_headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+
+
 def _json(reply: Any, status_code: int = 200) -> Response:
-    return Response(protocol.encode(reply), status_code=status_code, media_type="application/json")
+    return JsonReply(protocol.encode(reply), status_code)
 
 
 class RPCEndpoint:
@@ -135,9 +149,15 @@ class RPCEndpoint:
     def routes(self, path: str = "/rpc") -> list[Route]:
         """POST {path} (calls, batches, subscriptions) and GET {path}/openrpc.json."""
         return [
-            Route(path, self.rpc, methods=["POST"], name="rpc"),
+            # The endpoint itself, as an ASGI app: Starlette's per-request wrapper around a function
+            # endpoint (exception handlers this endpoint never needs) costs every call.
+            Route(path, self, methods=["POST"], name="rpc"),
             Route(f"{path}/openrpc.json", self.openrpc, methods=["GET"], name="rpc_openrpc"),
         ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.rpc(Request(scope, receive))
+        await response(scope, receive, send)
 
     async def openrpc(self, request: Request) -> Response:
         """GET {path}/openrpc.json"""
@@ -241,12 +261,17 @@ class RPCEndpoint:
         # Content-Length may be absent (chunked) or lie, so count what actually arrives.
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
                 return None
+            if not message.get("more_body", False):
+                return b"".join((*chunks, chunk)) if chunks else chunk
             chunks.append(chunk)
-        return b"".join(chunks)
 
 
 def rpc_routes(

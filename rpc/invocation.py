@@ -21,6 +21,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from .errors import RPCError, error_object, invalid_params, validation_issues
 from .procedure import Call, Procedure
+from .protocol import EncodedResult
 
 logger = logging.getLogger(__name__)
 
@@ -194,8 +195,9 @@ def compile_method(compiled: CompiledProcedure, observe: CallObserver | None = N
         except Exception:
             return error_result(unexpected_error(path, "raised")), "INTERNAL_SERVER_ERROR"
         try:
-            # A model instance passes through as is; a dict is validated into the model.
-            return Success(output.dump_python(output.validate_python(result), mode="json", by_alias=True)), None
+            # A model instance passes through as is; a dict is validated into the model. Encoded here,
+            # once, by the output type's own serializer (protocol.encode puts the bytes in the reply).
+            return Success(EncodedResult(output.dump_json(output.validate_python(result), by_alias=True))), None
         except Exception:
             wrong = unexpected_error(path, "returned a value that does not match its output type")
             return error_result(wrong), "INTERNAL_SERVER_ERROR"

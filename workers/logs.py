@@ -10,14 +10,13 @@ a library or an exception's text is not under our control.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import json
 import logging
 import re
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
@@ -32,15 +31,24 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _fields: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar("log_fields", default=MappingProxyType({}))
 
 
-@contextlib.contextmanager
-def log_context(**fields: Any) -> Iterator[None]:
+class log_context:
     """Adds `fields` (camelCase, as the lines show them; None values are left out) to every line
-    logged inside the block, in this thread or task and in those it starts (see JobThread)."""
-    token = _fields.set({**_fields.get(), **{k: v for k, v in fields.items() if v is not None}})
-    try:
-        yield
-    finally:
-        _fields.reset(token)
+    logged inside the block, in this thread or task and in those it starts (see JobThread).
+
+    A class rather than a generator-based context manager: the API enters two per call."""
+
+    __slots__ = ("_fields", "_token")
+
+    def __init__(self, **fields: Any) -> None:
+        self._fields = {k: v for k, v in fields.items() if v is not None}
+        self._token: contextvars.Token[Mapping[str, Any]] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _fields.set({**_fields.get(), **self._fields})
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._token is not None
+        _fields.reset(self._token)
 
 
 def log_fields() -> Mapping[str, Any]:

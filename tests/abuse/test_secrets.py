@@ -256,9 +256,16 @@ def _json_lines(text: str, where: str) -> list[dict[str, Any]]:
     return lines
 
 
-# Lines the API logs outside any request: start-up and shutdown, its cache's LISTEN connection, and
-# the connection pool's own threads.
-_OUTSIDE_REQUESTS = ("uvicorn.error", "batch-export.serve", "procedures.access_cache", "psycopg.pool")
+# Lines the API logs outside any request: start-up and shutdown, its LISTEN connections (the access
+# cache's, the export changes'), the open streams' access recheck, and the connection pool's own threads.
+_OUTSIDE_REQUESTS = (
+    "uvicorn.error",
+    "batch-export.serve",
+    "procedures.access_cache",
+    "procedures.export_changes",
+    "procedures.streams",
+    "psycopg.pool",
+)
 
 
 def _assert_api_lines(lines: list[dict[str, Any]], project_id: str, caller_id: str, outage_ids: list[str]) -> None:

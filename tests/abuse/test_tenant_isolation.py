@@ -33,6 +33,7 @@ def params_for(method: str, project_id: str, export_id: str) -> dict:
         "batchExport.cancel": {"projectId": project_id, "batchExportId": export_id},
         "batchExport.all": {"projectId": project_id},
         "batchExport.downloadUrl": {"projectId": project_id, "batchExportId": export_id},
+        "batchExport.onChange": {"projectId": project_id, "batchExportId": export_id},
         # Authorization comes before any lookup: the export's id stands in for a scheduled export's.
         "scheduledExport.create": {
             "projectId": project_id,
@@ -51,7 +52,15 @@ def params_for(method: str, project_id: str, export_id: str) -> dict:
     }[method]
 
 
-BATCH_EXPORT_PROCEDURES = ["batchExport.create", "batchExport.cancel", "batchExport.all", "batchExport.downloadUrl"]
+BATCH_EXPORT_PROCEDURES = [
+    "batchExport.create",
+    "batchExport.cancel",
+    "batchExport.all",
+    "batchExport.downloadUrl",
+    "batchExport.onChange",
+]
+# Served as event streams: their refusal is the stream's one event.
+SUBSCRIPTIONS = {"batchExport.onChange"}
 SCHEDULED_EXPORT_PROCEDURES = [
     f"scheduledExport.{name}" for name in ("create", "update", "delete", "all", "validate", "runNow", "runs")
 ]
@@ -77,8 +86,15 @@ def secrets_of(arena: Arena) -> list[str]:
     return [CANARY, arena.victim.id, arena.victim_export["id"], arena.victim_export["object_key"]]
 
 
+def call(client: RpcClient, method: str, params: dict, token: str | None) -> dict:
+    """The reply to a call, or a subscription's first event (its refusal, where it is refused)."""
+    if method in SUBSCRIPTIONS:
+        return client.first_event(method, params, token=token)
+    return client.call(method, params, token=token)
+
+
 def call_as(client: RpcClient, arena: Arena, token: str | None, method: str, params: dict) -> dict:
-    reply = client.call(method, params, token=token)
+    reply = call(client, method, params, token)
     text = json.dumps(reply, ensure_ascii=False)
     # Not even the ids the caller sent are echoed back: errors say what is wrong, not whose it is.
     for secret in secrets_of(arena):
@@ -159,7 +175,7 @@ def test_listing_the_callers_project_shows_none_of_another_projects_exports(abus
 @pytest.mark.parametrize("method", PROCEDURES)
 def test_a_role_without_the_scope_is_forbidden(abuse_client, arena, role, method):
     token = arena.victim.member(role)
-    reply = abuse_client.call(method, params_for(method, arena.victim.id, arena.victim_export["id"]), token=token)
+    reply = call(abuse_client, method, params_for(method, arena.victim.id, arena.victim_export["id"]), token)
     expect(reply, "FORBIDDEN")
     assert CANARY not in json.dumps(reply)
 
@@ -173,7 +189,7 @@ def _token_kinds(arena: Arena) -> dict[str, str | None]:
 @pytest.mark.parametrize("method", PROCEDURES)
 def test_no_unknown_or_expired_token_is_unauthorized(abuse_client, arena, method, kind):
     token = _token_kinds(arena)[kind]
-    reply = abuse_client.call(method, params_for(method, arena.victim.id, arena.victim_export["id"]), token=token)
+    reply = call(abuse_client, method, params_for(method, arena.victim.id, arena.victim_export["id"]), token)
     expect(reply, "UNAUTHORIZED")
     assert CANARY not in json.dumps(reply)
 
@@ -205,7 +221,7 @@ def test_a_token_revoked_after_use_is_unauthorized_from_then_on(abuse_client, ar
     assert "result" in abuse_client.call("batchExport.all", {"projectId": arena.victim.id}, token=token)
     access.revoke_session(conn, token)
     params = params_for(method, arena.victim.id, arena.victim_export["id"])
-    assert refused_from_now_on(lambda: abuse_client.call(method, params, token=token), "UNAUTHORIZED") <= 1
+    assert refused_from_now_on(lambda: call(abuse_client, method, params, token), "UNAUTHORIZED") <= 1
 
 
 @pytest.mark.parametrize("change", ["downgraded to VIEWER", "membership deleted"])

@@ -232,7 +232,8 @@ def insert_attacker_rows(conn: psycopg.Connection, project_id: str) -> list[str]
 
 def table_fingerprints(conn: psycopg.Connection, *, except_project: str) -> dict[str, Any]:
     """Every table's columns, row count and a checksum of its rows (the rows `except_project` may
-    legitimately add to batch_exports and audit_logs left out): any write an attack slipped in changes it."""
+    legitimately add to batch_exports, their changes and audit_logs left out): any write an attack
+    slipped in changes it."""
     columns_of = {
         r["name"]: tuple(r["columns"])
         for r in conn.execute(
@@ -246,7 +247,7 @@ def table_fingerprints(conn: psycopg.Connection, *, except_project: str) -> dict
     for table, columns in sorted(columns_of.items()):
         where = (
             sql.SQL("WHERE project_id IS DISTINCT FROM {}").format(sql.Literal(except_project))
-            if table in ("batch_exports", "audit_logs")
+            if table in ("batch_exports", "batch_export_changes", "audit_logs")
             else sql.SQL("")
         )
         row = conn.execute(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import json
+
 import httpx
+from httpx_sse import connect_sse
 
 
 @dataclass
@@ -24,6 +27,21 @@ class RpcClient:
         response = self.http.post(f"{self.base_url}/rpc", json=body, headers=headers)
         assert response.status_code == 200, response.text
         return response.json()
+
+    def first_event(self, method: str, params=None, *, token: str | None = None) -> dict:
+        """A subscription's first event, as the JSON-RPC message it carries (a notification, or the error
+        response that refused or ended the stream); the stream is closed after it."""
+        self._ids += 1
+        body = {"jsonrpc": "2.0", "id": self._ids, "method": method}
+        if params is not None:
+            body["params"] = params
+        headers = {"Accept": "text/event-stream", **({"Authorization": f"Bearer {token}"} if token else {})}
+        with connect_sse(self.http, "POST", f"{self.base_url}/rpc", json=body, headers=headers) as source:
+            assert source.response.status_code == 200, source.response.read()
+            for event in source.iter_sse():
+                if event.data:
+                    return json.loads(event.data)
+        raise AssertionError(f"{method}: the stream ended without an event")
 
     def result(self, method: str, params=None, *, token: str | None = None):
         reply = self.call(method, params, token=token)
