@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,6 +39,21 @@ class RunningWorker:
 
 # What the worker must share with the API under test: the database, the queue, the files and the link signing.
 WORKER_SETTINGS = ("DATABASE_URL", "REDIS_URL", "EXPORT_STORAGE_URL", "PUBLIC_BASE_URL", "SECRET_KEY")
+
+
+def wait_until_following(api, project_id: str, timeout: float = 30) -> None:
+    """Waits until the API follows the project's export changes for an open stream (a page's or any client's).
+
+    The stream's first bytes (`: stream open`) are sent before its handler reads where in the change
+    log it starts, so a change committed in between may never reach it: a test that commits changes
+    for a stream to carry waits for this first. The feed offers only a total count of followers, which
+    streams that other tests left closing still move; the project's own entry says it exactly.
+    """
+    feed = api.server.config.app.state.resources.export_changes
+    deadline = time.monotonic() + timeout
+    while not feed._followers.get(project_id):
+        assert time.monotonic() < deadline, f"the API never started following project {project_id}"
+        time.sleep(0.01)
 
 
 @contextmanager
