@@ -129,7 +129,7 @@ var DEFAULT_MAX_DELAY_MS = 3e4;
 var DEFAULT_IDLE_TIMEOUT_MS = 45e3;
 function openSubscription(request, options) {
   const subscription = new Subscription(request, options);
-  void subscription.run();
+  queueMicrotask(() => void subscription.run());
   return subscription;
 }
 var Subscription = class {

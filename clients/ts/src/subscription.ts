@@ -100,7 +100,8 @@ type Outcome =
 
 export function openSubscription<Output>(request: StreamRequest, options: SubscribeOptions<Output>): Unsubscribable {
   const subscription = new Subscription(request, options);
-  void subscription.run();
+  // Started once `subscribe` has returned: no handler runs before the caller holds the subscription.
+  queueMicrotask(() => void subscription.run());
   return subscription;
 }
 
