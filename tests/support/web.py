@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,9 +42,34 @@ class RunningWorker:
 WORKER_SETTINGS = ("DATABASE_URL", "REDIS_URL", "EXPORT_STORAGE_URL", "PUBLIC_BASE_URL", "SECRET_KEY")
 
 
+def wait_until_following(api, project_id: str, timeout: float = 30) -> None:
+    """Waits until the API follows the project's export changes for an open stream (a page's or any client's).
+
+    The stream's first bytes (`: stream open`) are sent before its handler reads where in the change
+    log it starts, so a change committed in between may never reach it: a test that commits changes
+    for a stream to carry waits for this first. The feed offers only a total count of followers, which
+    streams that other tests left closing still move; the project's own entry says it exactly.
+    """
+    feed = api.server.config.app.state.resources.export_changes
+    deadline = time.monotonic() + timeout
+    while not feed._followers.get(project_id):
+        assert time.monotonic() < deadline, f"the API never started following project {project_id}"
+        time.sleep(0.01)
+
+
+# Console errors a test causes on purpose (it fails requests), by page: `allow_console_errors`.
+_ALLOWED_CONSOLE_ERRORS: dict[Page, list[re.Pattern[str]]] = {}
+
+
+def allow_console_errors(page: Page, pattern: str) -> None:
+    """Console errors matching `pattern` are the test's own doing (e.g. requests it fails): not a script error."""
+    _ALLOWED_CONSOLE_ERRORS.setdefault(page, []).append(re.compile(pattern))
+
+
 @contextmanager
 def browser_page(browser: Browser, base_url: str) -> Iterator[Page]:
-    """A fresh browser profile (no stored token) on a desktop-sized window at `base_url`; fails on any script error."""
+    """A fresh browser profile (no stored token) on a desktop-sized window at `base_url`; fails on any script
+    error, and on any console error the test did not say it causes."""
     context = browser.new_context(viewport={"width": 1280, "height": 860}, accept_downloads=True, base_url=base_url)
     context.set_default_timeout(15_000)
     page = context.new_page()
@@ -53,9 +80,17 @@ def browser_page(browser: Browser, base_url: str) -> Iterator[Page]:
     )
     yield page
     context.close()
-    assert script_errors == [], script_errors
+    allowed = _ALLOWED_CONSOLE_ERRORS.pop(page, [])
+    unexpected = [e for e in script_errors if not (e.startswith("console: ") and any(p.search(e) for p in allowed))]
+    assert unexpected == [], unexpected
 
 
 def sign_in_with_link(page: Page, project_id: str, token: str) -> None:
     page.goto(f"/#token={token}&project={project_id}")
     expect(page.locator("#account-project")).to_have_text(project_id)
+
+
+def wait_until_live(page: Page, api, project_id: str, timeout_ms: float = 15_000) -> None:
+    """The exports list follows the project's stream: the list is drawn from it, and the API has it in place."""
+    expect(page.locator("#exports-summary")).to_contain_text("· live", timeout=timeout_ms)
+    wait_until_following(api, project_id)

@@ -9,14 +9,16 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
 from playwright.sync_api import Locator, Page, Request, expect
 
+from db import access
 from devstack.seed import seed
 from tests.support.rpc_client import create_params
-from tests.support.web import RunningWorker, sign_in_with_link
+from tests.support.web import RunningWorker, allow_console_errors, sign_in_with_link, wait_until_live
 from workers.tables import AUDIT_LOGS, OBSERVATIONS, SCORES, TRACES
 
 # Long enough for a busy two-core machine to run a small export through a real worker.
@@ -35,7 +37,7 @@ def add_filter(page: Page, column: str, operator: str, value: str | None = None,
 
 
 def wait_for_status(row, status: str, worker: RunningWorker) -> None:
-    """The row shows `status` as the list polls; a worker that died fails the test at once."""
+    """The row shows `status` as the events come; a worker that died fails the test at once."""
     deadline = time.monotonic() + COMPLETION_TIMEOUT_S
     while True:
         worker.assert_alive()
@@ -56,20 +58,37 @@ def create_from_page(page: Page, name: str, table: str, fmt: str, compression: s
     page.click("#create-submit")
 
 
-def record_creates(page: Page) -> list[dict]:
-    """The params of every `batchExport.create` the page sends from now on, exactly as it sends them."""
-    sent: list[dict] = []
+def on_calls(page: Page, handle: Callable[[dict], None]) -> None:
+    """Hands `handle` every JSON-RPC call the page sends from now on (a batch's one by one, event streams
+    included), exactly as it sends them."""
 
     def record(request: Request) -> None:
         if request.method != "POST" or not request.url.endswith("/rpc"):
             return
         body = request.post_data_json
         for call in body if isinstance(body, list) else [body]:
-            if call.get("method") == "batchExport.create":
-                sent.append(call["params"])
+            handle(call)
 
     page.on("request", record)
+
+
+def record_creates(page: Page) -> list[dict]:
+    """The params of every `batchExport.create` the page sends from now on."""
+    sent: list[dict] = []
+    on_calls(page, lambda call: sent.append(call["params"]) if call.get("method") == "batchExport.create" else None)
     return sent
+
+
+def record_calls(page: Page, method: str | None = None) -> list[str]:
+    """The method of every call the page sends from now on (only `method`'s, if given)."""
+    sent: list[str] = []
+    on_calls(page, lambda call: sent.append(call["method"]) if method in (None, call.get("method")) else None)
+    return sent
+
+
+def is_list_read(response) -> bool:
+    body = response.request.post_data_json if response.request.method == "POST" else None
+    return isinstance(body, dict) and body.get("method") == "batchExport.all"
 
 
 def column_picker(page: Page):
@@ -203,9 +222,11 @@ def write_progress(conn, export_id: str, *, rows: int, total: int, parts_done: i
     )
 
 
-def created_and_waiting(page: Page, project, name: str) -> tuple[Locator, str]:
-    """An export created on the page, its row, and its id; no worker runs, so the test writes its progress."""
+def created_and_waiting(page: Page, api, project, name: str) -> tuple[Locator, str]:
+    """An export created on the page, its row, and its id; no worker runs, so the test writes its progress
+    (once the page follows the project's changes: they reach it as events)."""
     sign_in_with_link(page, project.id, project.member("OWNER"))
+    wait_until_live(page, api, project.id)
     create_from_page(page, name, "traces", "CSV")
     row = export_row(page, name)
     expect(row).to_have_attribute("data-status", "QUEUED")
@@ -214,8 +235,8 @@ def created_and_waiting(page: Page, project, name: str) -> tuple[Locator, str]:
     return row, export_id
 
 
-def test_an_export_in_parts_shows_how_many_of_its_parts_are_written(page, project, conn):
-    row, export_id = created_and_waiting(page, project, "In parts")
+def test_an_export_in_parts_shows_how_many_of_its_parts_are_written(page, api, project, conn):
+    row, export_id = created_and_waiting(page, api, project, "In parts")
     progress = row.locator(".progress-text")
 
     write_progress(conn, export_id, rows=250, total=900, parts_done=3, parts_total=10)
@@ -228,8 +249,8 @@ def test_an_export_in_parts_shows_how_many_of_its_parts_are_written(page, projec
     expect(progress).to_have_text("400 / 900 rows · 4 of 10 parts written")
 
 
-def test_a_one_part_export_shows_its_rows_and_no_parts(page, project, conn):
-    row, export_id = created_and_waiting(page, project, "In one part")
+def test_a_one_part_export_shows_its_rows_and_no_parts(page, api, project, conn):
+    row, export_id = created_and_waiting(page, api, project, "In one part")
 
     write_progress(conn, export_id, rows=250, total=900, parts_done=0, parts_total=1)
     expect(row.locator(".progress-text")).to_have_text("250 / 900 rows")
@@ -237,6 +258,82 @@ def test_a_one_part_export_shows_its_rows_and_no_parts(page, project, conn):
 
     row.get_by_role("button", name="Cancel").click()
     expect(row).to_have_attribute("data-status", "CANCELLED")
+
+
+def test_the_page_follows_an_exports_progress_from_the_stream_without_polling(page, api, project, conn):
+    sign_in_with_link(page, project.id, project.member("OWNER"))
+    wait_until_live(page, api, project.id)
+    reads = record_calls(page, "batchExport.all")
+    with page.expect_response(is_list_read):  # after its own create, the page reads the list once
+        create_from_page(page, "Followed live", "traces", "CSV")
+    row = export_row(page, "Followed live")
+    expect(row).to_have_attribute("data-status", "QUEUED")
+    export_id = row.get_attribute("data-export-id")
+    assert export_id is not None and reads == ["batchExport.all"]
+
+    progress = row.locator(".progress-text")
+    for rows in (120, 450, 800):
+        write_progress(conn, export_id, rows=rows, total=900, parts_done=0, parts_total=1)
+        expect(progress).to_have_text(f"{rows} / 900 rows")
+    expect(row.locator(".status")).to_have_text("Processing")
+    # An export made elsewhere (another tab, the CLI) appears at the top, and the count goes up.
+    project.new_export(conn, name="Made elsewhere")
+    expect(page.locator("#exports-body tr").first).to_contain_text("Made elsewhere")
+    expect(page.locator("#exports-summary")).to_have_text("2 exports · live")
+
+    assert reads == ["batchExport.all"]  # every change came as an event: nothing was polled
+
+
+def test_a_revoked_session_signs_the_page_out_without_another_call(page, api, project, conn, client):
+    token = project.member("MEMBER")
+    sign_in_with_link(page, project.id, token)
+    # A member may not see scheduled exports: that section has stopped asking by now.
+    expect(page.locator("#scheduled-notice")).to_be_visible()
+    wait_until_live(page, api, project.id)
+    calls = record_calls(page)
+
+    access.revoke_session(conn, token)
+
+    expect(page.locator("#sign-in")).to_be_visible()
+    refusal = client.error("batchExport.all", {"projectId": project.id}, token=token)
+    expect(page.locator("#sign-in-error")).to_have_text(f"Signed out. Not signed in. {refusal['message']}")
+    assert page.evaluate("sessionStorage.length") == 0
+    assert calls == []  # the open stream said so: the page asked nothing
+
+
+def test_without_the_stream_the_page_polls_and_goes_back_to_the_stream_when_it_opens(page, api, project, conn):
+    def fail_event_streams(route) -> None:
+        if "text/event-stream" in route.request.headers.get("accept", ""):
+            route.abort("connectionrefused")
+        else:
+            route.continue_()
+
+    page.route("**/rpc", fail_event_streams)
+    allow_console_errors(page, r"Failed to load resource: net::ERR_CONNECTION_REFUSED")
+    reads = record_calls(page, "batchExport.all")
+    sign_in_with_link(page, project.id, project.member("OWNER"))
+    create_from_page(page, "Polled", "traces", "CSV")
+    row = export_row(page, "Polled")
+    expect(row).to_have_attribute("data-status", "QUEUED")
+    export_id = row.get_attribute("data-export-id")
+    assert export_id is not None
+    summary = page.locator("#exports-summary")
+    expect(summary).to_contain_text("· updated ")
+
+    write_progress(conn, export_id, rows=300, total=900, parts_done=0, parts_total=1)
+    expect(row.locator(".progress-text")).to_have_text("300 / 900 rows")
+    polled = len(reads)
+    write_progress(conn, export_id, rows=500, total=900, parts_done=0, parts_total=1)
+    expect(row.locator(".progress-text")).to_have_text("500 / 900 rows")
+    assert len(reads) > polled  # it came by polling
+
+    # The stream can open again: the client's next try (its backoff stays under 30 s) takes over.
+    page.unroute("**/rpc", fail_event_streams)
+    wait_until_live(page, api, project.id, timeout_ms=60_000)  # "live" once it has read the list since
+    polled = len(reads)
+    write_progress(conn, export_id, rows=700, total=900, parts_done=0, parts_total=1)
+    expect(row.locator(".progress-text")).to_have_text("700 / 900 rows")
+    assert len(reads) == polled
 
 
 def test_a_viewer_is_told_in_words_that_they_may_not_list_or_create(page, project, conn, client):

@@ -1,16 +1,22 @@
 /**
- * The live list of the project's exports: polls `batchExport.all` (every second while one is
- * queued or running, every few seconds otherwise) and updates each row in place, so a button
- * being clicked is never swapped out from under the pointer. Cancel and Download act on one row.
+ * The live list of the project's exports. It follows `batchExport.onChange` (server-sent events):
+ * once the stream is open the list is read one time with `batchExport.all`, and from then on each
+ * event updates its export's row in place (a button being clicked is never swapped out from under
+ * the pointer) or adds a new export at the top. Only while the stream cannot open (the network, an
+ * HTTP error, a browser or server that cannot stream) does the list poll `batchExport.all` (every
+ * second while an export is queued or running, every few seconds otherwise); the client keeps trying
+ * the stream, and the polling stops when it opens. Cancel and Download act on one row.
  */
-import { describeError, isUnauthorized, type Client } from "./api.js";
-import type { BatchExport } from "../../clients/ts/src/client.js";
+import { describeError, isForbidden, isUnauthorized, type Client } from "./api.js";
+import type { BatchExport, Unsubscribable } from "../../clients/ts/src/client.js";
 import { tableLabel } from "./catalog.js";
 import { formatBytes, formatCount, formatDateTime, fromNow } from "./format.js";
 
 const ACTIVE_POLL_MS = 1000;
 const IDLE_POLL_MS = 4000;
 const FAILING_POLL_MS = 10000;
+// Rows say "expires in 3 hours": redrawn now and then, as no event comes when time alone passes.
+const CLOCK_MS = 30_000;
 const PAGE_SIZE = 50;
 
 interface RowParts {
@@ -36,9 +42,27 @@ export interface ExportsListElements {
   error: HTMLElement;
 }
 
+/**
+ * Where the list's news comes from: the stream (connecting; open, with the list still to read; live;
+ * coming back after a drop), or polling.
+ */
+type Feed = "connecting" | "opened" | "live" | "reconnecting" | "polling";
+
 export class ExportsList {
   private rows = new Map<string, RowParts>();
+  /** The newest exports (at most a page of them), as the list read and the events since have them. */
+  private exports = new Map<string, BatchExport>();
+  private totalCount = 0;
+  private listed = false;
+  /** The events that arrived while a list read was on its way: applied again over its result. */
+  private arrivedDuringRead: BatchExport[] | null = null;
+  private feed: Feed = "connecting";
+  private subscription: Unsubscribable | null = null;
+  // The stream was refused for the role: once a poll shows the role may read again, follow it again.
+  private followWhenAllowed = false;
+  private polledAt: Date | null = null;
   private timer: number | undefined;
+  private clock: number | undefined;
   private sequence = 0;
   private stopped = true;
 
@@ -51,36 +75,137 @@ export class ExportsList {
 
   start(): void {
     this.stopped = false;
-    void this.refresh();
+    this.follow();
+    this.clock = window.setInterval(() => this.draw(), CLOCK_MS);
   }
 
   stop(): void {
     this.stopped = true;
+    this.subscription?.unsubscribe();
+    this.subscription = null;
     window.clearTimeout(this.timer);
+    window.clearInterval(this.clock);
   }
 
-  /** Fetch now (after a create, a cancel), then keep polling. Resolves once the list is drawn. */
+  /** Reads the list now (after a create, a cancel); while polling, keeps polling. Resolves once it is drawn. */
   async refresh(): Promise<void> {
     window.clearTimeout(this.timer);
     const sequence = ++this.sequence;
-    let delay = FAILING_POLL_MS;
+    this.arrivedDuringRead = [];
+    let next: number | null = FAILING_POLL_MS;
     try {
       const list = await this.client.batchExport.all({ projectId: this.projectId, limit: PAGE_SIZE });
-      if (sequence !== this.sequence || this.stopped) return; // a newer refresh owns the list
-      this.render(list.exports, list.totalCount);
+      if (sequence !== this.sequence || this.stopped) return; // a newer read owns the list
+      this.replaceWith(list.exports, list.totalCount, this.arrivedDuringRead ?? []);
+      this.arrivedDuringRead = null;
+      this.polledAt = new Date();
+      if (this.feed === "opened") this.feed = "live"; // read since the stream opened: the events carry it on
       this.showError(null);
+      this.draw();
       const active = list.exports.some((e) => e.status === "QUEUED" || e.status === "PROCESSING");
-      delay = active ? ACTIVE_POLL_MS : IDLE_POLL_MS;
+      next = this.feed === "polling" ? (active ? ACTIVE_POLL_MS : IDLE_POLL_MS) : null;
+      if (this.followWhenAllowed) {
+        this.followWhenAllowed = false;
+        this.follow();
+      }
     } catch (error) {
       if (sequence !== this.sequence || this.stopped) return;
-      if (isUnauthorized(error)) {
-        this.stop();
-        this.onUnauthorized(describeError(error));
-        return;
-      }
+      this.arrivedDuringRead = null;
+      if (isUnauthorized(error)) return this.signedOut(error);
       this.showError(`Could not load the exports. ${describeError(error)}`);
     }
-    if (!this.stopped && sequence === this.sequence) this.timer = window.setTimeout(() => void this.refresh(), delay);
+    if (next !== null && !this.stopped) this.timer = window.setTimeout(() => void this.refresh(), next);
+  }
+
+  private follow(): void {
+    this.subscription?.unsubscribe();
+    this.feed = "connecting";
+    this.subscription = this.client.batchExport.onChange.subscribe(
+      { projectId: this.projectId },
+      {
+        onStarted: ({ lastEventId }) => {
+          window.clearTimeout(this.timer); // no more polling
+          // A stream that resumed after an event replays what it missed; any other start needs a fresh read.
+          if (lastEventId !== null && this.listed) {
+            this.feed = "live";
+            this.draw();
+          } else {
+            this.feed = "opened";
+            void this.refresh();
+          }
+        },
+        onData: (item) => this.receive(item),
+        onConnectionStateChange: (state) => {
+          if (state.state !== "reconnecting") return;
+          // A stream that dropped (a server restarting) comes straight back, resuming where it was;
+          // one that cannot open, or keeps dropping, leaves the list to polling meanwhile.
+          if (state.reason === "dropped" && state.attempt === 1) {
+            this.feed = "reconnecting";
+            this.draw();
+          } else {
+            this.poll();
+          }
+        },
+        onError: (error) => this.streamRefused(error),
+      },
+    );
+  }
+
+  /** The stream ended for good: signed out, or the list goes on without it, by polling. */
+  private streamRefused(error: unknown): void {
+    this.subscription = null;
+    if (isUnauthorized(error)) return this.signedOut(error);
+    if (isForbidden(error)) {
+      this.showError(`Could not load the exports. ${describeError(error)}`);
+      this.followWhenAllowed = true;
+    }
+    this.poll();
+  }
+
+  private poll(): void {
+    if (this.feed === "polling") return;
+    this.feed = "polling";
+    void this.refresh();
+  }
+
+  private signedOut(error: unknown): void {
+    this.stop();
+    this.onUnauthorized(describeError(error));
+  }
+
+  private receive(item: BatchExport): void {
+    this.arrivedDuringRead?.push(item);
+    // Before the first list read, the read itself will have it.
+    if (this.listed && this.merge(item)) this.draw();
+  }
+
+  private replaceWith(items: BatchExport[], totalCount: number, arrivedSince: BatchExport[]): void {
+    this.exports = new Map(items.map((item) => [item.id, item]));
+    this.totalCount = totalCount;
+    this.listed = true;
+    for (const item of arrivedSince) this.merge(item);
+  }
+
+  /** One export as an event (or a call's result) has it; whether the list changed. */
+  private merge(item: BatchExport): boolean {
+    const known = this.exports.get(item.id);
+    if (known) {
+      // The list read may be newer than an event that was on its way meanwhile.
+      if (instant(item.updatedAt) < instant(known.updatedAt)) return false;
+      this.exports.set(item.id, item);
+      return true;
+    }
+    const shown = this.newestFirst();
+    const oldest = shown[PAGE_SIZE - 1];
+    if (oldest && newestFirst(item, oldest) > 0) return false; // older than the page reaches: not shown, not new
+    this.exports.set(item.id, item);
+    this.totalCount += 1;
+    for (const beyond of this.newestFirst().slice(PAGE_SIZE)) this.exports.delete(beyond.id);
+    return true;
+  }
+
+  private newestFirst(): BatchExport[] {
+    return [...this.exports.values()].sort(newestFirst);
   }
 
   private showError(message: string | null): void {
@@ -88,7 +213,9 @@ export class ExportsList {
     this.elements.error.hidden = message === null;
   }
 
-  private render(exports: BatchExport[], totalCount: number): void {
+  private draw(): void {
+    if (!this.listed) return;
+    const exports = this.newestFirst().slice(0, PAGE_SIZE);
     const seen = new Set<string>();
     let previous: HTMLTableRowElement | null = null;
     for (const item of exports) {
@@ -107,8 +234,25 @@ export class ExportsList {
       }
     }
     this.elements.empty.hidden = exports.length > 0;
-    const shown = exports.length < totalCount ? `the newest ${exports.length} of ${totalCount} exports` : `${totalCount} export${totalCount === 1 ? "" : "s"}`;
-    this.elements.summary.textContent = `${shown} · updated ${new Date().toLocaleTimeString()}`;
+    const total = this.totalCount;
+    const shown = exports.length < total ? `the newest ${exports.length} of ${total} exports` : `${total} export${total === 1 ? "" : "s"}`;
+    this.elements.summary.textContent = `${shown} · ${this.freshness()}`;
+    this.elements.summary.title =
+      this.feed === "polling" ? "Live updates are unavailable: the list is read again every few seconds." : "Changes appear as they happen.";
+  }
+
+  private freshness(): string {
+    switch (this.feed) {
+      case "live":
+        return "live";
+      case "reconnecting":
+        return "reconnecting…";
+      case "connecting":
+      case "opened":
+        return "connecting…";
+      case "polling":
+        return `updated ${(this.polledAt ?? new Date()).toLocaleTimeString()}`;
+    }
   }
 
   private createRow(item: BatchExport): RowParts {
@@ -183,14 +327,16 @@ export class ExportsList {
     parts.creator.textContent = item.user?.name ?? "someone no longer in this project";
     parts.created.textContent = formatDateTime(item.createdAt);
     parts.created.title = item.createdAt;
-    if (item.isExpired) parts.expires.textContent = "expired";
+    // No event comes when a link's time simply runs out: the clock says so as well.
+    const expired = item.isExpired || (item.expiresAt !== null && Date.parse(item.expiresAt) <= Date.now());
+    if (expired) parts.expires.textContent = "expired";
     else if (item.expiresAt) parts.expires.textContent = fromNow(item.expiresAt);
     else parts.expires.textContent = "—";
     parts.expires.title = item.expiresAt ? formatDateTime(item.expiresAt) : "";
 
     const active = item.status === "QUEUED" || item.status === "PROCESSING";
     parts.cancel.hidden = !active;
-    parts.download.hidden = !item.isDownloadable;
+    parts.download.hidden = !item.isDownloadable || expired;
   }
 
   private async cancel(parts: RowParts): Promise<void> {
@@ -198,7 +344,7 @@ export class ExportsList {
     parts.cancel.disabled = true;
     try {
       const cancelled = await this.client.batchExport.cancel({ projectId: this.projectId, batchExportId: item.id });
-      this.fill(parts, cancelled);
+      if (this.merge(cancelled)) this.draw();
       this.showError(null);
     } catch (error) {
       this.actionFailed(`Could not cancel “${item.name}”.`, error);
@@ -230,12 +376,23 @@ export class ExportsList {
 
   private actionFailed(what: string, error: unknown): void {
     if (isUnauthorized(error)) {
-      this.stop();
-      this.onUnauthorized(describeError(error));
+      this.signedOut(error);
     } else {
       this.showError(`${what} ${describeError(error)}`);
     }
   }
+}
+
+/** Newest first, as `batchExport.all` orders them: by createdAt, then id. */
+function newestFirst(a: BatchExport, b: BatchExport): number {
+  return instant(b.createdAt) - instant(a.createdAt) || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
+}
+
+/** An ISO datetime in microseconds since the epoch: the server's timestamps are finer than Date's milliseconds. */
+function instant(iso: string): number {
+  const fraction = /\.(\d+)/.exec(iso)?.[1] ?? "";
+  const seconds = Date.parse(iso.replace(/\.\d+/, ""));
+  return seconds * 1000 + Number(fraction.padEnd(6, "0").slice(0, 6));
 }
 
 function button(text: string, className: string): HTMLButtonElement {

@@ -8,3 +8,9 @@ const [list, cancelled] = await client.$batch((b) => [b.batchExport.all({ projec
 console.log(list.totalCount, cancelled.status);
 try { await client.batchExport.downloadUrl({ projectId, batchExportId: created.id }); }
 catch (e) { if (e instanceof RpcError && e.data.code === "PRECONDITION_FAILED") console.log("not ready yet"); }
+// Follow the project's exports as they change; the client reconnects (resuming after the last event) by itself.
+const live = client.batchExport.onChange.subscribe({ projectId }, {
+  onData: (changed) => console.log(changed.name, changed.status, changed.progress.rowsExported),
+  onError: (e) => console.log("stopped:", e.data.code),
+});
+live.unsubscribe();

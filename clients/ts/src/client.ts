@@ -4,20 +4,37 @@
  *   const client = createClient({ url: "http://127.0.0.1:8000/rpc", token });
  *   const created = await client.batchExport.create({ projectId, name, query, format: "CSV" });
  *   const [list, link] = await client.$batch((b) => [b.batchExport.all({ projectId }), b.batchExport.downloadUrl(ref)]);
+ *   const live = client.batchExport.onChange.subscribe({ projectId }, { onData: (exp, id) => …, onError: (e) => … });
+ *   live.unsubscribe();
  *
- * Method "a.b.c" is `client.a.b.c(input)`. Every failure the server reports is thrown as an
- * `RpcError` (`code`, `data.code`, `data.issues`). Nothing here but `fetch` runs at runtime;
- * the procedure types come from `./types.ts`, generated from the server's models.
+ * Query or mutation "a.b.c" is `client.a.b.c(input)`. Every failure the server reports is thrown as
+ * an `RpcError` (`code`, `data.code`, `data.issues`). Subscription "a.b" is
+ * `client.a.b.subscribe(input, handlers)`: server-sent events, reconnected with Last-Event-ID
+ * (./subscription.ts); it cannot be called, nor sent in a `$batch` (so a procedure may not be named
+ * `subscribe`). Nothing here but `fetch` runs at runtime; the procedure types come from
+ * `./types.ts`, generated from the server's models.
  */
+import { RpcError } from "./rpc-error.js";
+import { openSubscription, type SubscribeOptions, type Unsubscribable } from "./subscription.js";
 import type { AppRouter, RpcErrorData } from "./types.js";
 
 export type * from "./types.js";
+export { RpcError, isRpcError } from "./rpc-error.js";
+export { EventStreamParser, type StreamEvent } from "./event-stream.js";
+export type {
+  ConnectionState,
+  ReconnectOptions,
+  ReconnectReason,
+  SubscribeOptions,
+  SubscriptionHandlers,
+  Unsubscribable,
+} from "./subscription.js";
 
 /** What AppRouter says of one procedure. */
 export interface ProcedureShape {
   input: unknown;
   output: unknown;
-  kind: "query" | "mutation";
+  kind: "query" | "mutation" | "subscription";
 }
 
 /** A router type: dotted method name → procedure (AppRouter, or another server's). */
@@ -50,18 +67,29 @@ type Caller<P, Result> = P extends ProcedureShape
     : (input: P["input"], options?: CallOptions) => Result
   : never;
 
-/** The client's shape: the dotted names of R as nested objects, each leaf a typed call. */
+/** A subscription's leaf: not a call, an object whose `subscribe` opens the stream. */
+export interface SubscriptionLeaf<Input, Output> {
+  subscribe(input: Input, options: SubscribeOptions<Output>): Unsubscribable;
+}
+
+/** The client's shape: the dotted names of R as nested objects, each leaf a typed call or a subscription. */
 export type RouterClient<R> = {
   [N in Leaf<keyof R & string> | Head<keyof R & string>]: N extends keyof R
-    ? Caller<R[N], Promise<OutputOf<R[N]>>>
+    ? R[N] extends { kind: "subscription"; input: infer Input; output: infer Output }
+      ? SubscriptionLeaf<Input, Output>
+      : Caller<R[N], Promise<OutputOf<R[N]>>>
     : RouterClient<Under<R, N>>;
 };
 
-/** The same shape inside `$batch`: each leaf records a call instead of sending it. */
-export type BatchBuilder<R> = {
+/** R without its subscriptions: what `$batch` may send. */
+type CallsOf<R> = { [K in keyof R as R[K] extends { kind: "subscription" } ? never : K]: R[K] };
+
+/** The client's shape inside `$batch`, subscriptions left out: each leaf records a call instead of sending it. */
+export type BatchBuilder<R> = BatchTree<CallsOf<R>>;
+type BatchTree<R> = {
   [N in Leaf<keyof R & string> | Head<keyof R & string>]: N extends keyof R
     ? Caller<R[N], BatchCall<OutputOf<R[N]>>>
-    : BatchBuilder<Under<R, N>>;
+    : BatchTree<Under<R, N>>;
 };
 
 type OutputOf<P> = P extends ProcedureShape ? P["output"] : never;
@@ -98,28 +126,6 @@ export interface ClientOptions {
   fetch?: (url: string, init: RequestInit) => Promise<Response>;
 }
 
-/** Any error the server reports, or a reply the client could not read (then `code` is -32603). */
-export class RpcError extends Error {
-  override readonly name = "RpcError";
-  /** JSON-RPC `error.code`: -32602 for invalid params, -32004 for not found, … */
-  readonly code: number;
-  /** `error.data`: `code` is the tRPC key to switch on, `issues` lists fields that failed validation. */
-  readonly data: RpcErrorData;
-  /** The method called, or null when the whole request failed (parse error, body too large). */
-  readonly method: string | null;
-
-  constructor(error: { code: number; message: string; data?: Partial<RpcErrorData> }, method: string | null) {
-    super(error.message);
-    this.code = error.code;
-    this.data = { code: "INTERNAL_SERVER_ERROR", httpStatus: 500, path: method, ...error.data } as RpcErrorData;
-    this.method = method;
-  }
-}
-
-export function isRpcError(value: unknown): value is RpcError {
-  return value instanceof RpcError;
-}
-
 interface Request {
   jsonrpc: "2.0";
   id: number;
@@ -132,16 +138,22 @@ type Reply =
   | { jsonrpc: "2.0"; id: number | string | null; error: { code: number; message: string; data?: RpcErrorData } };
 
 const BATCH_CALL = Symbol("batch call");
+// `client.a.b.subscribe(input, options)` opens subscription "a.b".
+const SUBSCRIBE = ".subscribe";
 
 export function createClient<R extends RouterShape<R> = AppRouter>(options: ClientOptions): Client<R> {
   const fetchImpl = options.fetch ?? globalThis.fetch?.bind(globalThis);
   if (!fetchImpl) throw new TypeError("createClient: no fetch available; pass options.fetch");
   let lastId = 0;
 
+  async function token(): Promise<string | null | undefined> {
+    return typeof options.token === "function" ? await options.token() : options.token;
+  }
+
   async function post(body: Request | Request[], signal: AbortSignal | undefined): Promise<Map<unknown, Reply>> {
     const headers: Record<string, string> = { "content-type": "application/json", accept: "application/json" };
-    const token = typeof options.token === "function" ? await options.token() : options.token;
-    if (token) headers.authorization = `Bearer ${token}`;
+    const bearer = await token();
+    if (bearer) headers.authorization = `Bearer ${bearer}`;
     const response = await fetchImpl(options.url, { method: "POST", headers, body: JSON.stringify(body), signal });
     const requests = Array.isArray(body) ? body : [body];
     let parsed: unknown;
@@ -211,7 +223,16 @@ export function createClient<R extends RouterShape<R> = AppRouter>(options: Clie
     },
     $batchSettled: batch,
   };
-  const tree = methodTree([], (method, [input, callOptions]) => call(method, input, callOptions as CallOptions | undefined));
+  function subscribe(method: string, input: unknown, subscribeOptions: SubscribeOptions<unknown>): Unsubscribable {
+    lastId += 1;
+    return openSubscription({ url: options.url, method, id: lastId, input, token, fetch: fetchImpl }, subscribeOptions);
+  }
+
+  const tree = methodTree([], (method, [input, second]) =>
+    method.endsWith(SUBSCRIBE)
+      ? subscribe(method.slice(0, -SUBSCRIBE.length), input, second as SubscribeOptions<unknown>)
+      : call(method, input, second as CallOptions | undefined),
+  );
   return new Proxy(root, {
     get: (target, key) => (key === "$batch" || key === "$batchSettled" ? target[key] : Reflect.get(tree as object, key)),
   }) as unknown as Client<R>;

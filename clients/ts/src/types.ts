@@ -53,6 +53,11 @@ export interface AppRouter {
     output: DownloadUrl;
     kind: "query";
   };
+  "batchExport.onChange": {
+    input: WatchBatchExports;
+    output: BatchExport;
+    kind: "subscription";
+  };
   "scheduledExport.create": {
     input: CreateScheduledExport;
     output: ScheduledExport;
@@ -522,6 +527,17 @@ export interface BatchExportList {
 export interface DownloadUrl {
   url: string;
   expiresAt: string;
+}
+/**
+ * batchExport.onChange: the project's exports, or one of them, as they change.
+ *
+ * This interface was referenced by `AppRouter`'s JSON-Schema
+ * via the `definition` "WatchBatchExports".
+ */
+export interface WatchBatchExports {
+  projectId: string;
+  batchExportId?: string | null;
+  lastEventId?: string | null;
 }
 /**
  * This interface was referenced by `AppRouter`'s JSON-Schema

@@ -1,8 +1,21 @@
-// Drives the compiled client against a running server; tests/ts/test_live_client.py starts one.
-//   node build/test/live.js <flow|errors|batch>   with RPC_URL, TOKEN and PROJECT_ID in the environment
-// Prints one JSON line per step it wants the caller to see; any failed assertion exits non-zero.
+// Drives the compiled client against a running server; tests/ts/test_ts_live_client.py and
+// test_ts_live_subscription.py start one.
+//   node build/test/live.js <scenario>   with RPC_URL, TOKEN and PROJECT_ID in the environment
+//   (STREAM_URL: where subscriptions connect, when not RPC_URL; OTHER_TOKEN: a second user's token)
+// Prints one JSON line per step it wants the caller to see, and waits for a line on stdin where the
+// caller must act first (commit a change, cut the connection); any failed assertion exits non-zero.
 import assert from "node:assert/strict";
-import { createClient, RpcError, type BatchExport, type CreateBatchExport } from "../src/client.js";
+import { createInterface } from "node:readline";
+import {
+  createClient,
+  RpcError,
+  type BatchExport,
+  type Client,
+  type ConnectionState,
+  type CreateBatchExport,
+  type SubscribeOptions,
+  type WatchBatchExports,
+} from "../src/client.js";
 
 const url = required("RPC_URL");
 const token = required("TOKEN");
@@ -101,7 +114,144 @@ const scenarios: Record<string, () => Promise<void>> = {
     assert.equal(requests, 3);
     report({ requests, cancelled: created.id });
   },
+
+  // A project's stream carries a new export from its creation: the QUEUED event is what create returned.
+  async subscribe() {
+    const live = follow(client, { projectId });
+    await live.started();
+    report({ started: true });
+    await caller("following"); // the server has the stream in place
+    const created = await client.batchExport.create({ ...traces, name: "seen live" });
+    const [queued] = await live.upTo("the QUEUED event", (e) => e.id === created.id);
+    assert.deepEqual(queued!.export, created);
+    assert.match(queued!.id ?? "", /^[0-9]+$/);
+    live.subscription.unsubscribe();
+    report({ created: created.id, eventId: queued!.id, states: live.states });
+  },
+
+  // Refusals stop the subscription with onError: a role without read access, a token nobody issued.
+  async refused() {
+    const outcomes: Record<string, unknown> = {};
+    for (const [who, bearer] of [["viewer", required("OTHER_TOKEN")], ["stranger", "not-a-session-token"]] as const) {
+      let connections = 0;
+      const counting = createClient({
+        url,
+        token: bearer,
+        fetch: (input, init) => {
+          connections += 1;
+          return fetch(input, init);
+        },
+      });
+      const live = follow(counting, { projectId }, { reconnect: { minDelayMs: 0, maxDelayMs: 0 } });
+      const end = await live.ended();
+      assert.ok(end instanceof RpcError, `expected an RpcError, got ${String(end)}`);
+      // Had it reconnected, the next connection would have been made by now (no delay): one macrotask later.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      outcomes[who] = { code: end.data.code, numeric: end.code, message: end.message, connections, events: live.events.length };
+    }
+    report(outcomes);
+  },
+
+  // The connection is cut (by the caller's proxy, in front of STREAM_URL) while changes are committed:
+  // the client reconnects with Last-Event-ID and gets every change once, in order.
+  async resume() {
+    const exportId = required("EXPORT_ID");
+    const lastEventIds: (string | null)[] = [];
+    const throughProxy = createClient({
+      url: required("STREAM_URL"),
+      token,
+      fetch: (input, init) => {
+        lastEventIds.push((init.headers as Record<string, string>)["last-event-id"] ?? null);
+        return fetch(input, init);
+      },
+    });
+    const live = follow(throughProxy, { projectId, batchExportId: exportId });
+    const [queued] = await live.upTo("the export's state", (e) => e.status === "QUEUED");
+    report({ seen: "QUEUED", id: queued!.id });
+    await caller("processing");
+    const [, processing] = await live.upTo("PROCESSING", (e) => e.status === "PROCESSING");
+    report({ seen: "PROCESSING", id: processing!.id });
+    await caller("cut, completed and released"); // the rest was committed while the connection was down
+    const all = await live.upTo("COMPLETED", (e) => e.status === "COMPLETED");
+    live.subscription.unsubscribe();
+    report({
+      events: all.map((e) => [e.export.status, e.export.progress.rowsExported, e.export.progress.rowsTotal, e.id]),
+      lastEventIds,
+      states: live.states,
+    });
+  },
 };
+
+/** A subscription's events as they come, to wait on in order (at most a minute per wait). */
+function follow(from: Client, input: WatchBatchExports, options: Partial<SubscribeOptions<BatchExport>> = {}) {
+  const events: { export: BatchExport; id: string | null }[] = [];
+  const states: ConnectionState["state"][] = [];
+  let changed: () => void = () => undefined;
+  let end: RpcError | "complete" | null = null;
+  let started = false;
+  const subscription = from.batchExport.onChange.subscribe(input, {
+    reconnect: { minDelayMs: 20, maxDelayMs: 500 },
+    ...options,
+    onStarted: () => {
+      started = true;
+      changed();
+    },
+    onData: (event, id) => {
+      events.push({ export: event, id });
+      changed();
+    },
+    onError: (error) => {
+      end = error;
+      changed();
+    },
+    onComplete: () => {
+      end = "complete";
+      changed();
+    },
+    onConnectionStateChange: (state) => states.push(state.state),
+  });
+  async function until(what: string, done: () => boolean, mayEnd = false): Promise<void> {
+    const deadline = Date.now() + 60_000;
+    while (!done()) {
+      if (end !== null && !mayEnd) throw new Error(`the subscription ended (${String(end)}) before ${what}`);
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) throw new Error(`${what}: not within a minute; events: ${JSON.stringify(events.map((e) => e.export.status))}`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, remaining);
+        changed = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+  }
+  return {
+    events,
+    states,
+    subscription,
+    started: () => until("the stream opened", () => started),
+    /** The events up to the first that `accept`s, from the start. */
+    upTo: async (what: string, accept: (event: BatchExport) => boolean) => {
+      await until(what, () => events.some((e) => accept(e.export)));
+      return events.slice(0, events.findIndex((e) => accept(e.export)) + 1);
+    },
+    ended: async () => {
+      await until("the end", () => end !== null, true);
+      return end;
+    },
+  };
+}
+
+// Read only by scenarios that wait for the caller, and closed at the end, so the others exit by themselves.
+const stdin: { reader: ReturnType<typeof createInterface> | null; lines: AsyncIterator<string> | null } = { reader: null, lines: null };
+
+/** Waits for the caller's go-ahead: the line it writes on stdin once it has done its part. */
+async function caller(expected: string): Promise<void> {
+  stdin.reader ??= createInterface({ input: process.stdin });
+  stdin.lines ??= stdin.reader[Symbol.asyncIterator]();
+  const line = await stdin.lines.next();
+  assert.equal(line.value, expected);
+}
 
 async function waitFor(id: string, status: BatchExport["status"]): Promise<BatchExport> {
   const deadline = Date.now() + 60_000;
@@ -139,3 +289,4 @@ if (!scenario) {
   process.exit(2);
 }
 await scenario();
+stdin.reader?.close();

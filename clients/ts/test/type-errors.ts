@@ -10,6 +10,8 @@ import {
   type DownloadUrl,
   type ListBatchExports,
   type RpcErrorCode,
+  type Unsubscribable,
+  type WatchBatchExports,
 } from "../src/client.js";
 
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
@@ -59,6 +61,42 @@ export async function typeTests(): Promise<void> {
   const [settled] = await client.$batchSettled((b) => [b.batchExport.cancel({ projectId, batchExportId: created.id })]);
   if (settled.ok) assertType<Equal<typeof settled.value, BatchExport>>();
   else assertType<Equal<typeof settled.error, RpcError>>();
+
+  // A subscription: `subscribe(input, handlers)`, typed by AppRouter's entry for batchExport.onChange.
+  const live = client.batchExport.onChange.subscribe(
+    { projectId, batchExportId: null },
+    {
+      onData(event, id) {
+        assertType<Equal<typeof event, BatchExport>>();
+        assertType<Equal<typeof id, string | null>>();
+      },
+      onError(error) {
+        assertType<Equal<typeof error, RpcError>>();
+      },
+      onConnectionStateChange(state) {
+        if (state.state === "reconnecting") assertType<Equal<typeof state.delayMs, number>>();
+      },
+      reconnect: { minDelayMs: 500, maxDelayMs: 10_000 },
+    },
+  );
+  assertType<Equal<typeof live, Unsubscribable>>();
+  assertType<Equal<Parameters<typeof client.batchExport.onChange.subscribe>[0], WatchBatchExports>>();
+  live.unsubscribe();
+  // @ts-expect-error 'projectID'
+  client.batchExport.onChange.subscribe({ projectID: projectId }, { onData() {} });
+  // @ts-expect-error 'onData'
+  client.batchExport.onChange.subscribe({ projectId }, { onError() {} });
+  // @ts-expect-error 'url'
+  client.batchExport.onChange.subscribe({ projectId }, { onData(event: DownloadUrl) {} });
+  // @ts-expect-error "DONE"
+  client.batchExport.onChange.subscribe({ projectId }, { onData: (event) => event.status === "DONE" });
+  // A subscription is not a query: it cannot be called, nor sent in a batch; a query cannot be subscribed to.
+  // @ts-expect-error is not callable
+  await client.batchExport.onChange({ projectId });
+  // @ts-expect-error 'onChange'
+  await client.$batch((b) => [b.batchExport.onChange({ projectId })]);
+  // @ts-expect-error 'subscribe'
+  client.batchExport.all.subscribe({ projectId }, { onData() {} });
 
   try {
     await client.batchExport.cancel({ projectId, batchExportId: created.id });
