@@ -88,7 +88,8 @@ class ApiClient:
                     first = False
                     delay, failing_since = RECONNECT_FIRST_DELAY, None
                     last_event_id = event_id or last_event_id
-                    yield result
+                    if result is not _CHECKPOINT:
+                        yield result
                 return  # `event: return`: nothing more will come
             except _Reconnect as dropped:
                 first = False
@@ -130,6 +131,9 @@ class ApiClient:
                 if first and on_open is not None:
                     on_open()
                 for sse in source.iter_sse():
+                    if not sse.data:  # a checkpoint: an id to resume from, no event
+                        yield sse.id, _CHECKPOINT
+                        continue
                     data = json.loads(sse.data)
                     if sse.event == "message":
                         yield sse.id, data["params"]["result"]
@@ -195,6 +199,9 @@ def _api_error(method: str, error: dict[str, Any]) -> ApiError:
         if isinstance(issue, dict)
     ]
     return ApiError(f"{method}: {error.get('message', 'error')}", code, details)
+
+
+_CHECKPOINT = object()  # what _stream yields for an id line without an event
 
 
 class _Reconnect(Exception):

@@ -17,7 +17,7 @@ from procedures.auth import rpc, scoped
 from procedures.context import ProjectContext
 from procedures.export_changes import ChangeStream
 from procedures.metrics import EXPORTS_CREATED, EXPORTS_FINISHED
-from rpc import RPCError, Tracked, tracked
+from rpc import Checkpoint, RPCError, Tracked, checkpoint, tracked
 from schemas import (
     ACTIVE_STATUSES,
     BatchExport,
@@ -203,7 +203,9 @@ async def download_url(ctx: ProjectContext, input: BatchExportRef) -> DownloadUr
     return DownloadUrl(url=url, expiresAt=expires_at)
 
 
-async def watch_exports(ctx: ProjectContext, input: WatchBatchExports) -> AsyncIterator[Tracked[BatchExport]]:
+async def watch_exports(
+    ctx: ProjectContext, input: WatchBatchExports
+) -> AsyncIterator[Tracked[BatchExport] | Checkpoint]:
     """The project's exports (or one of them) each time its status or progress changes."""
     last_event_id = int(input.lastEventId) if input.lastEventId is not None else None
     # Awaited before the stream opens: once the client sees it open, no change can be missed.
@@ -212,16 +214,21 @@ async def watch_exports(ctx: ProjectContext, input: WatchBatchExports) -> AsyncI
 
 
 class TrackedChanges:
-    """A stream's changes as its events: the BatchExport, tracked with its seq. A class rather than a
-    generator, so that closing it unregisters the stream even when no event was ever pulled."""
+    """A stream's changes as its events: the BatchExport, tracked with its seq, after a checkpoint at the
+    seq it starts from (a client that reconnects before any event resumes there, missing nothing). A
+    class rather than a generator, so that closing it unregisters the stream even if nothing was pulled."""
 
     def __init__(self, changes: ChangeStream) -> None:
         self.changes = changes
+        self.started = False
 
     def __aiter__(self) -> TrackedChanges:
         return self
 
-    async def __anext__(self) -> Tracked[BatchExport]:
+    async def __anext__(self) -> Tracked[BatchExport] | Checkpoint:
+        if not self.started:
+            self.started = True
+            return checkpoint(str(self.changes.sent))
         change = await anext(self.changes)
         # The same BatchExport object goes to every stream following the project: encoded once.
         return tracked(str(change.seq), change.export)

@@ -165,7 +165,12 @@ class ExportChangeFeed:
 
     @property
     def followers(self) -> int:
+        """Streams following any project in this process."""
         return sum(len(followers) for followers in self._followers.values())
+
+    def following(self, project_id: str) -> int:
+        """Streams following `project_id` in this process."""
+        return len(self._followers.get(project_id, ()))
 
     async def _start(
         self, project_id: str, export_id: str | None, last_event_id: int | None

@@ -28,7 +28,17 @@ from .endpoint import RPCEndpoint, rpc_routes
 from .errors import ERROR_CODES, ErrorCode, RPCError
 from .invocation import CallObserver
 from .openrpc import openrpc_document
-from .procedure import Call, Handler, Middleware, Procedure, SubscriptionHandler, Tracked, tracked
+from .procedure import (
+    Call,
+    Checkpoint,
+    Handler,
+    Middleware,
+    Procedure,
+    SubscriptionHandler,
+    Tracked,
+    checkpoint,
+    tracked,
+)
 from .root import RPC
 from .router import Router
 
@@ -39,6 +49,7 @@ __all__ = [
     "Call",
     "CallObserver",
     "Caller",
+    "Checkpoint",
     "ErrorCode",
     "Handler",
     "Middleware",
@@ -47,6 +58,7 @@ __all__ = [
     "Router",
     "SubscriptionHandler",
     "Tracked",
+    "checkpoint",
     "create_caller",
     "openrpc_document",
     "rpc_routes",

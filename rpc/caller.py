@@ -21,7 +21,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from .errors import RPCError
 from .invocation import CompiledProcedure, compile_procedure
-from .procedure import Tracked
+from .procedure import Checkpoint, Tracked
 from .router import Router
 
 
@@ -87,9 +87,12 @@ def _validated(path: str, output: TypeAdapter[Any], value: Any) -> Any:
 
 
 async def _validated_events(path: str, output: TypeAdapter[Any], events: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    """The subscription's events, each validated; a tracked event stays tracked (its id is kept)."""
+    """The subscription's events, each validated; a tracked event stays tracked (its id is kept), and
+    checkpoints (no event, only an id for a reconnecting stream) are left out."""
     try:
         async for event in events:
+            if type(event) is Checkpoint:
+                continue
             if type(event) is Tracked:
                 yield Tracked(event.id, _validated(path, output, event.data))
             else:

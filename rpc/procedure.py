@@ -54,14 +54,29 @@ class Tracked(NamedTuple, Generic[Event]):
     data: Event
 
 
-def tracked(id: str, data: Event) -> Tracked[Event]:
-    """Yield `tracked(id, event)` from a subscription to give the event a resumable id.
-
-    The id goes into an SSE field line, so it may not hold a line break or a NUL.
-    """
+def _event_id(id: str) -> str:
+    # The id goes into an SSE field line: a line break would end it, and a NUL makes clients ignore it.
     if "\n" in id or "\r" in id or "\x00" in id:
         raise ValueError(f"an event id cannot hold a line break or NUL, got {id!r}")
-    return Tracked(id, data)
+    return id
+
+
+def tracked(id: str, data: Event) -> Tracked[Event]:
+    """Yield `tracked(id, event)` from a subscription to give the event a resumable id."""
+    return Tracked(_event_id(id), data)
+
+
+class Checkpoint(NamedTuple):
+    """A place to resume from, without an event: sent as an SSE `id:` line alone, which sets a client's
+    last event id (so a reconnection resumes after it) and delivers nothing."""
+
+    id: str
+
+
+def checkpoint(id: str) -> Checkpoint:
+    """Yield `checkpoint(id)` from a subscription (at its start, say) so that a client that loses the
+    stream before the first event still resumes where it started, not from whenever it reconnects."""
+    return Checkpoint(_event_id(id))
 
 
 def _require_async(function: Any, role: str) -> None:

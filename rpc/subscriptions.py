@@ -9,6 +9,8 @@ subscription of that name. The reply is `text/event-stream` (framed per the HTML
     id: 41                         <- the event's id, when the handler yielded tracked(id, event)
     data: {"jsonrpc":"2.0","method":"<method>","params":{"subscription":<request id>,"result":<event>}}
 
+    id: 42                         <- a checkpoint(id): no event, only where to resume from
+
     : heartbeat                    <- every `heartbeat_seconds` without an event
 
     event: error                   <- the stream's last event, when it fails
@@ -43,7 +45,7 @@ from starlette.types import Receive, Scope, Send
 from . import protocol
 from .errors import RPCError, error_object
 from .invocation import CallObserver, CompiledProcedure, unexpected_error
-from .procedure import Tracked
+from .procedure import Checkpoint, Tracked
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,8 @@ class EventEncoder:
         return encoded
 
     def frame(self, prefix: bytes, event: Any) -> bytes:
+        if type(event) is Checkpoint:
+            return b"id: " + event.id.encode() + b"\n\n"
         if type(event) is Tracked:
             return b"id: " + event.id.encode() + b"\ndata: " + prefix + self.encode(event.data) + b"}}\n\n"
         return b"data: " + prefix + self.encode(event) + b"}}\n\n"

@@ -53,3 +53,20 @@ CREATE CONSTRAINT TRIGGER batch_exports_changed AFTER UPDATE ON batch_exports
           (NEW.name, NEW.status, NEW.rows_exported, NEW.rows_total, NEW.parts_done, NEW.parts_total, NEW.log,
            NEW.object_key, NEW.file_bytes, NEW.sha256, NEW.finished_at, NEW.expires_at))
     EXECUTE FUNCTION record_batch_export_change();
+
+-- `updatedAt` is how a client tells the newer of two states of an export apart (the page merges a
+-- list read with the stream's events), so it must move forward in commit order. A write stamped with
+-- now(), its transaction's start, would not: a writer that waited for the row's lock while another
+-- committed would stamp an older time than the one it overwrites. Such a write gets the moment it
+-- writes the row, taken after the row's lock. (A write of any other time is left as it is.)
+CREATE FUNCTION stamp_batch_export_write() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.updated_at = now() THEN
+        NEW.updated_at := clock_timestamp();
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER batch_exports_stamped BEFORE UPDATE ON batch_exports
+    FOR EACH ROW EXECUTE FUNCTION stamp_batch_export_write();

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+import psycopg
 import pytest
 
 from db import access, batch_exports, export_changes
@@ -79,6 +80,27 @@ def test_a_write_that_changes_nothing_visible_sends_nothing(api, project, owner_
         assert status_and_rows(stream.next()) == ("PROCESSING", 10, None)
 
 
+def test_updated_at_moves_forward_in_commit_order_even_for_a_transaction_that_began_first(
+    api, project, owner_token, conn, database_url
+):
+    """A client keeps the newer of two states by updatedAt: a write from a transaction that began before
+    another one's, and committed after it, must still carry the later time."""
+    export_id = project.new_export(conn)
+    batch_exports.mark_processing(conn, export_id)
+    with (
+        open_stream(api, {"projectId": project.id, "batchExportId": export_id}, owner_token) as stream,
+        psycopg.connect(database_url) as early,
+    ):
+        stream.next()
+        early.execute("SELECT now()")  # this transaction's now() is fixed from here
+        batch_exports.record_progress(conn, export_id, 5, 10)  # another one, begun and committed later
+        batch_exports.record_progress(early, export_id, 10, 10)
+        early.commit()
+        first, second = stream.next(), stream.next()
+    assert [e.result["progress"]["rowsExported"] for e in (first, second)] == [5, 10]
+    assert second.result["updatedAt"] > first.result["updatedAt"]
+
+
 def test_one_exports_stream_starts_with_its_state_and_carries_nothing_else(api, project, owner_token, conn):
     watched, other = project.new_export(conn, name="watched"), project.new_export(conn, name="other")
     batch_exports.mark_processing(conn, watched)
@@ -108,6 +130,17 @@ def test_reconnecting_with_last_event_id_loses_no_status_change(api, project, ow
         ("PROCESSING", 120, 300),
         ("COMPLETED", 300, 300),
     ]
+
+
+def test_a_stream_that_drops_before_any_event_resumes_from_where_it_started(api, project, owner_token, conn):
+    with open_stream(api, {"projectId": project.id}, owner_token) as stream:
+        start = stream.checkpoint()  # sent first: an id, no event
+    export_id = project.new_export(conn, name="made while the client was away")
+
+    with open_stream(api, {"projectId": project.id}, owner_token, start) as stream:
+        missed = stream.next()
+    assert (missed.result["id"], missed.result["status"]) == (export_id, "QUEUED")
+    assert int(missed.id) > int(start)
 
 
 def test_a_project_stream_resumes_across_exports_in_commit_order(api, project, owner_token, conn):

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.applications import Starlette
 from starlette.requests import Request
 
-from rpc import RPC, Call, RPCError, rpc_routes, tracked
+from rpc import RPC, Call, RPCError, checkpoint, rpc_routes, tracked
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,6 +233,12 @@ async def set_up_first(ctx: Context, params: SetUp):
     return events()
 
 
+async def checkpointed(ctx: Context, params: None):
+    """A place to resume from first, then one tracked event."""
+    yield checkpoint("7")
+    yield tracked("8", Tick(n=8))
+
+
 async def fail_after_one(ctx: Context, params: None):
     yield Tick(n=1)
     raise RPCError("PRECONDITION_FAILED", "The thing went away")
@@ -276,6 +282,7 @@ router = rpc.router(
     one_then_wait=rpc.procedure.output(Tick).subscription(one_then_wait),
     firehose=rpc.procedure.output(Blob).subscription(firehose),
     fail_after_one=rpc.procedure.output(Tick).subscription(fail_after_one),
+    checkpointed=rpc.procedure.output(Tick).subscription(checkpointed),
     set_up_first=rpc.procedure.input(SetUp).output(Tick).subscription(set_up_first),
     crash_after_one=rpc.procedure.output(Tick).subscription(crash_after_one),
     wrong_event=rpc.procedure.output(Tick).subscription(wrong_event),

@@ -61,6 +61,13 @@ def test_a_subscription_yields_its_validated_events_with_their_ids():
     assert asyncio.run(collect()) == [Tracked("2", Tick(n=2)), Tracked("3", Tick(n=3))]
 
 
+def test_checkpoints_are_left_out_of_a_callers_events():
+    async def collect() -> list:
+        return [event async for event in await caller_for().checkpointed()]
+
+    assert asyncio.run(collect()) == [Tracked("8", Tick(n=8))]
+
+
 def test_a_subscription_refused_by_a_middleware_raises_before_any_event():
     with pytest.raises(RPCError) as refused:
         asyncio.run(caller_for().whoami_stream())

@@ -56,6 +56,16 @@ def test_the_stream_opens_with_a_comment(client):
     assert response.headers["cache-control"] == "no-cache, no-transform"
 
 
+def test_a_checkpoint_is_an_id_line_alone(client):
+    with client.stream("POST", "/rpc", content=json.dumps(request("checkpointed")), headers=STREAM) as response:
+        raw = response.read()
+    assert raw.startswith(b": stream open\n\nid: 7\n\nid: 8\ndata: ")
+    # httpx-sse hands the id over as an event without data (a browser's EventSource dispatches none).
+    events = read_all(client, request("checkpointed"))
+    assert [(e.id, e.data) for e in events[:1]] == [("7", "")]
+    assert data(events[1])["params"]["result"] == {"n": 8}
+
+
 def test_last_event_id_resumes_after_that_event(client):
     events = read_all(client, request("ticks", {"count": 5}), headers={"last-event-id": "3"})
 

@@ -49,6 +49,7 @@ class LiveStream:
         last_event_id: str | None = None,
     ) -> None:
         self.events: queue.Queue[StreamEvent | None] = queue.Queue()
+        self.checkpoints: list[str] = []
         self.status_code: int | None = None
         self._opened = threading.Event()
         self._closing = threading.Event()
@@ -72,6 +73,9 @@ class LiveStream:
                 self._socket = source.response.extensions["network_stream"].get_extra_info("socket")
                 self._opened.set()
                 for sse in source.iter_sse():
+                    if not sse.data:
+                        self.checkpoints.append(sse.id)  # an id to resume from, without an event
+                        continue
                     self.events.put(StreamEvent(sse.event, sse.id or None, json.loads(sse.data)))
         except httpx.HTTPError:
             if not self._closing.is_set():
@@ -88,6 +92,14 @@ class LiveStream:
             raise AssertionError(f"no event within {timeout} s") from None
         assert event is not None, "the stream ended"
         return event
+
+    def checkpoint(self, timeout: float = EVENT_TIMEOUT_S) -> str:
+        """The first id the stream sent without an event (where a reconnection would resume)."""
+        deadline = time.monotonic() + timeout
+        while not self.checkpoints:
+            assert time.monotonic() < deadline, f"no checkpoint within {timeout} s"
+            time.sleep(0.01)
+        return self.checkpoints[0]
 
     def until(self, accept: Callable[[StreamEvent], bool], timeout: float = EVENT_TIMEOUT_S) -> list[StreamEvent]:
         """The events up to and including the first that `accept`s."""

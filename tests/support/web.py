@@ -43,16 +43,12 @@ WORKER_SETTINGS = ("DATABASE_URL", "REDIS_URL", "EXPORT_STORAGE_URL", "PUBLIC_BA
 
 
 def wait_until_following(api, project_id: str, timeout: float = 30) -> None:
-    """Waits until the API follows the project's export changes for an open stream (a page's or any client's).
-
-    The stream's first bytes (`: stream open`) are sent before its handler reads where in the change
-    log it starts, so a change committed in between may never reach it: a test that commits changes
-    for a stream to carry waits for this first. The feed offers only a total count of followers, which
-    streams that other tests left closing still move; the project's own entry says it exactly.
-    """
+    """Waits until the API follows the project's export changes for a stream a client is opening (a page's,
+    or a Node client's): once a stream is open no change is missed, but the test does not see the client
+    open it, and a change committed before it opened is not the stream's to carry."""
     feed = api.server.config.app.state.resources.export_changes
     deadline = time.monotonic() + timeout
-    while not feed._followers.get(project_id):
+    while not feed.following(project_id):
         assert time.monotonic() < deadline, f"the API never started following project {project_id}"
         time.sleep(0.01)
 
