@@ -85,7 +85,7 @@ def openrpc_document(router: Router, info: Mapping[str, Any]) -> dict[str, Any]:
 
 def _subscription(path: str, param_names: list[str]) -> dict[str, Any]:
     """How a subscription is served: the transport, each event's envelope, and how to resume."""
-    return {
+    served: dict[str, Any] = {
         "transport": "sse",
         "request": "POST with `Accept: text/event-stream` and this one request object (with an id)",
         "event": {
@@ -94,15 +94,15 @@ def _subscription(path: str, param_names: list[str]) -> dict[str, Any]:
                 "method": path,
                 "params": {"subscription": "<the request's id>", "result": "<the method's result schema>"},
             },
-            "id": "the SSE id line of a resumable event",
+            "id": "the SSE id line of a resumable event; an id line alone is a checkpoint (no event)",
         },
         "heartbeatComment": ": heartbeat",
         "errorEvent": "event: error, its data a JSON-RPC error response; the stream's last event",
         "returnEvent": "event: return, its data a JSON-RPC response with result null; the stream's last event",
-        "resume": "send the last id seen as the Last-Event-ID header; it fills the `lastEventId` param"
-        if "lastEventId" in param_names
-        else None,
     }
+    if "lastEventId" in param_names:
+        served["resume"] = "send the last id seen as the Last-Event-ID header; it fills the `lastEventId` param"
+    return served
 
 
 def _resolve(schema: dict[str, Any], components: Mapping[str, Any]) -> dict[str, Any]:

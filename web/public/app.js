@@ -236,6 +236,7 @@ var Subscription = class {
           const outcome = this.dispatch(event);
           if (outcome) return outcome;
         }
+        this.lastEventId = parser.lastEventId;
       }
       parser.end();
       return { end: "retry", reason: "dropped", error: this.clientError("The event stream ended without a final event.", 200) };

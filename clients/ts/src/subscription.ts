@@ -218,6 +218,8 @@ class Subscription<Output> implements Unsubscribable {
           const outcome = this.dispatch(event);
           if (outcome) return outcome;
         }
+        // An id line alone (a checkpoint) moves the last event id without an event to dispatch.
+        this.lastEventId = parser.lastEventId;
       }
       parser.end(); // an event cut off by the end of the stream is dropped, as the standard says
       return { end: "retry", reason: "dropped", error: this.clientError("The event stream ended without a final event.", 200) };

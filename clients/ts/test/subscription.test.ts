@@ -119,6 +119,12 @@ describe("subscribe", () => {
     assert.equal(run.end, "complete");
   });
 
+  it("resumes after a checkpoint (an id line alone) even when no event came before the stream dropped", async () => {
+    const run = await subscribeTo([stream(OPEN, "id: 9\n\n"), stream(OPEN, event("10", { n: 1 }), RETURN)]);
+    assert.equal(run.sent[1]!.headers["last-event-id"], "9");
+    assert.deepEqual(run.data, [[{ n: 1 }, "10"]]);
+  });
+
   it("starts from the lastEventId it is given", async () => {
     const run = await subscribeTo([stream(OPEN, RETURN)], { lastEventId: "17" });
     assert.equal(run.sent[0]!.headers["last-event-id"], "17");
