@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install system-deps tools lint demo demo-stop cluster test types docs web screenshot bench-export bench-parts bench-memory bench-rpc
+.PHONY: install system-deps tools lint demo demo-stop cluster test types docs web screenshot bench-export bench-parts bench-memory bench-rpc bench-subscribers
 
 # `make install` only builds .venv (with the project, editable, and its test tools).
 install: $(VENV)/.installed
@@ -88,4 +88,9 @@ bench-memory: install system-deps
 
 bench-rpc: install system-deps
 	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+	cd bench && ../$(BIN)/python rpc_inprocess.py
 	$(BIN)/python bench/rpc_throughput.py $(ARGS)
+
+# 1,000 streams following an export live on one API process: latency of each change, memory (ARGS to vary).
+bench-subscribers: install system-deps
+	$(BIN)/python bench/subscribers.py $(ARGS)

@@ -189,6 +189,10 @@ def _subscriptions_section(settings_defaults: Mapping[str, Any]) -> list[str]:
         f"  `SUBSCRIPTION_MAX_STREAMS_PER_USER` ({per_user}) streams open on that API process. A stream also ends",
         "  with UNAUTHORIZED or FORBIDDEN the moment its session is revoked or expires, or its role loses the scope.",
         "- `event: return` (data `{jsonrpc, result: null, id}`) ends a stream that has nothing more to send.",
+        "- An `id:` line alone is a checkpoint: where to resume from, without an event (onChange sends one first).",
+        "- Events are sent as the client reads them; a client that reads nothing for",
+        f"  `SUBSCRIPTION_SEND_TIMEOUT_SECONDS` ({settings_defaults['SUBSCRIPTION_SEND_TIMEOUT_SECONDS'].default:g} s)"
+        " is dropped, and resumes with `Last-Event-ID` when it reads again.",
         "- A stream that just ends, with neither, was closed by the server (it is shutting down): reconnect, with",
         "  `Last-Event-ID`.",
         "- Calling a subscription without `Accept: text/event-stream`, or in a batch, is BAD_REQUEST.",

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from devstack import demo
 from devstack.demo import wait_for_export
 from devstack.servers import LocalPostgres, LocalRedis, LocalServiceError, in_netns, port_open
 
@@ -546,10 +547,8 @@ def _built_cluster(
 # --- the demo ---------------------------------------------------------------------------------------
 
 
-class Api(Protocol):
-    """What the demo needs of an API client (cli.api_client.ApiClient)."""
-
-    def call(self, method: str, params: dict[str, Any]) -> Any: ...
+class Api(demo.Api, Protocol):
+    """What the demo needs of an API client (cli.api_client.ApiClient): the demo's, and downloads."""
 
     def download(self, url: str, destination: Path) -> int: ...
 

@@ -14,13 +14,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -83,23 +85,32 @@ def _postgres_data_dir() -> Path:
 
 
 class Api(Protocol):
-    """What the demo needs of an API client: one JSON-RPC call, its result or an exception."""
+    """What the demo needs of an API client: one JSON-RPC call, its result or an exception; and a
+    subscription's events (a generator the caller may stop taking from)."""
 
     def call(self, method: str, params: dict[str, Any]) -> Any: ...
 
+    def follow(self, method: str, params: dict[str, Any]) -> Iterator[Any]: ...
+
 
 def wait_for_export(api: Api, project_id: str, export: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
-    """`export` as the API lists it once it is no longer active, or once it has not moved (status, rows,
-    parts) for `timeout` seconds: a 10,000,000-row export is waited for as long as it makes progress."""
-    moved_at, seen = time.monotonic(), None
-    while export["status"] in ACTIVE_STATUSES and time.monotonic() - moved_at < timeout:
-        time.sleep(0.5)
-        listing = api.call("batchExport.all", {"projectId": project_id, "limit": 20})
-        export = next(e for e in listing["exports"] if e["id"] == export["id"])
-        progress = export.get("progress") or {}
-        now = (export["status"], progress.get("rowsExported"), progress.get("partsDone"))
-        if now != seen:
-            moved_at, seen = time.monotonic(), now
+    """`export` once it is no longer active, or as it stood when it had not moved (status, rows, parts)
+    for `timeout` seconds: a 10,000,000-row export is waited for as long as it makes progress. Its
+    changes are pushed by the API (batchExport.onChange), read here in a thread so a stall can time out."""
+    changes: queue.Queue[dict[str, Any]] = queue.Queue()
+
+    def follow() -> None:
+        for changed in api.follow("batchExport.onChange", {"projectId": project_id, "batchExportId": export["id"]}):
+            changes.put(changed)
+            if changed["status"] not in ACTIVE_STATUSES:
+                return
+
+    threading.Thread(target=follow, name="demo-follow", daemon=True).start()
+    while export["status"] in ACTIVE_STATUSES:
+        try:
+            export = changes.get(timeout=timeout)
+        except queue.Empty:
+            break  # no change for `timeout` seconds: stuck (the thread ends with the process)
     return export
 
 

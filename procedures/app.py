@@ -104,6 +104,7 @@ def create_app(settings: Settings | None = None, router: Router = app_router) ->
         openrpc_info={"title": API_TITLE, "version": API_VERSION},
         observe=RpcCallMetrics(),
         heartbeat_seconds=settings.SUBSCRIPTION_HEARTBEAT_SECONDS,
+        send_timeout_seconds=settings.SUBSCRIPTION_SEND_TIMEOUT_SECONDS,
     )
 
     @contextlib.asynccontextmanager

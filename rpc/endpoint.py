@@ -115,6 +115,7 @@ class RPCEndpoint:
         openrpc_info: Mapping[str, Any],
         observe: CallObserver | None = None,
         heartbeat_seconds: float = 15.0,
+        send_timeout_seconds: float = 60.0,
     ) -> None:
         procedures = router.procedures
         reserved = [path for path in procedures if path == "rpc" or path.startswith("rpc.")]
@@ -135,7 +136,11 @@ class RPCEndpoint:
                 compile_method(compiled, observe) if plain else wrong_transport_method(compiled, observe)
             )
         self.subscriptions = Subscriptions(
-            self.compiled, create_context, observe=observe, heartbeat_seconds=heartbeat_seconds
+            self.compiled,
+            create_context,
+            observe=observe,
+            heartbeat_seconds=heartbeat_seconds,
+            send_timeout_seconds=send_timeout_seconds,
         )
         document = self.document
 
@@ -284,6 +289,7 @@ def rpc_routes(
     openrpc_info: Mapping[str, Any] | None = None,
     observe: CallObserver | None = None,
     heartbeat_seconds: float = 15.0,
+    send_timeout_seconds: float = 60.0,
 ) -> list[Route]:
     """The Starlette routes serving `router`: POST {path} and GET {path}/openrpc.json.
 
@@ -303,5 +309,6 @@ def rpc_routes(
         openrpc_info=openrpc_info or {"title": "JSON-RPC API", "version": "0.0.0"},
         observe=observe,
         heartbeat_seconds=heartbeat_seconds,
+        send_timeout_seconds=send_timeout_seconds,
     )
     return endpoint.routes(path)

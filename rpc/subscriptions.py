@@ -26,7 +26,8 @@ client reconnects, sending the last id it saw as `Last-Event-ID`; when the proce
 Refusals (not a request, unknown method, not a subscription, bad params, the middlewares' errors)
 arrive the same way, as the stream's one `event: error`. The events are pulled from the handler as
 the client reads them: a slow reader slows the handler down (the server's socket buffer is the only
-buffer here), it never makes the server hold events in memory without bound.
+buffer here), it never makes the server hold events in memory without bound; and a reader that takes
+nothing at all for `send_timeout_seconds` (60 s) is dropped, to resume with Last-Event-ID.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 from starlette.requests import Request
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from . import protocol
 from .errors import RPCError, error_object
@@ -134,6 +135,7 @@ class Subscriptions:
         *,
         observe: CallObserver | None,
         heartbeat_seconds: float,
+        send_timeout_seconds: float = 60.0,
     ) -> None:
         self.procedures = procedures
         self.encoders = {
@@ -144,6 +146,7 @@ class Subscriptions:
         self.create_context = create_context
         self.observe = observe
         self.heartbeat_seconds = heartbeat_seconds
+        self.send_timeout_seconds = send_timeout_seconds
         self.prelude = b": stream open\n\n"
         self.streams: set[EventStream] = set()
         self.ending = False
@@ -210,6 +213,10 @@ class Subscriptions:
             self.observe(path, key, perf_counter() - started)
 
 
+class _Stalled(Exception):
+    """The client read nothing while a write waited for SEND_TIMEOUT_SECONDS."""
+
+
 async def _until_disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
@@ -238,11 +245,22 @@ class EventStream:
         if self._ended is not None and not self._ended.done():
             self._ended.set_result(None)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send_now: Send) -> None:
         self._ended = asyncio.get_running_loop().create_future()
         self.owner.streams.add(self)
         disconnected = asyncio.ensure_future(_until_disconnect(receive))
         pending: asyncio.Future[Any] | None = None
+        patience = self.owner.send_timeout_seconds
+
+        async def send(message: Message) -> None:
+            # A write waits while the client's socket is full; a client that takes nothing for this long
+            # is dropped (it resumes with Last-Event-ID when it reads again), so it holds nothing here.
+            try:
+                async with asyncio.timeout(patience):
+                    await send_now(message)
+            except TimeoutError:
+                raise _Stalled from None
+
         try:
             await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
             await send({"type": "http.response.body", "body": self.owner.prelude, "more_body": True})
@@ -256,6 +274,10 @@ class EventStream:
                 await send({"type": "http.response.body", "body": last, "more_body": False})
         except OSError:
             pass  # the client went away while we were writing (uvicorn's ClientDisconnected)
+        except _Stalled:
+            log.info(
+                "dropped a %s stream whose client read nothing for %g s", self.encoder and self.encoder.path, patience
+            )
         finally:
             disconnected.cancel()
             self.owner.streams.discard(self)

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     SUBSCRIPTION_MAX_STREAMS_PER_USER: int = Field(default=20, ge=1)
     # An idle stream gets a comment this often, so proxies and clients know it is alive.
     SUBSCRIPTION_HEARTBEAT_SECONDS: float = Field(default=15, gt=0)
+    # A stream whose client reads nothing (a write waits) for this long is dropped; it resumes with
+    # Last-Event-ID when the client reads again, and holds nothing on the server meanwhile.
+    SUBSCRIPTION_SEND_TIMEOUT_SECONDS: float = Field(default=60, gt=0)
     # How long the exports' changes are kept for streams that reconnect (Last-Event-ID) to replay; a
     # stream away longer gets the current state of the newest exports instead.
     SUBSCRIPTION_REPLAY_HOURS: float = Field(default=24, gt=0)

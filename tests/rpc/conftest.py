@@ -187,6 +187,7 @@ class StreamProbe:
         self.opened = 0
         self.closed = 0
         self.set_up = 0
+        self.hoses_closed = 0
 
 
 class SetUp(BaseModel):
@@ -216,9 +217,12 @@ async def one_then_wait(ctx: Context, params: None):
 async def firehose(ctx: Context, params: None):
     """64 KiB events as fast as the stream takes them."""
     text = "x" * 65536
-    while True:
-        PROBE.produced += 1
-        yield Blob(text=text)
+    try:
+        while True:
+            PROBE.produced += 1
+            yield Blob(text=text)
+    finally:
+        PROBE.hoses_closed += 1
 
 
 async def set_up_first(ctx: Context, params: SetUp):
@@ -300,14 +304,21 @@ def observe_call(method: str | None, error: str | None, seconds: float) -> None:
     OBSERVED_CALLS.append((method, error, seconds))
 
 
-# Short, so a test sees heartbeats without waiting the default 15 s.
+# Short, so a test sees heartbeats without waiting the default 15 s, and a stalled reader dropped without
+# waiting a minute.
 HEARTBEAT_SECONDS = 0.2
+SEND_TIMEOUT_SECONDS = 3.0
 
 
 def build_app() -> Starlette:
     return Starlette(
         routes=rpc_routes(
-            router, create_context, openrpc_info=OPENRPC_INFO, observe=observe_call, heartbeat_seconds=HEARTBEAT_SECONDS
+            router,
+            create_context,
+            openrpc_info=OPENRPC_INFO,
+            observe=observe_call,
+            heartbeat_seconds=HEARTBEAT_SECONDS,
+            send_timeout_seconds=SEND_TIMEOUT_SECONDS,
         )
     )
 

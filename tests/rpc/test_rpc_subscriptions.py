@@ -214,11 +214,13 @@ def test_closing_the_connection_closes_the_handler(server_url, probe):
     assert probe.closed == probe.opened
 
 
-def test_a_reader_that_stops_reading_holds_the_handler_back(server_url, probe):
+def test_a_reader_that_stops_reading_holds_the_handler_back_then_is_dropped(server_url, probe):
     """Backpressure: the handler is pulled as the client reads, so a stalled reader never makes the
-    server buffer events without bound; what is in flight is what the sockets hold."""
+    server buffer events without bound; what is in flight is what the sockets hold. A reader that takes
+    nothing for the send timeout is then dropped (it would resume with Last-Event-ID), and the handler
+    closed, though the client never hung up."""
     stop = threading.Event()
-    produced_at_start = probe.produced
+    produced_at_start, closed_at_start = probe.produced, probe.hoses_closed
 
     def stalled_reader() -> None:
         with (
@@ -244,6 +246,10 @@ def test_a_reader_that_stops_reading_holds_the_handler_back(server_url, probe):
         produced_bytes = (probe.produced - produced_at_start) * 65536
         # The kernel's socket buffers on loopback hold a few MiB at most; an unbounded server would go on.
         assert 0 < produced_bytes < 32 * 1024 * 1024, produced_bytes
+        while probe.hoses_closed == closed_at_start:
+            assert time.monotonic() < deadline, "the stalled stream was never dropped"
+            time.sleep(0.05)
+        assert probe.hoses_closed == closed_at_start + 1
     finally:
         stop.set()
         reader.join(timeout=30)
