@@ -155,6 +155,7 @@ def main() -> None:
     first = asyncio.run(rpc._dispatch(None, [protocol.parse(BODY)]))  # type: ignore[arg-type]
     assert "result" in first[0], first
     full, bare = apps(rpc)
+    report = Report(f"RPC in process, bench.ping, {args.calls:,} calls a measure")
     measures = {
         "one call: parse + dispatch + encode": lambda n: calls(rpc, n),
         "the same call through the batch path (gather)": lambda n: batch_calls(rpc, n),
@@ -169,7 +170,6 @@ def main() -> None:
     med = {name: median(values) for name, values in rounds.items()}
     names = list(measures)
     rows = [[name, f"{med[name]:.1f}", " / ".join(f"{v:.1f}" for v in rounds[name])] for name in names]
-    report = Report(f"RPC in process, bench.ping, {args.calls:,} calls a measure")
     report.add(table(["measure", "µs (median)", "rounds"], rows))
     per_call = med[names[0]]
     report.add(

@@ -28,12 +28,13 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from harness import REPO, Report, free_port, local_servers, project_with_member, stop, table
 
 import db
-from db import batch_exports
+from db import access, batch_exports
 
 
 def rss_kib(pid: int) -> int:
@@ -52,6 +53,7 @@ class Stream:
     seen: dict[int, float] = field(default_factory=dict)
     opened: asyncio.Event = field(default_factory=asyncio.Event)
     writer: asyncio.StreamWriter | None = None
+    refused_at: float | None = None  # when an `event: error` ended it
 
 
 async def follow(port: int, token: str, project_id: str, export_id: str, stream: Stream) -> None:
@@ -82,6 +84,9 @@ async def follow(port: int, token: str, project_id: str, export_id: str, stream:
             return
         chunk = await reader.readexactly(size + 2)
         at = time.perf_counter()
+        if chunk.startswith(b"event: error"):
+            stream.refused_at = at
+            continue
         start = chunk.find(marker)
         if start < 0:
             continue  # the prelude, or a heartbeat
@@ -106,6 +111,7 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=40)
     parser.add_argument("--every", type=float, default=0.25, help="seconds between progress changes")
     parser.add_argument("--burst", type=int, default=3000, help="changes then written at once to the stalled streams")
+    parser.add_argument("--revoked", type=int, default=200, help="streams of a session then revoked")
     args = parser.parse_args()
     try:
         import uvloop
@@ -178,6 +184,14 @@ def main() -> None:
             f"burst: {args.burst:,} changes as fast as they commit, to the {args.stalled} stalled streams only",
             f"API RSS {f['burst_rss'][0] / 1024:.0f} → {f['burst_rss'][1] / 1024:.0f} MiB;"
             f" {f['burst_replays']:.0f} streams fell behind (and would replay from the log)",
+        ],
+        [
+            f"revocation: {args.revoked} open streams of one session, the session revoked",
+            "{} ended with UNAUTHORIZED; from the revoke's commit: p50 / p99 / max {:.0f} / {:.0f} / {:.0f} ms".format(
+                f["revoked"][0], *(value * 1000 for value in f["revoked"][1:])
+            )
+            if f["revoked"]
+            else "none ended",
         ],
     ]
     report.add(table(["what", "measured"], rows))
@@ -275,7 +289,22 @@ async def measure(args, database_url: str, port: int, api_pid: int, caller, expo
     # A stalled stream that fell behind replays once it is read again; it is never read: count those behind.
     burst_replays = scrape(port, "batch_export_stream_replays_total") - replays_before
 
-    for stream in streams:
+    # Revocation: streams of a session that is revoked end with UNAUTHORIZED, all at once.
+    with db.connect(database_url, autocommit=True) as conn:
+        doomed = access.create_session(conn, caller.user_id, timedelta(hours=1))
+    revocable = [Stream(stalled=False) for _ in range(args.revoked)]
+    tasks += [asyncio.create_task(follow(port, doomed, caller.project_id, export_id, stream)) for stream in revocable]
+    await asyncio.wait_for(asyncio.gather(*(s.opened.wait() for s in revocable)), 60)
+    await asyncio.sleep(2)  # their first reads of the log are done: the revocation meets a settled API
+    with db.connect(database_url, autocommit=True) as conn:
+        access.revoke_session(conn, doomed)
+        revoked_at = time.perf_counter()
+    deadline = time.monotonic() + 30
+    while any(s.refused_at is None for s in revocable) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    closed = sorted(s.refused_at - revoked_at for s in revocable if s.refused_at is not None)
+
+    for stream in streams + revocable:
         if stream.writer is not None:
             stream.writer.close()
     for task in tasks:
@@ -283,6 +312,7 @@ async def measure(args, database_url: str, port: int, api_pid: int, caller, expo
     await asyncio.gather(*tasks, return_exceptions=True)
     await asyncio.sleep(1)
     return {
+        "revoked": (len(closed), percentile(closed, 0.5), percentile(closed, 0.99), closed[-1]) if closed else None,
         "latency": (percentile(latencies, 0.5), percentile(latencies, 0.99), max(latencies)),
         "delivered": len(latencies),
         "worst_change_p99": max(per_change),

@@ -17,6 +17,7 @@ from procedures.app import create_app
 from procedures.auth import rpc
 from procedures.batch_export import batch_export_router
 from rpc import Router
+from tests.support.event_streams import complete_as_a_worker
 from tests.support.servers import ServerThread
 from tests.support.terminal import connection
 
@@ -87,7 +88,7 @@ def test_waiting_follows_the_pushed_changes_and_asks_for_nothing(api, conn, proj
     batch_exports.mark_processing(conn, export_id)
     screen.shows("PROCESSING")
     batch_exports.record_progress(conn, export_id, 120, 300)
-    complete(conn, export_id)
+    complete_as_a_worker(conn, export_id)
 
     code, out = screen.finish()
     assert code == 0, screen.text()
@@ -122,7 +123,7 @@ def test_following_a_project_prints_a_line_for_each_change(api, conn, project, o
     export_id = project.new_export(conn, name="watched from a terminal")
     batch_exports.mark_processing(conn, export_id)
     batch_exports.record_progress(conn, export_id, 120, 300)
-    complete(conn, export_id)
+    complete_as_a_worker(conn, export_id)
     assert process.stdout is not None
     lines = [process.stdout.readline() for _ in range(4)]
     process.send_signal(signal.SIGINT)
@@ -175,7 +176,7 @@ def test_against_an_api_that_cannot_stream_the_wait_asks_every_interval(
         screen.shows("QUEUED")
         batch_exports.mark_processing(conn, export_id)
         screen.shows("PROCESSING")
-        complete(conn, export_id)
+        complete_as_a_worker(conn, export_id)
         code, out = screen.finish()
     assert code == 0, screen.text()
     assert "/exports/download?" in out

@@ -14,7 +14,7 @@ import pytest
 
 from db import access, batch_exports, export_changes
 from procedures.app import create_app
-from tests.support.event_streams import LiveStream, StreamEvent
+from tests.support.event_streams import FILE_BYTES, SHA256, LiveStream, StreamEvent, run_as_a_worker
 from tests.support.rpc_client import create_params
 from tests.support.servers import ServerThread
 from tests.support.world import new_project
@@ -30,26 +30,10 @@ def status_and_rows(event: StreamEvent) -> tuple[str, int, int | None]:
     return export["status"], export["progress"]["rowsExported"], export["progress"]["rowsTotal"]
 
 
-def run_through(conn, export_id: str) -> None:
-    """QUEUED → PROCESSING → 120 of 300 rows → COMPLETED, as a worker writes it."""
-    batch_exports.mark_processing(conn, export_id)
-    batch_exports.record_progress(conn, export_id, 120, 300)
-    batch_exports.mark_completed(
-        conn,
-        export_id,
-        object_key="k.csv",
-        rows_exported=300,
-        file_bytes=4096,
-        sha256="ab" * 32,
-        expires_hours=1,
-        log=None,
-    )
-
-
 def test_an_export_is_pushed_from_creation_through_progress_to_completion(api, client, project, owner_token, conn):
     with open_stream(api, {"projectId": project.id}, owner_token) as stream:
         created = client.result("batchExport.create", create_params(project.id), token=owner_token)
-        run_through(conn, created["id"])
+        run_as_a_worker(conn, created["id"])
 
         events = [stream.next() for _ in range(4)]
 
@@ -63,7 +47,7 @@ def test_an_export_is_pushed_from_creation_through_progress_to_completion(api, c
     # Each event is the BatchExport the other procedures return, with an id that only grows.
     assert events[0].result == created
     completed = events[-1].result
-    assert completed["isDownloadable"] and completed["fileBytes"] == 4096 and completed["sha256"] == "ab" * 32
+    assert completed["isDownloadable"] and completed["fileBytes"] == FILE_BYTES and completed["sha256"] == SHA256
     ids = [int(e.id) for e in events]
     assert ids == sorted(ids) and len(set(ids)) == 4
     assert events[0].data["method"] == "batchExport.onChange" and events[0].data["params"]["subscription"] == 1
@@ -107,7 +91,7 @@ def test_one_exports_stream_starts_with_its_state_and_carries_nothing_else(api, 
 
     with open_stream(api, {"projectId": project.id, "batchExportId": watched}, owner_token) as stream:
         first = stream.next()
-        run_through(conn, other)
+        run_as_a_worker(conn, other)
         batch_exports.record_progress(conn, watched, 5, 10)
         second = stream.next()
 
@@ -121,7 +105,7 @@ def test_reconnecting_with_last_event_id_loses_no_status_change(api, project, ow
         seen = stream.next()
     assert seen.result["status"] == "QUEUED"
 
-    run_through(conn, export_id)  # everything happens while the client is away
+    run_as_a_worker(conn, export_id)  # everything happens while the client is away
 
     with open_stream(api, {"projectId": project.id, "batchExportId": export_id}, owner_token, seen.id) as stream:
         missed = stream.until(lambda e: e.result["status"] == "COMPLETED")
@@ -150,7 +134,7 @@ def test_a_project_stream_resumes_across_exports_in_commit_order(api, project, o
     assert seen.result["id"] == first_id
 
     second_id = project.new_export(conn, name="second")
-    run_through(conn, first_id)
+    run_as_a_worker(conn, first_id)
     batch_exports.mark_processing(conn, second_id)
 
     with open_stream(api, {"projectId": project.id}, owner_token, seen.id) as stream:
@@ -169,7 +153,7 @@ def test_an_id_from_before_the_kept_log_gets_the_current_state_instead(api, proj
     with open_stream(api, {"projectId": project.id}, owner_token) as stream:
         batch_exports.mark_processing(conn, export_id)
         old = stream.next()
-    run_through(conn, export_id)
+    run_as_a_worker(conn, export_id)
     export_changes.prune(conn, keep_seconds=-60)  # the whole log is older than "now + 60 s"
 
     with open_stream(api, {"projectId": project.id}, owner_token, old.id) as stream:

@@ -284,6 +284,12 @@ class TcpProxy:
             listener, self._listener = self._listener, None
             sockets, self._open = self._open, set()
         if listener is not None:
+            # Closing alone leaves the port listening while the accept thread is blocked on it (so
+            # `restore()` could not bind it again at once): shutting it down wakes that thread.
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             listener.close()
         for sock in sockets:
             try:

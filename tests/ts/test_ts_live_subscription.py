@@ -15,9 +15,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from db import batch_exports
+from tests.support.event_streams import complete_as_a_worker
+from tests.support.processes import TcpProxy
 from tests.support.web import wait_until_following
 from tests.ts.client_package import CLIENT_DIR
-from tests.ts.cuttable_proxy import CuttableProxy
 
 # Long enough for a busy two-core machine; a working stream answers in milliseconds.
 LINE_TIMEOUT_S = 60
@@ -119,8 +120,8 @@ def test_a_refused_subscription_calls_on_error_once_and_never_reconnects(scenari
 
 def test_a_cut_connection_resumes_with_last_event_id_and_loses_no_change(scenarios, api, project, owner_token, conn):
     export_id = project.new_export(conn)
-    api_address = urlsplit(api.url)
-    with CuttableProxy(api_address.hostname or "127.0.0.1", api_address.port or 80) as proxy:
+    proxy = TcpProxy(urlsplit(api.url).port or 80).start()
+    try:
         script = scenarios("resume", owner_token, STREAM_URL=f"{proxy.url}/rpc", EXPORT_ID=export_id)
         queued = script.next()
         assert queued["seen"] == "QUEUED"
@@ -129,22 +130,16 @@ def test_a_cut_connection_resumes_with_last_event_id_and_loses_no_change(scenari
         script.say("processing")
         assert script.next()["seen"] == "PROCESSING"
 
-        with proxy.held():
-            proxy.cut()
-            # Committed while the client is away: its next connection is held until these are in.
-            batch_exports.record_progress(conn, export_id, 120, 300)
-            batch_exports.mark_completed(
-                conn,
-                export_id,
-                object_key="k.csv",
-                rows_exported=300,
-                file_bytes=4096,
-                sha256="ab" * 32,
-                expires_hours=1,
-                log=None,
-            )
+        # The connection breaks, and none can be made until the changes below are in: they are
+        # committed, for certain, while the client is away.
+        proxy.cut()
+        batch_exports.record_progress(conn, export_id, 120, 300)
+        complete_as_a_worker(conn, export_id)
+        proxy.restore()
         script.say("cut, completed and released")
         seen = script.finish()
+    finally:
+        proxy.cut()
 
     assert [event[:3] for event in seen["events"]] == [
         ["QUEUED", 0, None],
