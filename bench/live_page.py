@@ -51,9 +51,14 @@ OBSERVE_ROW = """
 """
 
 
-def rows_of(text: str) -> int | None:
-    found = re.match(r"([\d,]+)", text)
-    return int(found.group(1).replace(",", "")) if found else None
+def progress_of(text: str) -> tuple[int | None, int | None, int]:
+    """(rows, total rows or None, parts written) of the row's progress text, e.g. "200,000 / 1,000,000 rows ·
+    1 of 5 parts written"."""
+    numbers = re.match(r"([\d,]+)(?: / ([\d,]+))? rows(?: · ([\d,]+) of [\d,]+ parts written)?", text)
+    if numbers is None:
+        return None, None, 0
+    rows, total, parts = (int(n.replace(",", "")) if n else None for n in numbers.groups())
+    return rows, total, parts or 0
 
 
 def main() -> None:
@@ -106,7 +111,7 @@ def main() -> None:
                 break
             if not pictured:
                 shown = page.evaluate("window.__shown")
-                done = rows_of(shown[-1]["text"]) if shown else None
+                done = progress_of(shown[-1]["text"])[0] if shown else None
                 if done and done >= traces // 2:
                     page.screenshot(path=str(args.screenshot), full_page=False)
                     pictured = True
@@ -118,16 +123,18 @@ def main() -> None:
         export = conn.execute("SELECT * FROM batch_exports WHERE id = %s", (export_id,)).fetchone()
         changes = conn.execute(
             "SELECT seq, export->>'status' AS status, (export->>'rows_exported')::bigint AS rows,"
-            " extract(epoch FROM changed_at) AS at FROM batch_export_changes WHERE export_id = %s ORDER BY seq",
+            " (export->>'rows_total')::bigint AS total, (export->>'parts_done')::int AS parts,"
+            " (export->>'parts_total')::int AS parts_total, extract(epoch FROM changed_at) AS at"
+            " FROM batch_export_changes WHERE export_id = %s ORDER BY seq",
             (export_id,),
         ).fetchall()
 
-    # Each change Postgres recorded, and when the page first showed that status with those rows.
+    # Each change Postgres recorded, and when the page first showed that status and progress.
     delays = []
     for change in changes:
-        first = next(
-            (s for s in shown if s["status"] == change["status"] and rows_of(s["text"]) == change["rows"]), None
-        )
+        parts = change["parts"] if change["parts_total"] > 1 else 0
+        wanted = (change["status"], change["rows"], change["total"], parts)
+        first = next((s for s in shown if (s["status"], *progress_of(s["text"])) == wanted), None)
         if first is not None:
             delays.append(first["at"] / 1000 - float(change["at"]))
     after_create = [method for at, method in requests[settled_requests:]]
@@ -138,7 +145,7 @@ def main() -> None:
             "the export",
             f"{export['status']}: {export['rows_exported']:,} rows, {export['parts_total']} part(s), in {took:.0f} s",
         ],
-        ["states the row showed (status and rows)", f"{len(shown)}"],
+        ["states the row showed (status and progress)", f"{len(shown)}"],
         ["changes Postgres recorded for it", f"{len(changes)}; the page showed {len(delays)} of them"],
         [
             "from a change's commit to the page showing it: p50 / p99 / max",
