@@ -15,6 +15,7 @@ from db import access
 from procedures.context import Context, ProjectAccess, ProjectContext
 from procedures.request_ids import current_request_id
 from procedures.roles import BAD_TOKEN, ROLE_SCOPES, refusal
+from procedures.streams import Holder
 from rpc import RPC, Call, Procedure, RPCError
 from workers.logs import log_context
 
@@ -63,14 +64,14 @@ async def require_project_access(call: Call) -> Any:
         result = await call.next(ctx=project_ctx)
     if call.kind == "subscription":
         # A stream outlives this check: it is registered, and ended the moment the caller loses access.
-        return ctx.resources.streams.guard(
-            result,
+        holder = Holder(
             token_hash=key[0],
             project_id=project_id,
             user_id=found.user.id,
-            scopes=required,
+            scopes=tuple(required),
             session_expires_at=found.session_expires_at,
         )
+        return ctx.resources.streams.guard(result, holder)
     return result
 
 

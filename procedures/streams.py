@@ -15,7 +15,8 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,29 +33,27 @@ log = logging.getLogger(__name__)
 RECHECK_WITHOUT_NOTIFICATIONS_SECONDS = 5.0
 
 
-class GuardedStream:
-    """An open stream's events, until its caller's access goes: then it raises the refusal instead."""
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Who holds an open stream: the session and the project it was opened with, and the scopes it needs."""
 
-    def __init__(
-        self,
-        registry: OpenStreams,
-        events: AsyncIterator[Any],
-        *,
-        token_hash: bytes,
-        project_id: str,
-        user_id: str,
-        scopes: Collection[str],
-        session_expires_at: datetime,
-    ) -> None:
+    token_hash: bytes
+    project_id: str
+    user_id: str
+    scopes: tuple[str, ...]
+    session_expires_at: datetime
+
+
+class GuardedStream:
+    """An open stream's events, until its holder's access goes: then it raises the refusal instead."""
+
+    def __init__(self, registry: OpenStreams, events: AsyncIterator[Any], holder: Holder) -> None:
         self.registry = registry
         self.events = events
-        self.token_hash = token_hash
-        self.project_id = project_id
-        self.user_id = user_id
-        self.scopes = scopes
+        self.holder = holder
         loop = asyncio.get_running_loop()
         self.ended: asyncio.Future[RPCError] = loop.create_future()
-        seconds_left = (session_expires_at - datetime.now(UTC)).total_seconds()
+        seconds_left = (holder.session_expires_at - datetime.now(UTC)).total_seconds()
         self._expiry = loop.call_later(max(seconds_left, 0), self.end, RPCError("UNAUTHORIZED", BAD_TOKEN))
         self._pending: asyncio.Future[Any] | None = None
 
@@ -84,7 +83,7 @@ class GuardedStream:
     async def aclose(self) -> None:
         if self in self.registry.streams:
             self.registry.streams.discard(self)
-            self.registry.per_user[self.user_id] -= 1
+            self.registry.per_user[self.holder.user_id] -= 1
             EVENT_STREAMS.dec()
         self._expiry.cancel()
         if self._pending is not None and not self._pending.done():
@@ -105,34 +104,17 @@ class OpenStreams:
         self._changed = asyncio.Event()
         access_cache.on_invalidate(self._changed.set)
 
-    def guard(
-        self,
-        events: AsyncIterator[Any],
-        *,
-        token_hash: bytes,
-        project_id: str,
-        user_id: str,
-        scopes: Collection[str],
-        session_expires_at: datetime,
-    ) -> GuardedStream:
+    def guard(self, events: AsyncIterator[Any], holder: Holder) -> GuardedStream:
         """Registers a stream that is about to open; TOO_MANY_REQUESTS when its user has too many open."""
-        if self.per_user[user_id] >= self.max_per_user:
+        if self.per_user[holder.user_id] >= self.max_per_user:
             raise RPCError(
                 "TOO_MANY_REQUESTS",
-                f"You already have {self.per_user[user_id]} live streams open on this server (the limit is "
+                f"You already have {self.per_user[holder.user_id]} live streams open on this server (the limit is "
                 f"{self.max_per_user}): close a tab or a terminal that follows exports.",
             )
-        stream = GuardedStream(
-            self,
-            events,
-            token_hash=token_hash,
-            project_id=project_id,
-            user_id=user_id,
-            scopes=scopes,
-            session_expires_at=session_expires_at,
-        )
+        stream = GuardedStream(self, events, holder)
         self.streams.add(stream)
-        self.per_user[user_id] += 1
+        self.per_user[holder.user_id] += 1
         EVENT_STREAMS.inc()
         return stream
 
@@ -158,7 +140,7 @@ class OpenStreams:
 
     async def recheck(self) -> None:
         """One query for every distinct (session, project) open; ends the streams that lost access."""
-        keys = sorted({(stream.token_hash, stream.project_id) for stream in self.streams})
+        keys = sorted({(stream.holder.token_hash, stream.holder.project_id) for stream in self.streams})
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 access.ACCESS_SQL,
@@ -167,8 +149,8 @@ class OpenStreams:
             rows = await cur.fetchall()
         found = {(row["token_hash"], row["project_id"]): row for row in rows}
         for stream in list(self.streams):
-            row = found.get((stream.token_hash, stream.project_id))
+            row = found.get((stream.holder.token_hash, stream.holder.project_id))
             if row is None or row["id"] is None:
                 stream.end(RPCError("UNAUTHORIZED", BAD_TOKEN))
-            elif (refused := refusal(row["role"], row["org_id"], stream.scopes)) is not None:
+            elif (refused := refusal(row["role"], row["org_id"], stream.holder.scopes)) is not None:
                 stream.end(refused)
