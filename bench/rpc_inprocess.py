@@ -62,8 +62,6 @@ def endpoint(metrics: bool = True) -> RPCEndpoint:
     return RPCEndpoint(
         bench_router,
         create_context,
-        max_body_bytes=2**20,
-        max_batch=50,
         openrpc_info={"title": "bench", "version": "0"},
         observe=RpcCallMetrics() if metrics else None,
     )

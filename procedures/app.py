@@ -99,8 +99,6 @@ def create_app(settings: Settings | None = None, router: Router = app_router) ->
     endpoint = RPCEndpoint(
         router,
         create_context,
-        max_body_bytes=1_048_576,
-        max_batch=50,
         openrpc_info={"title": API_TITLE, "version": API_VERSION},
         observe=RpcCallMetrics(),
         heartbeat_seconds=settings.SUBSCRIPTION_HEARTBEAT_SECONDS,

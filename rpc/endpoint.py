@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from time import perf_counter
+from types import MappingProxyType
 from typing import Any
 
 from jsonrpcserver import Success, async_dispatch_to_response
@@ -45,7 +46,13 @@ from .subscriptions import Subscriptions, wants_event_stream
 
 CreateContext = Callable[[Request], Awaitable[Any]]
 
-DISCOVER = "rpc.discover"  # OpenRPC's service-discovery method name
+DISCOVER = "rpc.discover"
+# The endpoint's limits and OpenRPC info unless told otherwise (DESIGN.md: bodies over 1 MiB get 413).
+MAX_BODY_BYTES = 1_048_576
+MAX_BATCH = 50
+DEFAULT_OPENRPC_INFO: Mapping[str, Any] = MappingProxyType(
+    {"title": "JSON-RPC API", "version": "0.0.0"}
+)  # OpenRPC's service-discovery method name
 
 
 class _MethodTable(dict[str, Method]):
@@ -110,9 +117,9 @@ class RPCEndpoint:
         router: Router,
         create_context: CreateContext,
         *,
-        max_body_bytes: int,
-        max_batch: int,
-        openrpc_info: Mapping[str, Any],
+        max_body_bytes: int = MAX_BODY_BYTES,
+        max_batch: int = MAX_BATCH,
+        openrpc_info: Mapping[str, Any] = DEFAULT_OPENRPC_INFO,
         observe: CallObserver | None = None,
         heartbeat_seconds: float = 15.0,
         send_timeout_seconds: float = 60.0,
@@ -284,9 +291,9 @@ def rpc_routes(
     create_context: CreateContext,
     *,
     path: str = "/rpc",
-    max_body_bytes: int = 1_048_576,
-    max_batch: int = 50,
-    openrpc_info: Mapping[str, Any] | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_batch: int = MAX_BATCH,
+    openrpc_info: Mapping[str, Any] = DEFAULT_OPENRPC_INFO,
     observe: CallObserver | None = None,
     heartbeat_seconds: float = 15.0,
     send_timeout_seconds: float = 60.0,
@@ -306,7 +313,7 @@ def rpc_routes(
         create_context,
         max_body_bytes=max_body_bytes,
         max_batch=max_batch,
-        openrpc_info=openrpc_info or {"title": "JSON-RPC API", "version": "0.0.0"},
+        openrpc_info=openrpc_info,
         observe=observe,
         heartbeat_seconds=heartbeat_seconds,
         send_timeout_seconds=send_timeout_seconds,
